@@ -1,0 +1,31 @@
+//! Strata, an edge caching reverse proxy: the proxy crate.
+//!
+//! # Layout
+//! - [`config`]: the YAML configuration and its validation.
+//! - [`route`]: routes, origins and path mapping.
+//! - [`proxy`]: the Pingora `ProxyHttp` (routing, pass-through, invalidation).
+//! - [`cached`]: the cacheable GET/HEAD path: hits from the tiers, misses filled from origins.
+//! - [`fill`]: storing a streaming body as slices.
+//! - [`object`]: the metadata record and keys of a cached object.
+//! - [`storable`]: which responses may be stored.
+//! - [`headers`]: hop-by-hop filtering and header parsing helpers.
+//! - [`cache_status`]: the RFC 9211 `Cache-Status` header.
+//! - [`upstream`]: pooled origin connections for fills.
+//! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
+//! - [`shutdown`]: draining on SIGTERM/SIGINT.
+//! - [`server`]: assembling the node from a configuration.
+
+pub mod admin;
+pub mod cache_status;
+pub mod cached;
+pub mod config;
+pub mod fill;
+pub mod headers;
+pub mod metrics;
+pub mod object;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod shutdown;
+pub mod storable;
+pub mod upstream;

@@ -1,0 +1,188 @@
+//! How an HTTP object is laid onto the key/value cache: one metadata record plus one value per slice.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+const MAGIC: &[u8; 4] = b"SOM1";
+
+/// The stored description of one cached response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Response status.
+    pub status: u16,
+    /// End-to-end response headers as the origin sent them (no hop-by-hop, no Content-Length).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body length in bytes.
+    pub length: u64,
+    /// Bytes per slice (the last slice may be shorter).
+    pub slice_size: u32,
+    /// Identity of this version's slices: a changed object never reads another version's slices.
+    pub id: u128,
+    /// Unix seconds when it was stored.
+    pub stored_at: u64,
+}
+
+impl ObjectMeta {
+    /// Number of slices the body occupies.
+    pub fn slice_count(&self) -> u64 {
+        self.length.div_ceil(self.slice_size as u64)
+    }
+
+    /// Expected length of slice `idx`.
+    pub fn slice_len(&self, idx: u64) -> u64 {
+        let start = idx * self.slice_size as u64;
+        (self.length - start).min(self.slice_size as u64)
+    }
+
+    /// Cache key of slice `idx`.
+    pub fn slice_key(&self, idx: u64) -> Vec<u8> {
+        slice_key(self.id, idx)
+    }
+
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Serialises the record (little-endian, length-prefixed headers).
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(64 + self.headers.len() * 48);
+        b.put_slice(MAGIC);
+        b.put_u16_le(self.status);
+        b.put_u32_le(self.slice_size);
+        b.put_u64_le(self.length);
+        b.put_u128_le(self.id);
+        b.put_u64_le(self.stored_at);
+        b.put_u16_le(self.headers.len() as u16);
+        for (n, v) in &self.headers {
+            b.put_u16_le(n.len() as u16);
+            b.put_slice(n.as_bytes());
+            b.put_u32_le(v.len() as u32);
+            b.put_slice(v);
+        }
+        b.freeze()
+    }
+
+    /// Parses a record; `None` when it is not one (treated as a miss).
+    pub fn decode(mut b: &[u8]) -> Option<ObjectMeta> {
+        let magic = take(&mut b, 4)?;
+        if magic != MAGIC {
+            return None;
+        }
+        let status = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?);
+        let slice_size = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?);
+        let length = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
+        let id = u128::from_le_bytes(take(&mut b, 16)?.try_into().ok()?);
+        let stored_at = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
+        let n = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?);
+        let mut headers = Vec::with_capacity(n.min(256) as usize);
+        for _ in 0..n {
+            let nl = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?) as usize;
+            let name = std::str::from_utf8(take(&mut b, nl)?).ok()?.to_string();
+            let vl = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+            headers.push((name, take(&mut b, vl)?.to_vec()));
+        }
+        if slice_size == 0 || !b.is_empty() {
+            return None;
+        }
+        Some(ObjectMeta {
+            status,
+            headers,
+            length,
+            slice_size,
+            id,
+            stored_at,
+        })
+    }
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if b.len() < n {
+        return None;
+    }
+    let (head, tail) = b.split_at(n);
+    *b = tail;
+    Some(head)
+}
+
+/// Cache key of an object's metadata record.
+pub fn meta_key(cache_key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(cache_key.len() + 2);
+    k.extend_from_slice(b"m:");
+    k.extend_from_slice(cache_key.as_bytes());
+    k
+}
+
+/// Cache key of one slice of an object version.
+pub fn slice_key(id: u128, idx: u64) -> Vec<u8> {
+    format!("s:{id:032x}:{idx}").into_bytes()
+}
+
+/// Identity of an object version: derived from its validators when it has them, so a refetch of
+/// the same version finds its slices; random otherwise, so two unknown versions never mix.
+pub fn object_id(
+    cache_key: &str,
+    etag: Option<&[u8]>,
+    last_modified: Option<&[u8]>,
+    length: Option<u64>,
+) -> u128 {
+    if etag.is_none() && last_modified.is_none() {
+        return rand::random();
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(cache_key.as_bytes());
+    h.update(b"\0e");
+    h.update(etag.unwrap_or_default());
+    h.update(b"\0l");
+    h.update(last_modified.unwrap_or_default());
+    h.update(b"\0n");
+    h.update(&length.unwrap_or(u64::MAX).to_le_bytes());
+    h.digest128()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ObjectMeta {
+        ObjectMeta {
+            status: 200,
+            headers: vec![
+                ("ETag".into(), b"\"abc\"".to_vec()),
+                ("Content-Type".into(), b"application/octet-stream".to_vec()),
+            ],
+            length: 3 * 1024 * 1024 + 5,
+            slice_size: 1 << 20,
+            id: 0x1234,
+            stored_at: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn roundtrip() {
+        let m = sample();
+        assert_eq!(ObjectMeta::decode(&m.encode()), Some(m.clone()));
+        assert_eq!(m.slice_count(), 4);
+        assert_eq!(m.slice_len(3), 5);
+        assert_eq!(m.header("etag"), Some(&b"\"abc\""[..]));
+    }
+
+    #[test]
+    fn truncated_or_foreign_records_are_rejected() {
+        let enc = sample().encode();
+        for cut in 0..enc.len() {
+            assert_eq!(ObjectMeta::decode(&enc[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(ObjectMeta::decode(b"nope"), None);
+    }
+
+    #[test]
+    fn ids_follow_validators() {
+        let a = object_id("k", Some(b"\"1\""), None, Some(5));
+        assert_eq!(a, object_id("k", Some(b"\"1\""), None, Some(5)));
+        assert_ne!(a, object_id("k", Some(b"\"2\""), None, Some(5)));
+        assert_ne!(object_id("k", None, None, None), object_id("k", None, None, None));
+    }
+}

@@ -1,0 +1,183 @@
+//! The Pingora `ProxyHttp` of Strata: routing, the cacheable path, and pass-through proxying.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{header, Method, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+
+use crate::cache_status::CacheStatus;
+use crate::cached::{cache_key, respond_error, CachedPath, Outcome};
+use crate::metrics::Metrics;
+use crate::object::meta_key;
+use crate::route::{Route, Router};
+use crate::shutdown::{Drain, InFlight};
+
+/// The proxy service.
+pub struct StrataProxy {
+    /// Routes by path prefix.
+    pub router: Router,
+    /// Hits and fills.
+    pub cached: CachedPath,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// In-flight accounting for shutdown.
+    pub drain: Arc<Drain>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    route: Option<Arc<Route>>,
+    upstream_path: String,
+    status: CacheStatus,
+    _in_flight: InFlight,
+}
+
+#[async_trait]
+impl ProxyHttp for StrataProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            route: None,
+            upstream_path: String::new(),
+            status: CacheStatus::default(),
+            _in_flight: self.drain.enter(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if self.drain.is_draining() {
+            session.set_keepalive(None);
+        }
+        let req = session.req_header();
+        let path = req.uri.path().to_string();
+        let Some(route) = self.router.find(&path) else {
+            ctx.status = CacheStatus::fwd("bypass");
+            ctx.status.detail = Some("no-route".into());
+            respond_error(session, StatusCode::NOT_FOUND, &ctx.status, "no route for this path")
+                .await?;
+            return Ok(true);
+        };
+        let pq = req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or(path);
+        ctx.upstream_path = route.upstream_path(&pq);
+        ctx.route = Some(route.clone());
+        if req.method == Method::GET || req.method == Method::HEAD {
+            match self.cached.handle(session, &route, &ctx.upstream_path).await? {
+                Outcome::Served(status) => {
+                    ctx.status = status;
+                    return Ok(true);
+                }
+                Outcome::PassThrough(reason) => ctx.status = CacheStatus::fwd(reason),
+            }
+        } else {
+            ctx.status = CacheStatus::fwd("method");
+        }
+        self.metrics
+            .origin_requests
+            .with_label_values(&[&route.name])
+            .inc();
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        match route.peer().await {
+            Ok(p) => Ok(Box::new(p)),
+            Err(e) => Error::e_explain(ErrorType::ConnectNoRoute, e),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let uri = ctx
+            .upstream_path
+            .parse()
+            .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad upstream path"))?;
+        up.set_uri(uri);
+        if let Some(route) = &ctx.route {
+            up.insert_header(header::HOST, route.origin.host_header())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        resp.insert_header("cache-status", ctx.status.header_value())?;
+        // RFC 9111 §4.4: a successful unsafe request invalidates the stored response.
+        let method = &session.req_header().method;
+        let unsafe_method = !matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        if unsafe_method && (resp.status.is_success() || resp.status.is_redirection()) {
+            if let Some(route) = &ctx.route {
+                let key = cache_key(route, &ctx.upstream_path);
+                self.cached.cache.remove(&meta_key(&key));
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
+    where
+        Ctx: Send + Sync,
+    {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(c) => *c,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => 0,
+                _ => 500,
+            },
+        };
+        // Once a response has started there is nothing honest to add: the connection is cut.
+        if code > 0 && session.response_written().is_none() {
+            if ctx.status == CacheStatus::default() {
+                ctx.status = CacheStatus::fwd("miss");
+            }
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+            let _ = respond_error(session, status, &ctx.status, &e.to_string()).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
+        self.metrics
+            .requests
+            .with_label_values(&[route, ctx.status.label()])
+            .inc();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        tracing::debug!(
+            route,
+            method = %session.req_header().method,
+            path = %session.req_header().uri,
+            status,
+            cache = %ctx.status.header_value(),
+            error = e.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! Routes: which origin serves a path, and how the path maps onto it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use std::sync::Mutex;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::RouteConfig;
+
+/// How long a resolved origin address is reused before it is looked up again.
+const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// An HTTP(S) origin base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `https` when true.
+    pub tls: bool,
+    /// Host name or address, without port.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Path prefix on the origin, always ending with `/`.
+    pub base_path: String,
+}
+
+impl Origin {
+    /// Parses `http://host[:port][/path]` or `https://…`.
+    pub fn parse(s: &str) -> Result<Origin, String> {
+        let u = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+        let tls = match u.scheme() {
+            "http" => false,
+            "https" => true,
+            other => return Err(format!("scheme `{other}` is not supported (use http or https)")),
+        };
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("`{s}` has no host"))?;
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(format!("`{s}`: credentials in the URL are not supported"));
+        }
+        if u.query().is_some() || u.fragment().is_some() {
+            return Err(format!("`{s}`: an origin may not have a query or fragment"));
+        }
+        let port = u
+            .port_or_known_default()
+            .ok_or_else(|| format!("`{s}` has no port"))?;
+        let mut base_path = u.path().to_string();
+        if !base_path.ends_with('/') {
+            base_path.push('/');
+        }
+        Ok(Origin {
+            tls,
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port,
+            base_path,
+        })
+    }
+
+    /// The value for the upstream `Host` header.
+    pub fn host_header(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// One configured route.
+#[derive(Debug)]
+pub struct Route {
+    /// `routes[].name`.
+    pub name: String,
+    /// `routes[].path_prefix`.
+    pub prefix: String,
+    /// The parsed `routes[].origin`.
+    pub origin: Origin,
+    dns: Mutex<Option<(Instant, SocketAddr)>>,
+}
+
+impl Route {
+    /// Builds a route from validated configuration.
+    pub fn new(cfg: &RouteConfig) -> Result<Route, String> {
+        Ok(Route {
+            name: cfg.name.clone(),
+            prefix: cfg.path_prefix.clone(),
+            origin: Origin::parse(&cfg.origin)?,
+            dns: Mutex::new(None),
+        })
+    }
+
+    /// The origin path (and query) for a client path that starts with this route's prefix.
+    pub fn upstream_path(&self, path_and_query: &str) -> String {
+        let rest = path_and_query
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or(path_and_query);
+        let rest = rest.strip_prefix('/').unwrap_or(rest);
+        format!("{}{}", self.origin.base_path, rest)
+    }
+
+    /// A peer for the origin, resolving its name at most every [`DNS_TTL`].
+    pub async fn peer(&self) -> Result<HttpPeer, String> {
+        let cached = self
+            .dns
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .filter(|(at, _)| at.elapsed() < DNS_TTL)
+            .map(|(_, a)| a);
+        let addr = match cached {
+            Some(a) => a,
+            None => {
+                let target = (self.origin.host.as_str(), self.origin.port);
+                let addr = tokio::net::lookup_host(target)
+                    .await
+                    .map_err(|e| format!("cannot resolve {}: {e}", self.origin.host))?
+                    .next()
+                    .ok_or_else(|| format!("{} has no addresses", self.origin.host))?;
+                if let Ok(mut g) = self.dns.lock() {
+                    *g = Some((Instant::now(), addr));
+                }
+                addr
+            }
+        };
+        let mut peer = HttpPeer::new(addr, self.origin.tls, self.origin.host.clone());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(Duration::from_secs(5));
+        o.total_connection_timeout = Some(Duration::from_secs(10));
+        o.read_timeout = Some(Duration::from_secs(60));
+        o.write_timeout = Some(Duration::from_secs(60));
+        o.idle_timeout = Some(Duration::from_secs(60));
+        Ok(peer)
+    }
+}
+
+/// Routes ordered so that the longest matching prefix wins.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<std::sync::Arc<Route>>,
+}
+
+impl Router {
+    /// Builds the router from validated route configurations.
+    pub fn new(cfgs: &[RouteConfig]) -> Result<Router, String> {
+        let mut routes = cfgs
+            .iter()
+            .map(|c| Route::new(c).map(std::sync::Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Ok(Router { routes })
+    }
+
+    /// The route for a request path.
+    pub fn find(&self, path: &str) -> Option<std::sync::Arc<Route>> {
+        self.routes
+            .iter()
+            .find(|r| path.starts_with(r.prefix.as_str()))
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: &str, origin: &str) -> Route {
+        Route::new(&RouteConfig {
+            name: "r".into(),
+            path_prefix: prefix.into(),
+            origin: origin.into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn maps_paths_onto_the_origin() {
+        let r = route("/debian/", "http://deb.debian.org/debian/");
+        assert_eq!(r.upstream_path("/debian/dists/a?x=1"), "/debian/dists/a?x=1");
+        let r = route("/", "http://127.0.0.1:9000");
+        assert_eq!(r.upstream_path("/a/b"), "/a/b");
+        let r = route("/mirror", "https://example.org/pub");
+        assert_eq!(r.upstream_path("/mirror/x"), "/pub/x");
+    }
+
+    #[test]
+    fn parses_origins() {
+        let o = Origin::parse("https://example.org").unwrap();
+        assert_eq!((o.tls, o.port, o.base_path.as_str()), (true, 443, "/"));
+        assert_eq!(o.host_header(), "example.org");
+        let o = Origin::parse("http://[::1]:8081/x").unwrap();
+        assert_eq!(o.host, "::1");
+        assert_eq!(o.host_header(), "[::1]:8081");
+        assert!(Origin::parse("ftp://x/").is_err());
+        assert!(Origin::parse("http://u:p@x/").is_err());
+        assert!(Origin::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let cfg = |n: &str, p: &str| RouteConfig {
+            name: n.into(),
+            path_prefix: p.into(),
+            origin: "http://127.0.0.1:1/".into(),
+        };
+        let router = Router::new(&[cfg("all", "/"), cfg("deb", "/debian/")]).unwrap();
+        assert_eq!(router.find("/debian/x").unwrap().name, "deb");
+        assert_eq!(router.find("/other").unwrap().name, "all");
+    }
+}

@@ -1,0 +1,109 @@
+//! Heap buffers aligned for O_DIRECT IO.
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+
+/// A zero-initialised heap buffer whose address and length are multiples of its alignment.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively (like Vec<u8>); no interior shared state.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared references only allow reading the bytes.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// Allocates `len` zeroed bytes aligned to `align`; `len` is rounded up to a multiple of `align`.
+    ///
+    /// Panics only on a non-power-of-two alignment (a programming error, never input-driven).
+    pub fn zeroed(len: usize, align: usize) -> Self {
+        assert!(align.is_power_of_two(), "alignment must be a power of two");
+        let len = align_up(len.max(1) as u64, align as u64) as usize;
+        let layout = Layout::from_size_align(len, align).expect("aligned layout");
+        // SAFETY: layout has a non-zero size (len >= align >= 1).
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        AlignedBuf { ptr, layout }
+    }
+
+    /// Length in bytes (a multiple of the alignment).
+    pub fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Always false: a buffer holds at least one aligned block.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The bytes, read-only.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for layout.size() initialised bytes for the lifetime of self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+
+    /// The bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+
+    /// Raw pointer for IO submission; valid while `self` is alive and not moved out of.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: ptr was allocated with exactly this layout and is freed once.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len())
+            .field("align", &self.layout.align())
+            .finish()
+    }
+}
+
+/// Rounds `v` up to a multiple of `align` (a power of two).
+pub fn align_up(v: u64, align: u64) -> u64 {
+    (v + align - 1) & !(align - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_and_zeroed() {
+        let mut b = AlignedBuf::zeroed(5000, 4096);
+        assert_eq!(b.len(), 8192);
+        assert_eq!(b.as_mut_ptr() as usize % 4096, 0);
+        assert!(b.as_slice().iter().all(|&x| x == 0));
+        b.as_mut_slice()[8191] = 7;
+        assert_eq!(b.as_slice()[8191], 7);
+    }
+
+    #[test]
+    fn align_up_rounds() {
+        assert_eq!(align_up(0, 4096), 0);
+        assert_eq!(align_up(1, 4096), 4096);
+        assert_eq!(align_up(4096, 4096), 4096);
+        assert_eq!(align_up(4097, 512), 4608);
+    }
+}

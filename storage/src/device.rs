@@ -1,0 +1,151 @@
+//! Opening the cache device: a preallocated file or a block device, with O_DIRECT.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, StorageError};
+
+/// The smallest alignment Strata uses for device IO, whatever the device reports.
+pub const MIN_BLOCK: usize = 4096;
+
+/// What kind of thing the cache lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// A regular file, created and preallocated by Strata.
+    File,
+    /// A block device (a disk, a partition, a loop device).
+    Block,
+}
+
+/// An open cache device.
+#[derive(Debug)]
+pub struct Device {
+    /// The open file descriptor.
+    pub file: File,
+    /// The path it was opened from.
+    pub path: PathBuf,
+    /// Usable size in bytes.
+    pub size: u64,
+    /// IO alignment for offsets, lengths and buffers.
+    pub block_size: usize,
+    /// File or block device.
+    pub kind: DeviceKind,
+    /// Whether the page cache is bypassed (O_DIRECT).
+    pub direct: bool,
+}
+
+impl Device {
+    /// Opens `path`; a missing path becomes a file of `file_size` bytes, preallocated.
+    pub fn open(path: &Path, file_size: u64) -> Result<Device> {
+        let io_err = |e| StorageError::io(path, e);
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(e)),
+        };
+        if meta.as_ref().is_some_and(|m| m.file_type().is_block_device()) {
+            return Self::open_block(path);
+        }
+        if meta.as_ref().is_some_and(|m| !m.is_file()) {
+            return Err(StorageError::Config(format!(
+                "{} is neither a regular file nor a block device",
+                path.display()
+            )));
+        }
+        if file_size < 8 * 1024 * 1024 {
+            return Err(StorageError::Config(format!(
+                "cache file size {file_size} is too small (at least 8MiB)"
+            )));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io_err)?;
+        }
+        let (file, direct) = open_maybe_direct(path, true, 0)?;
+        let current = file.metadata().map_err(io_err)?.len();
+        if current < file_size {
+            preallocate(&file, file_size).map_err(io_err)?;
+        }
+        Ok(Device {
+            file,
+            path: path.to_path_buf(),
+            // An existing larger file is used only up to the configured size; the superblock
+            // records the size, so a changed size is detected as another geometry.
+            size: file_size,
+            block_size: MIN_BLOCK,
+            kind: DeviceKind::File,
+            direct,
+        })
+    }
+
+    fn open_block(path: &Path) -> Result<Device> {
+        let (file, direct) = open_maybe_direct(path, false, libc::O_EXCL)?;
+        let fd = file.as_raw_fd();
+        let mut size: u64 = 0;
+        // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid.
+        if unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut size) } != 0 {
+            return Err(StorageError::io(path, io::Error::last_os_error()));
+        }
+        let mut lbs: libc::c_int = 0;
+        // SAFETY: BLKSSZGET writes one c_int through the pointer, which is valid.
+        if unsafe { libc::ioctl(fd, BLKSSZGET, &mut lbs) } != 0 {
+            return Err(StorageError::io(path, io::Error::last_os_error()));
+        }
+        let block_size = (lbs.max(512) as usize).max(MIN_BLOCK);
+        Ok(Device {
+            file,
+            path: path.to_path_buf(),
+            size,
+            block_size,
+            kind: DeviceKind::Block,
+            direct,
+        })
+    }
+}
+
+// From linux/fs.h: _IOR(0x12, 114, size_t) and _IO(0x12, 104).
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+const BLKSSZGET: libc::c_ulong = 0x1268;
+
+fn open_maybe_direct(path: &Path, create: bool, extra: i32) -> Result<(File, bool)> {
+    let open = |flags: i32| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .custom_flags(flags | extra)
+            .open(path)
+    };
+    match open(libc::O_DIRECT) {
+        Ok(f) => Ok((f, true)),
+        // Some filesystems (tmpfs) refuse O_DIRECT; the cache still works through the page cache.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            tracing::warn!(path = %path.display(), "O_DIRECT not supported here; using buffered IO");
+            let f = open(0).map_err(|e| StorageError::io(path, e))?;
+            Ok((f, false))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(StorageError::Config(format!(
+            "{} is in use (mounted or opened exclusively by another program)",
+            path.display()
+        ))),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+fn preallocate(file: &File, size: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("size overflows off_t"))?;
+    // SAFETY: plain syscall on an open fd.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        // No fallocate on this filesystem: a sparse file of the right size still works.
+        return file.set_len(size);
+    }
+    Err(err)
+}

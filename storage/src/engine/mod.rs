@@ -1,0 +1,56 @@
+//! IO engines: how the disk store's reads and writes reach the device.
+//!
+//! Every call hands the engine an owned [`AlignedBuf`] and gets it back with the result, so a
+//! caller that drops its future never leaves the kernel writing into freed memory.
+
+mod psync;
+
+pub use psync::PsyncEngine;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+
+use crate::aligned::AlignedBuf;
+
+/// The result of one IO: the outcome and the buffer handed back.
+pub type IoResult = (io::Result<()>, AlignedBuf);
+
+/// A boxed future of an IO result.
+pub type IoFuture = Pin<Box<dyn Future<Output = IoResult> + Send>>;
+
+/// Positional reads and writes of whole aligned buffers on one device.
+pub trait IoEngine: Send + Sync + 'static {
+    /// Short name for logs and metrics (`psync`, `io_uring`).
+    fn name(&self) -> &'static str;
+    /// Fills `buf` from the device at `offset`; a short read is an error.
+    fn read(&self, offset: u64, buf: AlignedBuf) -> IoFuture;
+    /// Writes all of `buf` to the device at `offset`.
+    fn write(&self, offset: u64, buf: AlignedBuf) -> IoFuture;
+}
+
+/// Which engine the operator asked for (`cache.disk.io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// io_uring when the kernel allows it, psync otherwise.
+    #[default]
+    Auto,
+    /// io_uring or fail.
+    IoUring,
+    /// A pread/pwrite thread pool.
+    Psync,
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(EngineKind::Auto),
+            "io_uring" => Ok(EngineKind::IoUring),
+            "psync" => Ok(EngineKind::Psync),
+            other => Err(format!(
+                "unknown io engine `{other}` (expected auto, io_uring or psync)"
+            )),
+        }
+    }
+}

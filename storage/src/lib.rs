@@ -1,0 +1,30 @@
+//! Strata's storage: a two-tier key/value cache of byte values. It knows nothing of HTTP.
+//!
+//! # Layout
+//! - [`tiered`]: `TieredCache`, the public entry point, and the admission policy between tiers.
+//! - [`memory`]: the L1 memory tier (byte budget, S3-FIFO + TinyLFU).
+//! - [`disk`]: the L2 slab store: regions appended to, an index, region eviction.
+//! - [`region`], [`item`], [`superblock`]: the on-disk formats.
+//! - [`index`]: the in-memory index of the disk store.
+//! - [`device`]: opening files and block devices with O_DIRECT.
+//! - [`engine`]: the io engines behind one trait.
+//! - [`aligned`]: aligned buffers for direct IO.
+
+pub mod aligned;
+pub mod device;
+pub mod disk;
+pub mod engine;
+pub mod error;
+pub mod index;
+pub mod item;
+pub mod key;
+pub mod memory;
+pub mod region;
+pub mod superblock;
+pub mod tiered;
+
+pub use disk::{DiskConfig, DiskStats, DiskStore};
+pub use engine::EngineKind;
+pub use error::{Result, StorageError};
+pub use memory::{MemoryStats, MemoryTier};
+pub use tiered::{Admission, TieredCache, TieredCacheConfig, TieredStats};

@@ -1,0 +1,190 @@
+//! The superblock at offset 0: what this device is and how it is laid out.
+
+use crate::error::{Result, StorageError};
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"STRATAv1";
+/// On-disk format version.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of the superblock that carry data; the rest of its block is zero.
+const ENCODED_LEN: usize = 8 + 4 + 4 + 8 + 8 + 4 + 8 + 16 + 8 + 4 + 4;
+
+/// Device geometry and identity, stored at offset 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superblock {
+    /// Format version.
+    pub version: u32,
+    /// IO alignment.
+    pub block_size: u32,
+    /// Device size the cache was formatted for.
+    pub device_size: u64,
+    /// Byte offset of region 0.
+    pub data_offset: u64,
+    /// Number of regions.
+    pub region_count: u32,
+    /// Bytes per region.
+    pub region_size: u64,
+    /// Random identity of this cache.
+    pub uuid: [u8; 16],
+    /// Unix seconds of formatting.
+    pub created: u64,
+    /// 1 when the last shutdown was clean.
+    pub clean_shutdown: u32,
+}
+
+impl Superblock {
+    /// Serialises into the first bytes of `block` (little-endian, crc32 last).
+    pub fn encode(&self, block: &mut [u8]) {
+        let mut w = Writer { buf: block, pos: 0 };
+        w.put(MAGIC);
+        w.put(&self.version.to_le_bytes());
+        w.put(&self.block_size.to_le_bytes());
+        w.put(&self.device_size.to_le_bytes());
+        w.put(&self.data_offset.to_le_bytes());
+        w.put(&self.region_count.to_le_bytes());
+        w.put(&self.region_size.to_le_bytes());
+        w.put(&self.uuid);
+        w.put(&self.created.to_le_bytes());
+        w.put(&self.clean_shutdown.to_le_bytes());
+        let crc = crc32fast::hash(&block[..ENCODED_LEN - 4]);
+        block[ENCODED_LEN - 4..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Parses a superblock; `Ok(None)` when the magic is absent, an error when it is corrupt.
+    pub fn decode(block: &[u8], path: &Path) -> Result<Option<Superblock>> {
+        if block.len() < ENCODED_LEN || &block[..8] != MAGIC {
+            return Ok(None);
+        }
+        let stored = u32::from_le_bytes(le(&block[ENCODED_LEN - 4..ENCODED_LEN]));
+        if crc32fast::hash(&block[..ENCODED_LEN - 4]) != stored {
+            return Err(StorageError::GeometryMismatch {
+                path: path.to_path_buf(),
+                found: "a Strata superblock with a bad checksum".into(),
+            });
+        }
+        let mut r = Reader { buf: block, pos: 8 };
+        let sb = Superblock {
+            version: u32::from_le_bytes(r.take()),
+            block_size: u32::from_le_bytes(r.take()),
+            device_size: u64::from_le_bytes(r.take()),
+            data_offset: u64::from_le_bytes(r.take()),
+            region_count: u32::from_le_bytes(r.take()),
+            region_size: u64::from_le_bytes(r.take()),
+            uuid: r.take(),
+            created: u64::from_le_bytes(r.take()),
+            clean_shutdown: u32::from_le_bytes(r.take()),
+        };
+        Ok(Some(sb))
+    }
+
+    /// A one-line description of the geometry, for errors and `inspect`.
+    pub fn describe(&self) -> String {
+        format!(
+            "format v{}, device {} bytes, {} regions of {} bytes, block {}",
+            self.version, self.device_size, self.region_count, self.region_size, self.block_size
+        )
+    }
+}
+
+fn le<const N: usize>(s: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&s[..N]);
+    a
+}
+
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let a = le::<N>(&self.buf[self.pos..]);
+        self.pos += N;
+        a
+    }
+}
+
+/// Names a well-known foreign signature in the first bytes of a device, if any.
+pub fn foreign_signature(head: &[u8]) -> Option<&'static str> {
+    let at = |off: usize, sig: &[u8]| head.get(off..off + sig.len()) == Some(sig);
+    if at(1080, &[0x53, 0xEF]) {
+        return Some("has an ext2/3/4 filesystem");
+    }
+    if at(0, b"XFSB") {
+        return Some("has an XFS filesystem");
+    }
+    if at(65600, b"_BHRfS_M") {
+        return Some("has a btrfs filesystem");
+    }
+    if at(512, b"EFI PART") {
+        return Some("has a GPT partition table");
+    }
+    if at(0, b"LUKS\xba\xbe") {
+        return Some("is a LUKS volume");
+    }
+    if at(4086, b"SWAPSPACE2") || at(4086, b"SWAP-SPACE") {
+        return Some("is a swap area");
+    }
+    if at(510, &[0x55, 0xAA]) {
+        return Some("has a DOS partition table or boot sector");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Superblock {
+        Superblock {
+            version: FORMAT_VERSION,
+            block_size: 4096,
+            device_size: 1 << 30,
+            data_offset: 1 << 20,
+            region_count: 63,
+            region_size: 16 << 20,
+            uuid: [7; 16],
+            created: 1_700_000_000,
+            clean_shutdown: 0,
+        }
+    }
+
+    #[test]
+    fn roundtrip() {
+        let mut block = vec![0u8; 4096];
+        sample().encode(&mut block);
+        let got = Superblock::decode(&block, Path::new("x")).unwrap().unwrap();
+        assert_eq!(got, sample());
+    }
+
+    #[test]
+    fn corrupt_crc_is_an_error_and_absent_magic_is_none() {
+        let mut block = vec![0u8; 4096];
+        sample().encode(&mut block);
+        block[20] ^= 1;
+        assert!(Superblock::decode(&block, Path::new("x")).is_err());
+        assert!(Superblock::decode(&[0u8; 4096], Path::new("x")).unwrap().is_none());
+    }
+
+    #[test]
+    fn finds_ext4() {
+        let mut head = vec![0u8; 1 << 20];
+        assert_eq!(foreign_signature(&head), None);
+        head[1080] = 0x53;
+        head[1081] = 0xEF;
+        assert!(foreign_signature(&head).unwrap().contains("ext"));
+    }
+}

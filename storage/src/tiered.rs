@@ -1,0 +1,110 @@
+//! `TieredCache`: the memory tier over the disk store, and the admission policy between them.
+
+use bytes::Bytes;
+
+use crate::disk::{DiskConfig, DiskStats, DiskStore};
+use crate::error::Result;
+use crate::memory::{MemoryStats, MemoryTier};
+
+/// Which tier receives a new value. Kept in one place so its effect can be measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Admission {
+    /// Every value is written to L2 (so it survives a restart and L1 eviction) and offered to
+    /// L1, whose TinyLFU filter decides whether it stays in memory. An L2 hit is offered to L1.
+    #[default]
+    WriteThrough,
+}
+
+/// How to build a [`TieredCache`].
+#[derive(Debug, Clone)]
+pub struct TieredCacheConfig {
+    /// L1 budget in bytes (0 disables the memory tier).
+    pub memory: usize,
+    /// The L2 device, if any.
+    pub disk: Option<DiskConfig>,
+    /// Placement of new values.
+    pub admission: Admission,
+}
+
+/// Counters of both tiers.
+#[derive(Debug, Clone, Default)]
+pub struct TieredStats {
+    /// The memory tier.
+    pub memory: MemoryStats,
+    /// The disk tier, when configured.
+    pub disk: Option<DiskStats>,
+}
+
+/// A key/value cache of byte values over a memory tier and a disk tier.
+pub struct TieredCache {
+    l1: MemoryTier,
+    l2: Option<DiskStore>,
+    admission: Admission,
+}
+
+impl TieredCache {
+    /// Opens the tiers described by `cfg`.
+    pub async fn open(cfg: TieredCacheConfig) -> Result<TieredCache> {
+        let l2 = match &cfg.disk {
+            Some(d) => Some(DiskStore::open(d).await?),
+            None => None,
+        };
+        Ok(TieredCache {
+            l1: MemoryTier::new(cfg.memory),
+            l2,
+            admission: cfg.admission,
+        })
+    }
+
+    /// The value of `key` from whichever tier holds it intact.
+    pub async fn get(&self, key: &[u8]) -> Option<Bytes> {
+        if let Some(v) = self.l1.get(key) {
+            return Some(v);
+        }
+        let v = self.l2.as_ref()?.get(key).await?;
+        match self.admission {
+            Admission::WriteThrough => self.l1.insert(key, v.clone()),
+        }
+        Some(v)
+    }
+
+    /// Stores `value` under `key`; returns once the value is where the policy puts it.
+    pub async fn insert(&self, key: &[u8], value: Bytes) -> Result<()> {
+        match self.admission {
+            Admission::WriteThrough => {
+                let l2 = match &self.l2 {
+                    Some(d) => d.insert(key, &value).await,
+                    None => Ok(()),
+                };
+                self.l1.insert(key, value);
+                l2
+            }
+        }
+    }
+
+    /// Forgets `key` in both tiers.
+    pub fn remove(&self, key: &[u8]) {
+        self.l1.remove(key);
+        if let Some(d) = &self.l2 {
+            d.remove(key);
+        }
+    }
+
+    /// True when some tier holds `key` (a disk item may still fail verification when read).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.l1.contains(key) || self.l2.as_ref().is_some_and(|d| d.contains(key))
+    }
+
+    /// The disk store, when configured.
+    pub fn disk(&self) -> Option<&DiskStore> {
+        self.l2.as_ref()
+    }
+
+    /// A snapshot of both tiers' counters.
+    pub fn stats(&self) -> TieredStats {
+        TieredStats {
+            memory: self.l1.stats(),
+            disk: self.l2.as_ref().map(|d| d.stats()),
+        }
+    }
+}
