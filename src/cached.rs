@@ -210,22 +210,34 @@ impl CachedPath {
             Err(why) => status.detail = Some(why.to_string()),
         }
         let resp = downstream_header(oh.status, &oh.headers, length, &status)?;
-        let origin_status = oh.status;
         let no_body = oh.status == StatusCode::NO_CONTENT || oh.status == StatusCode::NOT_MODIFIED;
         let mut fill = verdict.is_ok().then(|| {
             let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
             let lm = oh.headers.get(header::LAST_MODIFIED).map(|v| v.as_bytes());
             let id = object_id(key, etag, lm, length);
-            (id, SliceFill::new(self.cache.clone(), id, self.slice_size))
+            PendingFill {
+                fill: SliceFill::new(self.cache.clone(), id, self.slice_size),
+                meta: ObjectMeta {
+                    status: oh.status.as_u16(),
+                    headers: stored_headers,
+                    length: length.unwrap_or(0),
+                    slice_size: self.slice_size as u32,
+                    id,
+                    stored_at: now_secs(),
+                },
+            }
         });
         session
             .write_response_header(Box::new(resp), no_body || length == Some(0))
             .await?;
         let mut received = 0u64;
-        loop {
-            if no_body {
-                break;
+        let mut ended = no_body || length == Some(0);
+        if ended {
+            if let Some(p) = fill.take() {
+                self.commit(route, key, p, 0).await;
             }
+        }
+        while !ended {
             match origin.read_body().await {
                 Ok(Some(chunk)) => {
                     received += chunk.len() as u64;
@@ -233,16 +245,31 @@ impl CachedPath {
                         .bytes_served
                         .with_label_values(&[&route.name, "origin"])
                         .inc_by(chunk.len() as u64);
-                    if let Err(e) = session.write_response_body(Some(chunk.clone()), false).await {
+                    // The slice is stored before the client gets its bytes, and the object is
+                    // committed before the client gets the last byte: a client that has read
+                    // the whole body will find it cached.
+                    if let Some(p) = fill.as_mut() {
+                        p.fill.push(chunk.clone()).await;
+                    }
+                    ended = length == Some(received);
+                    if ended {
+                        if let Some(p) = fill.take() {
+                            self.commit(route, key, p, received).await;
+                        }
+                    }
+                    if let Err(e) = session.write_response_body(Some(chunk), ended).await {
                         // The client left: this fill has no reader, so it stops here.
                         self.metrics.fills.with_label_values(&["aborted"]).inc();
                         return Err(e);
                     }
-                    if let Some((_, f)) = fill.as_mut() {
-                        f.push(chunk).await;
-                    }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if let Some(p) = fill.take() {
+                        self.commit(route, key, p, received).await;
+                    }
+                    session.write_response_body(None, true).await?;
+                    ended = true;
+                }
                 Err(e) => {
                     tracing::warn!(route = %route.name, error = %e, received, "origin body failed");
                     if fill.is_some() {
@@ -252,28 +279,31 @@ impl CachedPath {
                 }
             }
         }
-        if length != Some(0) && !no_body {
-            session.write_response_body(None, true).await?;
-        }
-        if let Some((id, f)) = fill {
-            let meta = ObjectMeta {
-                status: origin_status.as_u16(),
-                headers: stored_headers,
-                length: length.unwrap_or(received),
-                slice_size: self.slice_size as u32,
-                id,
-                stored_at: now_secs(),
-            };
-            match f.finish(key, &meta).await {
-                Ok(()) => self.metrics.fills.with_label_values(&["stored"]).inc(),
-                Err(e) => {
-                    tracing::warn!(route = %route.name, key, error = %e, "not cached");
-                    self.metrics.fills.with_label_values(&["store_error"]).inc();
-                }
-            }
-        }
         self.upstream.release(origin).await;
         Ok(Outcome::Served(status))
+    }
+}
+
+/// A fill in progress and the record it will commit.
+struct PendingFill {
+    fill: SliceFill,
+    meta: ObjectMeta,
+}
+
+impl CachedPath {
+    /// Stores the last slice and the metadata record, if the body arrived complete.
+    async fn commit(&self, route: &Route, key: &str, mut p: PendingFill, received: u64) {
+        if p.meta.length == 0 {
+            // No Content-Length: the body's length is what arrived before a clean end.
+            p.meta.length = received;
+        }
+        match p.fill.finish(key, &p.meta).await {
+            Ok(()) => self.metrics.fills.with_label_values(&["stored"]).inc(),
+            Err(e) => {
+                tracing::warn!(route = %route.name, key, error = %e, "not cached");
+                self.metrics.fills.with_label_values(&["store_error"]).inc();
+            }
+        }
     }
 }
 

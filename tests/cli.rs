@@ -1,0 +1,79 @@
+//! `strata check`: configuration errors name the key and exit non-zero.
+
+use std::process::Command;
+
+fn check(yaml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+const GOOD: &str = "listen: 127.0.0.1:8080
+admin:
+  listen: 127.0.0.1:9090
+cache:
+  memory: 256MiB
+  disk:
+    path: ./var/cache.img
+    size: 2GiB
+    io: auto
+  slice: 1MiB
+routes:
+  - name: debian
+    path_prefix: /debian/
+    origin: http://deb.debian.org/debian/
+";
+
+#[test]
+fn the_example_config_is_valid() {
+    let (ok, text) = check(GOOD);
+    assert!(ok, "{text}");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["check", "--config"])
+        .arg(example)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_typo_in_a_key_is_named() {
+    let (ok, text) = check(&GOOD.replace("  slice:", "  slcie:"));
+    assert!(!ok);
+    assert!(text.contains("cache") && text.contains("slcie"), "{text}");
+    let (ok, text) = check(&GOOD.replace("path_prefix", "path_prefx"));
+    assert!(!ok);
+    assert!(text.contains("routes[0]") && text.contains("path_prefx"), "{text}");
+}
+
+#[test]
+fn a_bad_size_is_named() {
+    let (ok, text) = check(&GOOD.replace("memory: 256MiB", "memory: lots"));
+    assert!(!ok);
+    assert!(text.contains("cache.memory") && text.contains("invalid size"), "{text}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    for (from, to, key) in [
+        ("listen: 127.0.0.1:8080", "listen: nowhere", "listen"),
+        ("io: auto", "io: aio", "cache.disk.io"),
+        ("slice: 1MiB", "slice: 1KiB", "cache.slice"),
+        ("http://deb", "gopher://deb", "routes[0].origin"),
+    ] {
+        let (ok, text) = check(&GOOD.replace(from, to));
+        assert!(!ok, "{to}");
+        assert!(text.contains(key), "{to}: {text}");
+    }
+    let (ok, text) = check("listen: [");
+    assert!(!ok);
+    assert!(text.contains("c.yaml"), "{text}");
+}

@@ -1,0 +1,219 @@
+//! Shared harness of the end-to-end tests: a real origin, the real `strata` binary, real clients.
+#![allow(dead_code)]
+
+pub mod origin;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use origin::{random_bytes, Object, TestOrigin};
+
+/// A free loopback port (bound and released; the proxy binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `strata` process with its own config and cache directory.
+pub struct Strata {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+/// Knobs for the node a test starts.
+#[derive(Clone)]
+pub struct NodeConfig {
+    pub memory: String,
+    /// `None`: memory only.
+    pub disk: Option<String>,
+    pub slice: String,
+    pub extra_cache: String,
+    pub routes: String,
+}
+
+impl NodeConfig {
+    pub fn new(origin: &str) -> Self {
+        NodeConfig {
+            memory: "64MiB".into(),
+            disk: Some("256MiB".into()),
+            slice: "1MiB".into(),
+            extra_cache: String::new(),
+            routes: format!("  - name: test\n    path_prefix: /\n    origin: {origin}\n"),
+        }
+    }
+}
+
+impl Strata {
+    /// Starts the binary and waits until its admin endpoint answers ready.
+    pub fn start(cfg: &NodeConfig) -> Strata {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(cfg, dir)
+    }
+
+    /// Starts on an existing directory (to restart over the same cache file).
+    pub fn start_in(cfg: &NodeConfig, dir: tempfile::TempDir) -> Strata {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let disk = match &cfg.disk {
+            Some(size) => format!(
+                "  disk:\n    path: cache.img\n    size: {size}\n    io: auto\n    region_size: 4MiB\n"
+            ),
+            None => String::new(),
+        };
+        let yaml = format!(
+            "listen: {addr}\nadmin:\n  listen: {admin}\nthreads: 2\nshutdown_grace: 5s\nlog:\n  level: info\ncache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
+            cfg.memory, cfg.slice, cfg.extra_cache, cfg.routes
+        );
+        let conf = dir.path().join("strata.yaml");
+        std::fs::write(&conf, yaml).expect("write config");
+        let log = dir.path().join("strata.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--config")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn strata");
+        let mut s = Strata {
+            child,
+            addr,
+            admin,
+            dir,
+            log,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("strata exited early ({status}): {}", self.log_text());
+            }
+            if http_get_status(self.admin, "/ready") == Some(200)
+                && std::net::TcpStream::connect(self.addr).is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "strata not ready: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Peak resident set size (VmHWM) in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:") * 1024
+    }
+
+    /// Current resident set size in bytes.
+    pub fn rss(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:") * 1024
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// Value of the first metric line starting with `prefix` (0 when absent).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns how long it took.
+    pub fn terminate(&mut self) -> Duration {
+        let t = Instant::now();
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let _ = self.child.wait();
+        t.elapsed()
+    }
+
+    /// Stops the node and hands back its directory (cache file included).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.terminate();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for Strata {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn proc_status_kib(pid: i32, field: &str) -> u64 {
+    let f = std::fs::File::open(format!("/proc/{pid}/status")).expect("proc status");
+    BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .expect("status field")
+}
+
+/// Status of a plain GET over a fresh connection (used before the node is up).
+pub fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let line = std::str::from_utf8(&buf[..n]).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `Cache-Status` of a response, or "".
+pub fn cache_status(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// GET `url`, returning status, Cache-Status and body.
+pub async fn get(url: &str) -> (u16, String, bytes::Bytes) {
+    let r = reqwest::get(url).await.expect("request");
+    let status = r.status().as_u16();
+    let cs = cache_status(&r);
+    let body = r.bytes().await.expect("body");
+    (status, cs, body)
+}
