@@ -36,9 +36,11 @@ impl ServeHttp for AdminApp {
         let text = "text/plain; charset=utf-8";
         match session.req_header().uri.path() {
             "/health" => reply(StatusCode::OK, text, b"ok\n".to_vec()),
-            "/ready" if self.drain.is_draining() => {
-                reply(StatusCode::SERVICE_UNAVAILABLE, text, b"draining\n".to_vec())
-            }
+            "/ready" if self.drain.is_draining() => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                text,
+                b"draining\n".to_vec(),
+            ),
             "/ready" => reply(StatusCode::OK, text, b"ready\n".to_vec()),
             "/metrics" => reply(
                 StatusCode::OK,

@@ -155,13 +155,11 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map(Dur)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration `{s}` ({e}); write e.g. 10m or 30s"
-                ))
-            })
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{s}` ({e}); write e.g. 10m or 30s"
+            ))
+        })
     }
 }
 
@@ -231,11 +229,12 @@ impl Config {
                 parse_err(format!("{key}: {inner}"))
             }
         })?;
-        cfg.validate().map_err(|(key, message)| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            message,
-        })?;
+        cfg.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -243,7 +242,10 @@ impl Config {
         let bad = |k: &str, m: String| Err((k.to_string(), m));
         let slice = self.cache.slice.0;
         if !(64 * 1024..=64 << 20).contains(&slice) {
-            return bad("cache.slice", format!("{slice} bytes is outside 64KiB..=64MiB"));
+            return bad(
+                "cache.slice",
+                format!("{slice} bytes is outside 64KiB..=64MiB"),
+            );
         }
         if let Some(d) = &self.cache.disk {
             if d.size.is_none() && !is_block_device(&d.path) {

@@ -66,7 +66,12 @@ pub fn cache_control(h: &HeaderMap) -> Vec<(String, Option<String>)> {
 
 /// The `Content-Length` of a message, if present and valid.
 pub fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -183,6 +183,9 @@ mod tests {
         let a = object_id("k", Some(b"\"1\""), None, Some(5));
         assert_eq!(a, object_id("k", Some(b"\"1\""), None, Some(5)));
         assert_ne!(a, object_id("k", Some(b"\"2\""), None, Some(5)));
-        assert_ne!(object_id("k", None, None, None), object_id("k", None, None, None));
+        assert_ne!(
+            object_id("k", None, None, None),
+            object_id("k", None, None, None)
+        );
     }
 }

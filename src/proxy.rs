@@ -58,8 +58,13 @@ impl ProxyHttp for StrataProxy {
         let Some(route) = self.router.find(&path) else {
             ctx.status = CacheStatus::fwd("bypass");
             ctx.status.detail = Some("no-route".into());
-            respond_error(session, StatusCode::NOT_FOUND, &ctx.status, "no route for this path")
-                .await?;
+            respond_error(
+                session,
+                StatusCode::NOT_FOUND,
+                &ctx.status,
+                "no route for this path",
+            )
+            .await?;
             return Ok(true);
         };
         let pq = req
@@ -70,7 +75,11 @@ impl ProxyHttp for StrataProxy {
         ctx.upstream_path = route.upstream_path(&pq);
         ctx.route = Some(route.clone());
         if req.method == Method::GET || req.method == Method::HEAD {
-            match self.cached.handle(session, &route, &ctx.upstream_path).await? {
+            match self
+                .cached
+                .handle(session, &route, &ctx.upstream_path)
+                .await?
+            {
                 Outcome::Served(status) => {
                     ctx.status = status;
                     return Ok(true);

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use std::sync::Mutex;
 use pingora::upstreams::peer::HttpPeer;
+use std::sync::Mutex;
 
 use crate::config::RouteConfig;
 
@@ -31,7 +31,11 @@ impl Origin {
         let tls = match u.scheme() {
             "http" => false,
             "https" => true,
-            other => return Err(format!("scheme `{other}` is not supported (use http or https)")),
+            other => {
+                return Err(format!(
+                    "scheme `{other}` is not supported (use http or https)"
+                ))
+            }
         };
         let host = u
             .host_str()
@@ -52,7 +56,10 @@ impl Origin {
         }
         Ok(Origin {
             tls,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
             base_path,
         })
@@ -183,7 +190,10 @@ mod tests {
     #[test]
     fn maps_paths_onto_the_origin() {
         let r = route("/debian/", "http://deb.debian.org/debian/");
-        assert_eq!(r.upstream_path("/debian/dists/a?x=1"), "/debian/dists/a?x=1");
+        assert_eq!(
+            r.upstream_path("/debian/dists/a?x=1"),
+            "/debian/dists/a?x=1"
+        );
         let r = route("/", "http://127.0.0.1:9000");
         assert_eq!(r.upstream_path("/a/b"), "/a/b");
         let r = route("/mirror", "https://example.org/pub");

@@ -39,7 +39,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .chain(cfg.admin.as_ref().map(|a| ("admin.listen", a.listen)))
     {
         // Pingora reports a busy port only from its worker; check first for a clear message.
-        std::net::TcpListener::bind(addr).with_context(|| format!("{key}: cannot listen on {addr}"))?;
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("{key}: cannot listen on {addr}"))?;
     }
     if cfg.admin.as_ref().is_some_and(|a| a.listen == cfg.listen) {
         bail!("admin.listen: must differ from listen");
@@ -84,11 +85,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         drain: drain.clone(),
     };
-    let mut svc = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        proxy,
-        "strata proxy",
-    );
+    let mut svc =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "strata proxy");
     svc.add_tcp(&cfg.listen.to_string());
     server.add_service(svc);
 

@@ -61,7 +61,10 @@ mod tests {
         assert_eq!(storable(&Method::GET, &none, ok, &none), Ok(()));
         assert_eq!(storable(&Method::POST, &none, ok, &none), Err("method"));
         let auth = resp(&[("authorization", "Bearer x")]);
-        assert_eq!(storable(&Method::GET, &auth, ok, &none), Err("authorization"));
+        assert_eq!(
+            storable(&Method::GET, &auth, ok, &none),
+            Err("authorization")
+        );
         assert_eq!(
             storable(&Method::GET, &none, StatusCode::PARTIAL_CONTENT, &none),
             Err("status")

@@ -96,7 +96,10 @@ impl Default for Upstream {
     }
 }
 
-async fn exchange(session: &mut HttpSession, req: &RequestHeader) -> Result<ResponseHeader, String> {
+async fn exchange(
+    session: &mut HttpSession,
+    req: &RequestHeader,
+) -> Result<ResponseHeader, String> {
     session
         .write_request_header(Box::new(req.clone()))
         .await

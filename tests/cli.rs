@@ -11,7 +11,8 @@ fn check(yaml: &str) -> (bool, String) {
         .arg(&p)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -41,7 +42,11 @@ fn the_example_config_is_valid() {
         .arg(example)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -51,14 +56,20 @@ fn a_typo_in_a_key_is_named() {
     assert!(text.contains("cache") && text.contains("slcie"), "{text}");
     let (ok, text) = check(&GOOD.replace("path_prefix", "path_prefx"));
     assert!(!ok);
-    assert!(text.contains("routes[0]") && text.contains("path_prefx"), "{text}");
+    assert!(
+        text.contains("routes[0]") && text.contains("path_prefx"),
+        "{text}"
+    );
 }
 
 #[test]
 fn a_bad_size_is_named() {
     let (ok, text) = check(&GOOD.replace("memory: 256MiB", "memory: lots"));
     assert!(!ok);
-    assert!(text.contains("cache.memory") && text.contains("invalid size"), "{text}");
+    assert!(
+        text.contains("cache.memory") && text.contains("invalid size"),
+        "{text}"
+    );
 }
 
 #[test]

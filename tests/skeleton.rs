@@ -25,10 +25,17 @@ async fn second_get_is_a_byte_exact_hit_and_origin_sees_one_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_is_answered_from_a_cached_get() {
     let origin = TestOrigin::start().await;
-    origin.put("/h", Object::new(random_bytes(5000, 2)).header("etag", "\"v1\""));
+    origin.put(
+        "/h",
+        Object::new(random_bytes(5000, 2)).header("etag", "\"v1\""),
+    );
     let node = Strata::start(&NodeConfig::new(&origin.url()));
     get(&node.url("/h")).await;
-    let r = reqwest::Client::new().head(node.url("/h")).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .head(node.url("/h"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cache_status(&r), "strata; hit");
     assert_eq!(r.headers()["content-length"], "5000");
     assert_eq!(r.headers()["etag"], "\"v1\"");
@@ -40,7 +47,10 @@ async fn objects_come_back_from_l2_after_l1_overflows() {
     let origin = TestOrigin::start().await;
     let n = 24;
     for i in 0..n {
-        origin.put(&format!("/o{i}"), Object::new(random_bytes(300 * 1024, 100 + i)));
+        origin.put(
+            &format!("/o{i}"),
+            Object::new(random_bytes(300 * 1024, 100 + i)),
+        );
     }
     // L1 of 1 MiB cannot hold 24 x 300 KiB; L2 (256 MiB) holds them all.
     let mut cfg = NodeConfig::new(&origin.url());
@@ -56,8 +66,13 @@ async fn objects_come_back_from_l2_after_l1_overflows() {
         assert_eq!(b, random_bytes(300 * 1024, 100 + i), "object {i} differs");
         assert_eq!(origin.hits(&format!("/o{i}")), 1);
     }
-    let l2_hits = node.metric("strata_storage{stat=\"hits\",tier=\"disk\"}").await;
-    assert!(l2_hits >= (n as f64) / 2.0, "L2 served only {l2_hits} reads");
+    let l2_hits = node
+        .metric("strata_storage{stat=\"hits\",tier=\"disk\"}")
+        .await;
+    assert!(
+        l2_hits >= (n as f64) / 2.0,
+        "L2 served only {l2_hits} reads"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +100,10 @@ async fn a_corrupt_l2_item_is_a_miss_refetched_from_the_origin() {
 
     let (s, cs, b) = get(&node.url("/c.bin")).await;
     assert_eq!(s, 200);
-    assert_eq!(cs, "strata; fwd=miss; stored", "corrupt item must be a miss");
+    assert_eq!(
+        cs, "strata; fwd=miss; stored",
+        "corrupt item must be a miss"
+    );
     assert_eq!(b, body, "never the corrupt bytes");
     assert_eq!(origin.hits("/c.bin"), 2);
     let fails = node
@@ -121,7 +139,10 @@ async fn a_64mib_object_streams_with_bounded_memory() {
     assert_eq!(got, size);
     assert!(same, "streamed bytes differ from the origin");
     let growth = node.peak_rss().saturating_sub(before);
-    eprintln!("peak RSS growth while streaming 64 MiB: {} KiB", growth / 1024);
+    eprintln!(
+        "peak RSS growth while streaming 64 MiB: {} KiB",
+        growth / 1024
+    );
     assert!(growth < 16 << 20, "peak RSS grew by {growth} bytes");
     // And it was cached whole: the next read is a hit.
     let (_, cs, b) = get(&node.url("/big")).await;
@@ -145,10 +166,17 @@ async fn an_unreachable_origin_gets_a_clear_502() {
 async fn uncacheable_responses_are_forwarded_not_stored() {
     let origin = TestOrigin::start().await;
     origin.put("/ns", Object::new("a").header("cache-control", "no-store"));
-    origin.put("/pv", Object::new("b").header("cache-control", "private, max-age=60"));
+    origin.put(
+        "/pv",
+        Object::new("b").header("cache-control", "private, max-age=60"),
+    );
     origin.put("/ck", Object::new("c").header("set-cookie", "s=1"));
     let node = Strata::start(&NodeConfig::new(&origin.url()));
-    for (p, why) in [("/ns", "no-store"), ("/pv", "private"), ("/ck", "set-cookie")] {
+    for (p, why) in [
+        ("/ns", "no-store"),
+        ("/pv", "private"),
+        ("/ck", "set-cookie"),
+    ] {
         for _ in 0..2 {
             let (s, cs, _) = get(&node.url(p)).await;
             assert_eq!(s, 200);
@@ -174,7 +202,10 @@ async fn a_truncated_origin_body_is_never_cached() {
     assert!(r.bytes().await.is_err(), "client must see the truncation");
     origin.put("/t", Object::new(body.clone()));
     let (_, cs, b) = get(&node.url("/t")).await;
-    assert_eq!(cs, "strata; fwd=miss; stored", "partial body must not be a hit");
+    assert_eq!(
+        cs, "strata; fwd=miss; stored",
+        "partial body must not be a hit"
+    );
     assert_eq!(b, body);
 }
 
@@ -207,7 +238,9 @@ async fn sigterm_waits_for_in_flight_requests_then_exits_promptly() {
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let took = tokio::task::spawn_blocking(move || node.terminate()).await.unwrap();
+    let took = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
     let (s, _, b) = req.await.unwrap();
     assert_eq!(s, 200, "in-flight request must complete");
     assert_eq!(b, body);

@@ -46,7 +46,10 @@ impl Device {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(e)),
         };
-        if meta.as_ref().is_some_and(|m| m.file_type().is_block_device()) {
+        if meta
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_block_device())
+        {
             return Self::open_block(path);
         }
         if meta.as_ref().is_some_and(|m| !m.is_file()) {

@@ -27,7 +27,10 @@ pub enum StorageError {
     TooLarge { size: usize, max: usize },
     /// The requested io engine is not available on this system.
     #[error("io engine {engine} is unavailable: {reason}")]
-    EngineUnavailable { engine: &'static str, reason: String },
+    EngineUnavailable {
+        engine: &'static str,
+        reason: String,
+    },
     /// Every region is busy with writes in flight; the insert was not admitted.
     #[error("disk store is busy: no region can be reclaimed right now")]
     Busy,

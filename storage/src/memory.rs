@@ -74,7 +74,11 @@ impl MemoryTier {
             // Two keys may share a hash: only the exact key counts.
             .filter(|e| &*e.key == key)
             .map(|e| e.value.clone());
-        let c = if found.is_some() { &self.hits } else { &self.misses };
+        let c = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         c.fetch_add(1, Ordering::Relaxed);
         found
     }

@@ -176,7 +176,9 @@ mod tests {
         sample().encode(&mut block);
         block[20] ^= 1;
         assert!(Superblock::decode(&block, Path::new("x")).is_err());
-        assert!(Superblock::decode(&[0u8; 4096], Path::new("x")).unwrap().is_none());
+        assert!(Superblock::decode(&[0u8; 4096], Path::new("x"))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

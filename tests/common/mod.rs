@@ -104,7 +104,11 @@ impl Strata {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "strata not ready: {}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "strata not ready: {}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -193,7 +197,11 @@ pub fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).ok()?;
     let line = std::str::from_utf8(&buf[..n]).ok()?;

@@ -91,7 +91,9 @@ impl TestOrigin {
         let st = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
@@ -149,7 +151,10 @@ fn full(status: u16, body: &'static str) -> Response<Body> {
     r
 }
 
-async fn handle(st: Arc<State>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    st: Arc<State>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     st.seen.lock().unwrap().push(Seen {
         method: req.method().to_string(),
@@ -184,13 +189,12 @@ async fn handle(st: Arc<State>, req: Request<hyper::body::Incoming>) -> Result<R
         }
         v
     };
-    let stream = stream::iter(chunks.into_iter().map(move |c| {
-        if let Ok(f) = &c {
-            if let Some(d) = f.data_ref() {
-                counter.body_bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
+    let stream = stream::iter(chunks.into_iter().inspect(move |c| {
+        if let Some(d) = c.as_ref().ok().and_then(|f| f.data_ref()) {
+            counter
+                .body_bytes
+                .fetch_add(d.len() as u64, Ordering::Relaxed);
         }
-        c
     }));
     let mut resp = Response::new(StreamBody::new(stream).boxed());
     *resp.status_mut() = StatusCode::from_u16(obj.status).unwrap();

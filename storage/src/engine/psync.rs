@@ -67,10 +67,15 @@ impl PsyncEngine {
                     Ok(res) => res,
                     // The worker died with the buffer; hand back a fresh one so the caller's
                     // contract (a buffer is always returned) holds.
-                    Err(_) => (Err(io::Error::other("io thread exited")), AlignedBuf::zeroed(1, 1)),
+                    Err(_) => (
+                        Err(io::Error::other("io thread exited")),
+                        AlignedBuf::zeroed(1, 1),
+                    ),
                 }
             }),
-            Err(job) => Box::pin(async move { (Err(io::Error::other("io engine stopped")), job.buf) }),
+            Err(job) => {
+                Box::pin(async move { (Err(io::Error::other("io engine stopped")), job.buf) })
+            }
         }
     }
 }
