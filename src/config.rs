@@ -27,6 +27,9 @@ pub struct Config {
     /// Logging (`log`).
     #[serde(default)]
     pub log: LogConfig,
+    /// TLS towards origins (`tls`).
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// Cache tiers (`cache`).
     pub cache: CacheConfig,
     /// Routes (`routes`), matched by longest `path_prefix`.
@@ -51,6 +54,15 @@ pub struct LogConfig {
     /// `log.level`: a tracing filter such as `info` or `strata=debug` (default `info`; `RUST_LOG` wins).
     #[serde(default)]
     pub level: Option<String>,
+}
+
+/// `tls:`: how HTTPS origins are verified.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `tls.ca_file`: a PEM bundle trusted for HTTPS origins instead of the system store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Log line format.
@@ -207,6 +219,18 @@ impl Config {
         if let Some(d) = cfg.cache.disk.as_mut() {
             if d.path.is_relative() {
                 d.path = base.join(&d.path);
+            }
+        }
+        if let Some(ca) = cfg.tls.ca_file.as_mut() {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
+            if !ca.is_file() {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: "tls.ca_file".into(),
+                    message: format!("{} is not a readable file", ca.display()),
+                });
             }
         }
         Ok(cfg)

@@ -69,6 +69,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         // Draining is done by SignalWatch; Pingora itself should not wait any longer.
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
+        ca_file: cfg
+            .tls
+            .ca_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -78,7 +83,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         router,
         cached: CachedPath {
             cache: cache.clone(),
-            upstream: Upstream::new(),
+            upstream: Upstream::new(cfg.tls.ca_file.as_deref()),
             slice_size: cfg.cache.slice.0 as usize,
             metrics: metrics.clone(),
         },

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
@@ -35,10 +36,12 @@ pub struct OriginResponse {
 }
 
 impl Upstream {
-    /// A connector with its own keep-alive pool.
-    pub fn new() -> Self {
+    /// A connector with its own keep-alive pool; `ca_file` replaces the system trust store.
+    pub fn new(ca_file: Option<&std::path::Path>) -> Self {
+        let mut opts = ConnectorOptions::new(128);
+        opts.ca_file = ca_file.map(|p| p.to_string_lossy().into_owned());
         Upstream {
-            connector: Connector::new(None),
+            connector: Connector::new(Some(opts)),
         }
     }
 
@@ -87,12 +90,6 @@ impl Upstream {
         } else {
             session.shutdown().await;
         }
-    }
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

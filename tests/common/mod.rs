@@ -1,6 +1,7 @@
 //! Shared harness of the end-to-end tests: a real origin, the real `strata` binary, real clients.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
+pub mod nginx;
 pub mod origin;
 
 use std::io::{BufRead, BufReader};
@@ -36,6 +37,8 @@ pub struct NodeConfig {
     pub disk: Option<String>,
     pub slice: String,
     pub extra_cache: String,
+    /// Extra top-level YAML (e.g. a `tls:` block).
+    pub extra_top: String,
     pub routes: String,
 }
 
@@ -46,6 +49,7 @@ impl NodeConfig {
             disk: Some("256MiB".into()),
             slice: "1MiB".into(),
             extra_cache: String::new(),
+            extra_top: String::new(),
             routes: format!("  - name: test\n    path_prefix: /\n    origin: {origin}\n"),
         }
     }
@@ -69,8 +73,8 @@ impl Strata {
             None => String::new(),
         };
         let yaml = format!(
-            "listen: {addr}\nadmin:\n  listen: {admin}\nthreads: 2\nshutdown_grace: 5s\nlog:\n  level: info\ncache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
-            cfg.memory, cfg.slice, cfg.extra_cache, cfg.routes
+            "listen: {addr}\nadmin:\n  listen: {admin}\nthreads: 2\nshutdown_grace: 5s\nlog:\n  level: info\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
+            cfg.extra_top, cfg.memory, cfg.slice, cfg.extra_cache, cfg.routes
         );
         let conf = dir.path().join("strata.yaml");
         std::fs::write(&conf, yaml).expect("write config");
