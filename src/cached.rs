@@ -96,7 +96,7 @@ impl CachedPath {
         let raw = self.cache.get(&mk).await?;
         let meta = ObjectMeta::decode(&raw);
         if meta.is_none() {
-            self.cache.remove(&mk);
+            let _ = self.cache.remove(&mk).await;
         }
         meta
     }
@@ -112,7 +112,7 @@ impl CachedPath {
     ) -> Result<bool> {
         let n = meta.slice_count();
         if (0..n).any(|i| !self.cache.contains(&meta.slice_key(i))) {
-            self.cache.remove(&meta_key(key));
+            let _ = self.cache.remove(&meta_key(key)).await;
             return Ok(false);
         }
         // Read the first slice before committing to a hit, so a lost or corrupt one is a miss.
@@ -120,7 +120,7 @@ impl CachedPath {
             match self.read_slice(meta, 0).await {
                 Some(v) => Some(v),
                 None => {
-                    self.cache.remove(&meta_key(key));
+                    let _ = self.cache.remove(&meta_key(key)).await;
                     return Ok(false);
                 }
             }
@@ -148,7 +148,7 @@ impl CachedPath {
         for i in 1..n {
             let Some(v) = self.read_slice(meta, i).await else {
                 // Headers are out: the only honest answer left is to cut the connection short.
-                self.cache.remove(&meta_key(key));
+                let _ = self.cache.remove(&meta_key(key)).await;
                 return Error::e_explain(
                     ErrorType::InternalError,
                     "cached slice lost while serving; connection aborted",

@@ -108,6 +108,9 @@ pub struct DiskConfig {
     /// `cache.disk.overwrite`: format the device even if it holds other data (default false).
     #[serde(default)]
     pub overwrite: bool,
+    /// `cache.disk.queue_depth`: io_uring queue depth (default 64).
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: u32,
 }
 
 /// `cache.disk.io`.
@@ -180,6 +183,9 @@ fn default_grace() -> Dur {
 }
 fn default_slice() -> Size {
     Size(1 << 20)
+}
+fn default_queue_depth() -> u32 {
+    64
 }
 fn default_region() -> Size {
     Size(16 << 20)
@@ -288,11 +294,17 @@ impl Config {
                     format!("{region} bytes must be at least 1MiB and a multiple of 4KiB"),
                 );
             }
-            if region < slice + 64 * 1024 {
+            if region < 2 * slice + 64 * 1024 {
                 return bad(
                     "cache.disk.region_size",
-                    format!("{region} bytes cannot hold one slice of {slice} bytes (cache.slice)"),
+                    format!(
+                        "{region} bytes cannot hold a slice of {slice} bytes (cache.slice); \
+                         a region must be larger than twice the slice"
+                    ),
                 );
+            }
+            if !(2..=4096).contains(&d.queue_depth) {
+                return bad("cache.disk.queue_depth", "must be within 2..=4096".into());
             }
         }
         if self.threads == Some(0) {

@@ -140,7 +140,9 @@ impl ProxyHttp for StrataProxy {
         if unsafe_method && (resp.status.is_success() || resp.status.is_redirection()) {
             if let Some(route) = &ctx.route {
                 let key = cache_key(route, &ctx.upstream_path);
-                self.cached.cache.remove(&meta_key(&key));
+                if let Err(e) = self.cached.cache.remove(&meta_key(&key)).await {
+                    tracing::warn!(key, error = %e, "invalidation not recorded on disk");
+                }
             }
         }
         Ok(())

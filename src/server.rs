@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
-use strata_storage::{DiskConfig, TieredCache, TieredCacheConfig};
+use strata_storage::{DiskConfig, EngineOptions, TieredCache, TieredCacheConfig};
 
 use crate::admin::AdminApp;
 use crate::cached::CachedPath;
@@ -26,8 +26,12 @@ pub fn storage_config(cfg: &Config) -> TieredCacheConfig {
             size: d.size.map_or(0, |s| s.0),
             region_size: d.region_size.0,
             engine: d.io.0,
+            engine_options: EngineOptions {
+                queue_depth: d.queue_depth,
+                ..EngineOptions::default()
+            },
             overwrite: d.overwrite,
-            io_threads: 4,
+            eviction: Default::default(),
         }),
         admission: Default::default(),
     }
@@ -52,7 +56,6 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let cache = rt
         .block_on(TieredCache::open(storage_config(&cfg)))
         .context("cache.disk: cannot open the cache device")?;
-    drop(rt);
     let cache = Arc::new(cache);
     if let Some(d) = cache.disk() {
         tracing::info!(engine = d.engine_name(), direct = d.is_direct(), "L2 ready");
@@ -115,6 +118,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             grace: cfg.shutdown_grace.0,
         }),
     });
+    if let Err(e) = rt.block_on(cache.close()) {
+        tracing::warn!(error = %e, "cache not closed cleanly; the next start recovers by scanning");
+    }
     tracing::info!("strata stopped");
     Ok(())
 }

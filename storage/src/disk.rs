@@ -1,24 +1,45 @@
 //! The L2 slab store: items appended into regions on one device, found through an in-memory index.
+//!
+//! Writes reserve space in the active region under one lock and run outside it, so the device
+//! sees a stream of adjacent writes. A region that fills is sealed: its summary (the list of
+//! its items) is written after the last item and the region header is pointed at it. When no
+//! region is free, the oldest sealed one is reclaimed: its items are dropped from the index,
+//! except (with second chance) items read since they were written, which are copied into the
+//! reclaimed region first.
 
+use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::aligned::AlignedBuf;
 use crate::device::{Device, DeviceKind};
-use crate::engine::{EngineKind, IoEngine, PsyncEngine};
+use crate::engine::{self, EngineKind, EngineOptions, IoEngine};
 use crate::error::{Result, StorageError};
 use crate::index::{Entry, Index};
-use crate::item::{self, HEADER_LEN};
+use crate::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
 use crate::key::key_hash;
-use crate::region::{Active, Allocator, RegionHeader};
+use crate::recovery::scan_region;
+use crate::region::RegionHeader;
+use crate::summary::{self, SummaryEntry};
 use crate::superblock::{foreign_signature, Superblock, FORMAT_VERSION};
 
 /// Where region 0 starts: the superblock's block, rounded up so regions are MiB-aligned.
-const DATA_OFFSET: u64 = 1 << 20;
+pub const DATA_OFFSET: u64 = 1 << 20;
+
+/// What happens to the items of a region that is reclaimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictionPolicy {
+    /// All are dropped (plain region FIFO).
+    Fifo,
+    /// Items read since they were written are copied forward once (up to half a region).
+    #[default]
+    SecondChance,
+}
 
 /// How to open the disk store.
 #[derive(Debug, Clone)]
@@ -31,10 +52,12 @@ pub struct DiskConfig {
     pub region_size: u64,
     /// Which io engine runs.
     pub engine: EngineKind,
+    /// Engine tuning.
+    pub engine_options: EngineOptions,
     /// Format even when the device holds other data or a cache of another geometry.
     pub overwrite: bool,
-    /// Threads of the psync engine.
-    pub io_threads: usize,
+    /// Reclaim policy.
+    pub eviction: EvictionPolicy,
 }
 
 impl DiskConfig {
@@ -45,13 +68,13 @@ impl DiskConfig {
             size,
             region_size: 16 << 20,
             engine: EngineKind::Auto,
+            engine_options: EngineOptions::default(),
             overwrite: false,
-            io_threads: 4,
+            eviction: EvictionPolicy::default(),
         }
     }
 }
 
-/// Counters of the disk store.
 #[derive(Debug, Default)]
 struct Counters {
     hits: AtomicU64,
@@ -62,6 +85,7 @@ struct Counters {
     io_errors: AtomicU64,
     evicted_regions: AtomicU64,
     evicted_items: AtomicU64,
+    reinserted_items: AtomicU64,
     rejected_busy: AtomicU64,
 }
 
@@ -76,7 +100,7 @@ pub struct DiskStats {
     pub inserts: u64,
     /// Value bytes written.
     pub insert_bytes: u64,
-    /// Reads whose checksum, key or sequence did not match: served as misses.
+    /// Reads whose checksum did not match: served as misses.
     pub checksum_failures: u64,
     /// Failed device reads or writes.
     pub io_errors: u64,
@@ -84,38 +108,86 @@ pub struct DiskStats {
     pub evicted_regions: u64,
     /// Items dropped with reclaimed regions.
     pub evicted_items: u64,
+    /// Items given a second chance (copied forward) when their region was reclaimed.
+    pub reinserted_items: u64,
     /// Inserts refused because no region could be reclaimed.
     pub rejected_busy: u64,
     /// Items currently indexed.
     pub items: u64,
+    /// Heap bytes of the index.
+    pub index_bytes: u64,
     /// Regions on the device.
     pub regions: u32,
     /// Bytes per region.
     pub region_size: u64,
+    /// Items found at start-up.
+    pub recovered_items: u64,
+    /// Milliseconds start-up recovery took.
+    pub recovery_ms: u64,
+    /// Whether the previous run ended with a clean shutdown.
+    pub last_shutdown_clean: bool,
+}
+
+/// The region being filled.
+struct Active {
+    region: u32,
+    next_block: u32,
+    open_seq: u64,
+    entries: Vec<SummaryEntry>,
+}
+
+/// What is known of a sealed region without reading it.
+#[derive(Debug, Clone, Copy)]
+struct Sealed {
+    open_seq: u64,
+    summary: Option<(u32, u32)>,
+}
+
+/// Which regions are free, filling or sealed.
+struct Allocator {
+    active: Option<Active>,
+    free: VecDeque<u32>,
+    /// Sealed regions, oldest first: the reclaim order.
+    sealed: VecDeque<(u32, Sealed)>,
+}
+
+/// An item copied forward when its region is reclaimed.
+struct HotItem {
+    hash: u64,
+    image: AlignedBuf,
+    len: usize,
+    version: u64,
 }
 
 /// The raw-disk slab store.
 pub struct DiskStore {
     engine: Arc<dyn IoEngine>,
+    file: std::fs::File,
     path: PathBuf,
     block: usize,
     region_size: u64,
     region_count: u32,
-    uuid: [u8; 16],
+    superblock: Superblock,
     index: Index,
     /// Writes reserved but not finished, per region: a region with any is never reclaimed.
     pending: Vec<AtomicU32>,
-    // A tokio mutex: reserving space may write a region header while holding it.
+    // A tokio mutex: sealing and reclaiming do IO while holding it (once per region).
     alloc: tokio::sync::Mutex<Allocator>,
     seq: AtomicU64,
     counters: Counters,
     direct: bool,
     kind: DeviceKind,
+    eviction: EvictionPolicy,
+    recovered_items: u64,
+    recovery_ms: u64,
+    closed: AtomicBool,
 }
 
 impl DiskStore {
-    /// Opens (and, if blank or allowed, formats) the device described by `cfg`.
+    /// Opens the device described by `cfg`: recovers a cache of the same geometry, formats a
+    /// blank device (or any device when `overwrite` is set), refuses anything else untouched.
     pub async fn open(cfg: &DiskConfig) -> Result<DiskStore> {
+        let started = Instant::now();
         let dev = Device::open(&cfg.path, cfg.size)?;
         let block = dev.block_size;
         if cfg.region_size < (1 << 20) || !cfg.region_size.is_multiple_of(block as u64) {
@@ -144,31 +216,175 @@ impl DiskStore {
             created: now_secs(),
             clean_shutdown: 0,
         };
-        let sb = claim_device(&dev, wanted, cfg.overwrite)?;
-        let engine = open_engine(&dev, cfg)?;
-        tracing::info!(
-            path = %dev.path.display(),
-            engine = engine.name(),
-            direct = dev.direct,
-            regions = region_count,
-            region_size = cfg.region_size,
-            "disk store open"
+        let (sb, formatted) = claim_device(&dev, wanted, cfg.overwrite)?;
+        let file = Arc::new(
+            dev.file
+                .try_clone()
+                .map_err(|e| StorageError::io(&dev.path, e))?,
         );
-        Ok(DiskStore {
+        let engine = engine::start(cfg.engine, file, cfg.engine_options).map_err(|(name, e)| {
+            StorageError::EngineUnavailable {
+                engine: name,
+                reason: e.to_string(),
+            }
+        })?;
+        let mut store = DiskStore {
             engine,
-            path: dev.path.clone(),
+            file: dev.file,
+            path: dev.path,
             block,
             region_size: cfg.region_size,
             region_count,
-            uuid: sb.uuid,
+            superblock: sb,
             index: Index::default(),
             pending: (0..region_count).map(|_| AtomicU32::new(0)).collect(),
-            alloc: tokio::sync::Mutex::new(Allocator::new(region_count)),
+            alloc: tokio::sync::Mutex::new(Allocator {
+                active: None,
+                free: (0..region_count).collect(),
+                sealed: VecDeque::new(),
+            }),
             seq: AtomicU64::new(1),
             counters: Counters::default(),
             direct: dev.direct,
             kind: dev.kind,
-        })
+            eviction: cfg.eviction,
+            recovered_items: 0,
+            recovery_ms: 0,
+            closed: AtomicBool::new(false),
+        };
+        if !formatted {
+            store.recover().await?;
+        }
+        // Until a clean close says otherwise, the next start must assume a crash.
+        let mut sb = store.superblock.clone();
+        sb.clean_shutdown = 0;
+        store.write_superblock(&sb)?;
+        store.recovery_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            path = %store.path.display(),
+            engine = store.engine.name(),
+            direct = store.direct,
+            regions = region_count,
+            region_size = cfg.region_size,
+            recovered_items = store.recovered_items,
+            last_shutdown_clean = store.superblock.clean_shutdown == 1,
+            ms = store.recovery_ms,
+            "disk store open"
+        );
+        Ok(store)
+    }
+
+    fn write_superblock(&self, sb: &Superblock) -> Result<()> {
+        let mut block = AlignedBuf::zeroed(self.block, self.block);
+        sb.encode(block.as_mut_slice());
+        let io = |e| StorageError::io(&self.path, e);
+        self.file.write_all_at(block.as_slice(), 0).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+
+    /// Rebuilds the index and the allocator from region headers, summaries and scans.
+    async fn recover(&mut self) -> Result<()> {
+        let block = self.block;
+        // Reads are submitted when created, so issuing them all before awaiting overlaps them.
+        let reads: Vec<_> = (0..self.region_count)
+            .map(|r| {
+                self.engine
+                    .read(self.region_offset(r), AlignedBuf::zeroed(block, block))
+            })
+            .collect();
+        let mut live = Vec::new();
+        for (r, fut) in reads.into_iter().enumerate() {
+            let (res, buf) = fut.await;
+            res.map_err(|e| StorageError::io(&self.path, e))?;
+            if let Some(h) = RegionHeader::decode(buf.as_slice()) {
+                if h.uuid == self.superblock.uuid && h.region == r as u32 {
+                    live.push(h);
+                }
+            }
+        }
+        live.sort_by_key(|h| h.open_seq);
+        let summaries: Vec<_> = live
+            .iter()
+            .map(|h| {
+                h.summary.map(|(b, n)| {
+                    let off = self.region_offset(h.region) + b as u64 * block as u64;
+                    self.engine
+                        .read(off, AlignedBuf::zeroed(n as usize * block, block))
+                })
+            })
+            .collect();
+        let mut max_seq = 0u64;
+        let mut alloc = Allocator {
+            active: None,
+            free: VecDeque::new(),
+            sealed: VecDeque::new(),
+        };
+        let mut in_use = vec![false; self.region_count as usize];
+        for (h, summary) in live.iter().zip(summaries) {
+            let listed = match summary {
+                Some(fut) => {
+                    let (res, buf) = fut.await;
+                    res.ok()
+                        .and_then(|_| summary::decode(buf.as_slice(), h.open_seq))
+                }
+                None => None,
+            };
+            let entries = match listed {
+                Some(e) => e,
+                None => self.scan(h.region, h.open_seq).await?,
+            };
+            max_seq = max_seq.max(h.open_seq);
+            for e in &entries {
+                max_seq = max_seq.max(e.seq);
+                self.apply(h.region, e);
+            }
+            in_use[h.region as usize] = true;
+            alloc.sealed.push_back((
+                h.region,
+                Sealed {
+                    open_seq: h.open_seq,
+                    summary: h.summary,
+                },
+            ));
+        }
+        alloc.free = (0..self.region_count)
+            .filter(|&r| !in_use[r as usize])
+            .collect();
+        self.alloc = tokio::sync::Mutex::new(alloc);
+        self.seq = AtomicU64::new(max_seq + 1);
+        self.recovered_items = self.index.len() as u64;
+        Ok(())
+    }
+
+    /// Applies one recovered item or tombstone to the index (entries arrive in sequence order).
+    fn apply(&self, region: u32, e: &SummaryEntry) {
+        if e.tombstone {
+            if self
+                .index
+                .get(e.hash)
+                .is_some_and(|cur| cur.version < e.version)
+            {
+                self.index.remove(e.hash);
+            }
+        } else {
+            self.index.insert_if_newer(
+                e.hash,
+                Entry::new(region, e.block, e.blocks, e.seq, e.version),
+            );
+        }
+    }
+
+    /// Reads a whole region and finds its intact items.
+    async fn scan(&self, region: u32, open_seq: u64) -> Result<Vec<SummaryEntry>> {
+        let buf = AlignedBuf::zeroed(self.region_size as usize, self.block);
+        let (res, buf) = self.engine.read(self.region_offset(region), buf).await;
+        res.map_err(|e| StorageError::io(&self.path, e))?;
+        Ok(scan_region(buf.as_slice(), self.block, open_seq))
+    }
+
+    /// The device path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Name of the io engine in use.
@@ -188,11 +404,20 @@ impl DiskStore {
 
     /// Largest value storable under a key of `key_len` bytes.
     pub fn max_value_len(&self, key_len: usize) -> usize {
-        (self.region_size as usize - self.block).saturating_sub(HEADER_LEN + key_len)
+        // Half a region, so that a region always holds a large item plus its summary.
+        (self.region_size as usize / 2).saturating_sub(HEADER_LEN + key_len)
     }
 
     fn region_offset(&self, region: u32) -> u64 {
         DATA_OFFSET + region as u64 * self.region_size
+    }
+
+    fn blocks_per_region(&self) -> u32 {
+        (self.region_size / self.block as u64) as u32
+    }
+
+    fn summary_blocks(&self, count: usize) -> u32 {
+        summary::encoded_len(count).div_ceil(self.block) as u32
     }
 
     /// True when `key` is indexed (its bytes may still fail their checksum on read).
@@ -202,36 +427,45 @@ impl DiskStore {
 
     /// Reads the value of `key`; a missing, evicted or corrupt item is `None`.
     pub async fn get(&self, key: &[u8]) -> Option<Bytes> {
-        let hash = key_hash(key);
-        let Some(entry) = self.index.get(hash) else {
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
-            return None;
+        let found = self.read_item(key).await;
+        let c = if found.is_some() {
+            &self.counters.hits
+        } else {
+            &self.counters.misses
         };
+        c.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    async fn read_item(&self, key: &[u8]) -> Option<Bytes> {
+        let hash = key_hash(key);
+        let entry = self.index.get(hash)?;
         let offset = self.region_offset(entry.region) + entry.block as u64 * self.block as u64;
-        let buf = AlignedBuf::zeroed(entry.blocks as usize * self.block, self.block);
+        let buf = AlignedBuf::zeroed(entry.blocks() as usize * self.block, self.block);
         let (res, buf) = self.engine.read(offset, buf).await;
         if let Err(e) = res {
             self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(path = %self.path.display(), offset, error = %e, "disk read failed");
             return None;
         }
-        let intact = item::verify(buf.as_slice()).filter(|h| {
-            h.seq == entry.seq
-                && h.flags & item::FLAG_TOMBSTONE == 0
-                && &buf.as_slice()[HEADER_LEN..HEADER_LEN + h.key_len as usize] == key
-        });
-        let Some(h) = intact else {
-            // Corrupt, overwritten, or another key with the same hash: never serve these bytes.
-            self.counters
-                .checksum_failures
-                .fetch_add(1, Ordering::Relaxed);
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
-            self.index.remove_if(hash, &entry);
-            tracing::warn!(path = %self.path.display(), region = entry.region, block = entry.block, "item failed verification; dropped");
+        let Some(h) = item::verify(buf.as_slice()) else {
+            // Corrupt on the device (or torn by a crash): never serve these bytes.
+            if self.index.remove_if(hash, &entry).is_some() {
+                self.counters
+                    .checksum_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path = %self.path.display(), region = entry.region, block = entry.block, "item failed its checksum; dropped");
+            }
             return None;
         };
-        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        if h.seq as u32 != entry.seq_lo
+            || h.is_tombstone()
+            || item::key_of(buf.as_slice(), &h) != key
+        {
+            // The region was reclaimed under this read, or another key shares the hash.
+            return None;
+        }
+        self.index.mark_hot(hash, &entry);
         let start = HEADER_LEN + h.key_len as usize;
         let end = start + h.value_len as usize;
         Some(Bytes::from_owner(buf).slice(start..end))
@@ -248,90 +482,246 @@ impl DiskStore {
         }
         let hash = key_hash(key);
         let blocks = (item::padded_len(key.len(), value.len(), self.block) / self.block) as u32;
-        let (region, block, seq) = match self.reserve(blocks, hash).await {
-            Ok(r) => r,
-            Err(e) => {
-                if matches!(e, StorageError::Busy) {
-                    self.counters.rejected_busy.fetch_add(1, Ordering::Relaxed);
-                }
-                return Err(e);
-            }
+        let reserved = {
+            let mut a = self.alloc.lock().await;
+            self.reserve(&mut a, blocks, hash, false).await
         };
+        let (region, block, seq) = reserved.inspect_err(|e| {
+            if matches!(e, StorageError::Busy) {
+                self.counters.rejected_busy.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
         let buf = item::encode(key, value, seq, 0, self.block);
-        let offset = self.region_offset(region) + block as u64 * self.block as u64;
-        let (res, _buf) = self.engine.write(offset, buf).await;
-        let out = match res {
-            Ok(()) => {
-                let entry = Entry {
-                    region,
-                    block,
-                    blocks,
-                    seq,
-                };
-                self.index.insert_if_newer(hash, entry);
-                self.counters.inserts.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .insert_bytes
-                    .fetch_add(value.len() as u64, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
-                Err(StorageError::io(&self.path, e))
-            }
-        };
+        let res = self.write_at(region, block, buf).await;
+        if res.is_ok() {
+            self.index
+                .insert_if_newer(hash, Entry::new(region, block, blocks, seq, seq));
+            self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .insert_bytes
+                .fetch_add(value.len() as u64, Ordering::Relaxed);
+        }
         // Only after the index is updated: a region with no pending writes is safe to reclaim.
         self.pending[region as usize].fetch_sub(1, Ordering::AcqRel);
-        out
+        res
     }
 
-    /// Forgets `key`.
-    pub fn remove(&self, key: &[u8]) {
-        self.index.remove(key_hash(key));
-    }
-
-    /// Reserves `blocks` blocks in the active region, opening a new one when it is full.
-    async fn reserve(&self, blocks: u32, hash: u64) -> Result<(u32, u32, u64)> {
-        let per_region = (self.region_size / self.block as u64) as u32;
+    /// Forgets `key`, durably: a removal record is written so a restart does not bring it back.
+    pub async fn remove(&self, key: &[u8]) -> Result<()> {
+        let hash = key_hash(key);
+        // Under the allocator lock, so a concurrent reclaim cannot copy the item forward after
+        // it was removed here.
         let mut a = self.alloc.lock().await;
+        if self.index.remove(hash).is_none() {
+            return Ok(());
+        }
+        let blocks = (item::padded_len(key.len(), 0, self.block) / self.block) as u32;
+        let (region, block, seq) = self.reserve(&mut a, blocks, hash, true).await?;
+        drop(a);
+        let buf = item::encode(key, &[], seq, FLAG_TOMBSTONE, self.block);
+        let res = self.write_at(region, block, buf).await;
+        self.pending[region as usize].fetch_sub(1, Ordering::AcqRel);
+        res
+    }
+
+    async fn write_at(&self, region: u32, block: u32, buf: AlignedBuf) -> Result<()> {
+        let offset = self.region_offset(region) + block as u64 * self.block as u64;
+        let (res, _) = self.engine.write(offset, buf).await;
+        res.map_err(|e| {
+            self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+            StorageError::io(&self.path, e)
+        })
+    }
+
+    /// Reserves `blocks` blocks in the active region, sealing and opening regions as needed.
+    async fn reserve(
+        &self,
+        a: &mut Allocator,
+        blocks: u32,
+        hash: u64,
+        tombstone: bool,
+    ) -> Result<(u32, u32, u64)> {
+        let per_region = self.blocks_per_region();
         loop {
             if let Some(act) = a.active.as_mut() {
-                if act.next_block + blocks <= per_region {
+                let after = self.summary_blocks(act.entries.len() + 1);
+                if act.next_block + blocks + after <= per_region {
                     let (region, block) = (act.region, act.next_block);
                     act.next_block += blocks;
-                    self.pending[region as usize].fetch_add(1, Ordering::AcqRel);
-                    a.members[region as usize].push(hash);
                     let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+                    act.entries.push(SummaryEntry {
+                        hash,
+                        block,
+                        blocks,
+                        tombstone,
+                        seq,
+                        version: seq,
+                    });
+                    self.pending[region as usize].fetch_add(1, Ordering::AcqRel);
                     return Ok((region, block, seq));
                 }
             }
             if let Some(full) = a.active.take() {
-                a.sealed.push_back(full.region);
+                let sealed = self.seal(&full).await;
+                a.sealed.push_back((full.region, sealed));
             }
-            let region = match a.free.pop_front() {
-                Some(r) => r,
-                None => self.reclaim_oldest(&mut a)?,
+            let (region, hot) = match a.free.pop_front() {
+                Some(r) => (r, Vec::new()),
+                None => self.reclaim(a).await?,
             };
-            self.write_region_header(region).await?;
-            a.active = Some(Active {
-                region,
-                next_block: 1,
-            });
+            a.active = Some(self.open_region(region, hot).await?);
         }
     }
 
-    /// Reclaims the oldest sealed region with no writes in flight.
-    fn reclaim_oldest(&self, a: &mut Allocator) -> Result<u32> {
+    /// Writes the summary and the sealed header of a full region.
+    async fn seal(&self, act: &Active) -> Sealed {
+        let n = self.summary_blocks(act.entries.len());
+        let mut buf = AlignedBuf::zeroed(n as usize * self.block, self.block);
+        summary::encode(&act.entries, act.open_seq, buf.as_mut_slice());
+        let mut sealed = Sealed {
+            open_seq: act.open_seq,
+            summary: None,
+        };
+        // A region whose summary cannot be written is still recoverable by a scan.
+        if self.write_at(act.region, act.next_block, buf).await.is_ok() {
+            let header = RegionHeader {
+                region: act.region,
+                open_seq: act.open_seq,
+                uuid: self.superblock.uuid,
+                summary: Some((act.next_block, n)),
+            };
+            if self.write_header(&header).await.is_ok() {
+                sealed.summary = header.summary;
+            }
+        }
+        sealed
+    }
+
+    async fn write_header(&self, h: &RegionHeader) -> Result<()> {
+        let mut buf = AlignedBuf::zeroed(self.block, self.block);
+        h.encode(buf.as_mut_slice());
+        self.write_at(h.region, 0, buf).await
+    }
+
+    /// Starts a new generation of `region`, copying `hot` items into it first.
+    async fn open_region(&self, region: u32, hot: Vec<HotItem>) -> Result<Active> {
+        let open_seq = self.seq.load(Ordering::Relaxed);
+        self.write_header(&RegionHeader {
+            region,
+            open_seq,
+            uuid: self.superblock.uuid,
+            summary: None,
+        })
+        .await?;
+        let mut act = Active {
+            region,
+            next_block: 1,
+            open_seq,
+            entries: Vec::with_capacity(hot.len()),
+        };
+        if hot.is_empty() {
+            return Ok(act);
+        }
+        let total: usize = hot.iter().map(|h| h.len).sum();
+        let mut batch = AlignedBuf::zeroed(total, self.block);
+        let mut placed = Vec::with_capacity(hot.len());
+        let mut off = 0;
+        for h in &hot {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let dst = &mut batch.as_mut_slice()[off..off + h.len];
+            dst.copy_from_slice(&h.image.as_slice()[..h.len]);
+            item::set_seq(dst, seq, h.version);
+            let blocks = (h.len / self.block) as u32;
+            let block = act.next_block + (off / self.block) as u32;
+            act.entries.push(SummaryEntry {
+                hash: h.hash,
+                block,
+                blocks,
+                tombstone: false,
+                seq,
+                version: h.version,
+            });
+            placed.push(Entry::new(region, block, blocks, seq, h.version));
+            off += h.len;
+        }
+        if self.write_at(region, act.next_block, batch).await.is_ok() {
+            for (h, e) in hot.iter().zip(placed) {
+                // A newer version inserted meanwhile wins over this copy.
+                if self.index.insert_if_newer(h.hash, e) {
+                    self.counters.reinserted_items.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        act.next_block += (total / self.block) as u32;
+        Ok(act)
+    }
+
+    /// Reclaims the oldest sealed region with no writes in flight; returns it and the items
+    /// that earn a second chance.
+    async fn reclaim(&self, a: &mut Allocator) -> Result<(u32, Vec<HotItem>)> {
         let pos = a
             .sealed
             .iter()
-            .position(|&r| self.pending[r as usize].load(Ordering::Acquire) == 0)
+            .position(|(r, _)| self.pending[*r as usize].load(Ordering::Acquire) == 0)
             .ok_or(StorageError::Busy)?;
-        let region = a.sealed.remove(pos).ok_or(StorageError::Busy)?;
-        let members = std::mem::take(&mut a.members[region as usize]);
+        let (region, sealed) = a.sealed.remove(pos).ok_or(StorageError::Busy)?;
+        let listed = match sealed.summary {
+            Some((b, n)) => {
+                let off = self.region_offset(region) + b as u64 * self.block as u64;
+                let (res, buf) = self
+                    .engine
+                    .read(off, AlignedBuf::zeroed(n as usize * self.block, self.block))
+                    .await;
+                res.ok()
+                    .and_then(|_| summary::decode(buf.as_slice(), sealed.open_seq))
+            }
+            None => None,
+        };
+        let entries = match listed {
+            Some(e) => e,
+            None => self.scan(region, sealed.open_seq).await?,
+        };
+        let cap = self.blocks_per_region() / 2;
+        let mut hot_blocks = 0;
+        let mut hot = Vec::new();
         let mut dropped = 0u64;
-        for hash in members {
-            if self.index.remove_in_region(hash, region).is_some() {
+        for e in entries.iter().filter(|e| !e.tombstone) {
+            let Some(cur) = self.index.get(e.hash) else { continue };
+            if cur.region != region || cur.block != e.block || cur.seq_lo != e.seq as u32 {
+                continue;
+            }
+            self.index.remove_if(e.hash, &cur);
+            let second_chance = self.eviction == EvictionPolicy::SecondChance
+                && cur.is_hot()
+                && hot_blocks + e.blocks <= cap;
+            if second_chance {
+                hot_blocks += e.blocks;
+                hot.push(*e);
+            } else {
+                dropped += 1;
+            }
+        }
+        let reads: Vec<_> = hot
+            .iter()
+            .map(|e| {
+                let off = self.region_offset(region) + e.block as u64 * self.block as u64;
+                let buf = AlignedBuf::zeroed(e.blocks as usize * self.block, self.block);
+                (e, self.engine.read(off, buf))
+            })
+            .collect();
+        let mut items = Vec::with_capacity(reads.len());
+        for (e, fut) in reads {
+            let (res, image) = fut.await;
+            let intact = res.is_ok()
+                && item::verify(image.as_slice()).is_some_and(|h| h.seq == e.seq);
+            if intact {
+                items.push(HotItem {
+                    hash: e.hash,
+                    len: e.blocks as usize * self.block,
+                    image,
+                    version: e.version,
+                });
+            } else {
                 dropped += 1;
             }
         }
@@ -341,23 +731,28 @@ impl DiskStore {
         self.counters
             .evicted_items
             .fetch_add(dropped, Ordering::Relaxed);
-        tracing::debug!(region, dropped, "region reclaimed");
-        Ok(region)
+        tracing::debug!(region, dropped, second_chance = items.len(), "region reclaimed");
+        Ok((region, items))
     }
 
-    async fn write_region_header(&self, region: u32) -> Result<()> {
-        let mut buf = AlignedBuf::zeroed(self.block, self.block);
-        RegionHeader {
-            region,
-            open_seq: self.seq.load(Ordering::Relaxed),
-            uuid: self.uuid,
+    /// Seals the active region and records a clean shutdown, so the next start reads only
+    /// summaries. Idempotent; the store stays usable for reads.
+    pub async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
         }
-        .encode(buf.as_mut_slice());
-        let (res, _) = self.engine.write(self.region_offset(region), buf).await;
-        res.map_err(|e| {
-            self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
-            StorageError::io(&self.path, e)
-        })
+        let mut a = self.alloc.lock().await;
+        if let Some(act) = a.active.take() {
+            // Wait for writes in flight so the summary describes landed items only.
+            while self.pending[act.region as usize].load(Ordering::Acquire) > 0 {
+                tokio::task::yield_now().await;
+            }
+            let sealed = self.seal(&act).await;
+            a.sealed.push_back((act.region, sealed));
+        }
+        let mut sb = self.superblock.clone();
+        sb.clean_shutdown = 1;
+        self.write_superblock(&sb)
     }
 
     /// A snapshot of the counters.
@@ -373,10 +768,15 @@ impl DiskStore {
             io_errors: l(&c.io_errors),
             evicted_regions: l(&c.evicted_regions),
             evicted_items: l(&c.evicted_items),
+            reinserted_items: l(&c.reinserted_items),
             rejected_busy: l(&c.rejected_busy),
             items: self.index.len() as u64,
+            index_bytes: self.index.memory_bytes() as u64,
             regions: self.region_count,
             region_size: self.region_size,
+            recovered_items: self.recovered_items,
+            recovery_ms: self.recovery_ms,
+            last_shutdown_clean: self.superblock.clean_shutdown == 1,
         }
     }
 }
@@ -388,8 +788,9 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Decides whether the device may be used, formatting it when blank or allowed.
-fn claim_device(dev: &Device, wanted: Superblock, overwrite: bool) -> Result<Superblock> {
+/// Decides whether the device may be used; formats it when blank or allowed.
+/// Returns the superblock in force and whether it was just formatted.
+fn claim_device(dev: &Device, wanted: Superblock, overwrite: bool) -> Result<(Superblock, bool)> {
     let head_len = DATA_OFFSET.min(dev.size) as usize;
     let mut head = AlignedBuf::zeroed(head_len, dev.block_size);
     dev.file
@@ -404,7 +805,7 @@ fn claim_device(dev: &Device, wanted: Superblock, overwrite: bool) -> Result<Sup
             && sb.region_size == wanted.region_size
     };
     match Superblock::decode(head.as_slice(), &dev.path) {
-        Ok(Some(sb)) if same_geometry(&sb) => return Ok(sb),
+        Ok(Some(sb)) if same_geometry(&sb) => return Ok((sb, false)),
         Ok(Some(sb)) if !overwrite => {
             return Err(StorageError::GeometryMismatch {
                 path: dev.path.clone(),
@@ -422,32 +823,38 @@ fn claim_device(dev: &Device, wanted: Superblock, overwrite: bool) -> Result<Sup
         }
         _ => {}
     }
-    format(dev, &wanted)?;
-    Ok(wanted)
+    tracing::info!(path = %dev.path.display(), geometry = %wanted.describe(), "formatting cache device");
+    let mut block = AlignedBuf::zeroed(dev.block_size, dev.block_size);
+    wanted.encode(block.as_mut_slice());
+    let io = |e| StorageError::io(&dev.path, e);
+    dev.file.write_all_at(block.as_slice(), 0).map_err(io)?;
+    dev.file.sync_data().map_err(io)?;
+    Ok((wanted, true))
 }
 
-fn format(dev: &Device, sb: &Superblock) -> Result<()> {
-    tracing::info!(path = %dev.path.display(), geometry = %sb.describe(), "formatting cache device");
+/// Formats `path` as an empty cache of this geometry, whatever it holds (the operator asked).
+pub async fn format(cfg: &DiskConfig) -> Result<Superblock> {
+    let mut forced = cfg.clone();
+    forced.overwrite = true;
+    let dev = Device::open(&forced.path, forced.size)?;
+    let region_count = dev.size.saturating_sub(DATA_OFFSET) / cfg.region_size;
+    let sb = Superblock {
+        version: FORMAT_VERSION,
+        block_size: dev.block_size as u32,
+        device_size: dev.size,
+        data_offset: DATA_OFFSET,
+        region_count: u32::try_from(region_count)
+            .map_err(|_| StorageError::Config("too many regions".into()))?,
+        region_size: cfg.region_size,
+        uuid: rand::random(),
+        created: now_secs(),
+        clean_shutdown: 0,
+    };
+    // A new uuid makes every region of an earlier cache unreadable.
     let mut block = AlignedBuf::zeroed(dev.block_size, dev.block_size);
     sb.encode(block.as_mut_slice());
     let io = |e| StorageError::io(&dev.path, e);
     dev.file.write_all_at(block.as_slice(), 0).map_err(io)?;
-    dev.file.sync_data().map_err(io)
-}
-
-fn open_engine(dev: &Device, cfg: &DiskConfig) -> Result<Arc<dyn IoEngine>> {
-    let file = Arc::new(
-        dev.file
-            .try_clone()
-            .map_err(|e| StorageError::io(&dev.path, e))?,
-    );
-    match cfg.engine {
-        EngineKind::IoUring => Err(StorageError::EngineUnavailable {
-            engine: "io_uring",
-            reason: "this build has no io_uring engine yet".into(),
-        }),
-        EngineKind::Auto | EngineKind::Psync => Ok(Arc::new(
-            PsyncEngine::new(file, cfg.io_threads).map_err(|e| StorageError::io(&dev.path, e))?,
-        )),
-    }
+    dev.file.sync_data().map_err(io)?;
+    Ok(sb)
 }

@@ -1,20 +1,53 @@
 //! The in-memory index of the disk store: key hash → where the newest item lives.
+//!
+//! 24 bytes per entry plus the 8-byte key hash; hash collisions are resolved by the full key
+//! stored with the item, which every read compares.
 
 use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
-/// Location of one item on the device.
+const HOT: u32 = 1 << 31;
+
+/// Location and identity of one item on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     /// Region number.
     pub region: u32,
     /// Offset inside the region, in blocks.
     pub block: u32,
-    /// Padded length, in blocks.
-    pub blocks: u32,
-    /// Sequence number of the item; a read that finds another sequence there is a miss.
-    pub seq: u64,
+    blocks_hot: u32,
+    /// Low 32 bits of the item's write sequence: a read that finds another item there misses.
+    pub seq_lo: u32,
+    /// Version of the item (its original insert's sequence): newer versions win.
+    pub version: u64,
+}
+
+impl Entry {
+    /// A new, not yet accessed entry.
+    pub fn new(region: u32, block: u32, blocks: u32, seq: u64, version: u64) -> Entry {
+        Entry {
+            region,
+            block,
+            blocks_hot: blocks & !HOT,
+            seq_lo: seq as u32,
+            version,
+        }
+    }
+
+    /// Padded length in blocks.
+    pub fn blocks(&self) -> u32 {
+        self.blocks_hot & !HOT
+    }
+
+    /// Read since it was written (second-chance candidate).
+    pub fn is_hot(&self) -> bool {
+        self.blocks_hot & HOT != 0
+    }
+
+    fn same_place(&self, o: &Entry) -> bool {
+        self.region == o.region && self.block == o.block && self.seq_lo == o.seq_lo
+    }
 }
 
 const SHARDS: usize = 64;
@@ -43,14 +76,35 @@ impl Index {
         self.shard(hash).lock().get(&hash).copied()
     }
 
-    /// Records `entry` unless a newer item for the same hash is already indexed.
+    /// Records `entry` unless a newer version for the same hash is indexed.
     pub fn insert_if_newer(&self, hash: u64, entry: Entry) -> bool {
         let mut map = self.shard(hash).lock();
         match map.get(&hash) {
-            Some(cur) if cur.seq > entry.seq => false,
+            Some(cur) if cur.version > entry.version => false,
             _ => {
                 map.insert(hash, entry);
                 true
+            }
+        }
+    }
+
+    /// Moves `hash` from `old` to `new` only if it still points at `old`.
+    pub fn replace_if(&self, hash: u64, old: &Entry, new: Entry) -> bool {
+        let mut map = self.shard(hash).lock();
+        match map.get_mut(&hash) {
+            Some(cur) if cur.same_place(old) => {
+                *cur = new;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks the entry at `at` as read since written.
+    pub fn mark_hot(&self, hash: u64, at: &Entry) {
+        if let Some(cur) = self.shard(hash).lock().get_mut(&hash) {
+            if cur.same_place(at) {
+                cur.blocks_hot |= HOT;
             }
         }
     }
@@ -60,22 +114,11 @@ impl Index {
         self.shard(hash).lock().remove(&hash)
     }
 
-    /// Removes the entry for `hash` only if it is still `expected`.
-    pub fn remove_if(&self, hash: u64, expected: &Entry) -> bool {
-        let mut map = self.shard(hash).lock();
-        if map.get(&hash) == Some(expected) {
-            map.remove(&hash);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Removes the entry for `hash` if it points into `region`.
-    pub fn remove_in_region(&self, hash: u64, region: u32) -> Option<Entry> {
+    /// Removes the entry for `hash` only if it still points at `at`.
+    pub fn remove_if(&self, hash: u64, at: &Entry) -> Option<Entry> {
         let mut map = self.shard(hash).lock();
         match map.get(&hash) {
-            Some(e) if e.region == region => map.remove(&hash),
+            Some(cur) if cur.same_place(at) => map.remove(&hash),
             _ => None,
         }
     }
@@ -88,5 +131,39 @@ impl Index {
     /// True when nothing is indexed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Heap bytes held by the index (table slots of key hash + entry, plus a control byte each).
+    pub fn memory_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(u64, Entry)>() + 1;
+        self.shards.iter().map(|s| s.lock().capacity() * slot).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_is_compact() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+    }
+
+    #[test]
+    fn newer_versions_win_and_moves_are_conditional() {
+        let ix = Index::default();
+        let a = Entry::new(1, 1, 2, 10, 10);
+        let b = Entry::new(2, 1, 2, 20, 20);
+        assert!(ix.insert_if_newer(7, b));
+        assert!(!ix.insert_if_newer(7, a), "older version must not replace newer");
+        let moved = Entry::new(3, 5, 2, 30, 20);
+        assert!(!ix.replace_if(7, &a, moved), "not at a");
+        assert!(ix.replace_if(7, &b, moved));
+        ix.mark_hot(7, &moved);
+        assert!(ix.get(7).unwrap().is_hot());
+        assert_eq!(ix.get(7).unwrap().blocks(), 2);
+        assert!(ix.remove_if(7, &b).is_none());
+        assert!(ix.remove_if(7, &moved).is_some());
+        assert!(ix.is_empty());
     }
 }

@@ -5,10 +5,9 @@
 //! 4  flags     u16  bit 0: tombstone (the key was removed)
 //! 6  key_len   u16
 //! 8  value_len u32
-//! 12 reserved  u32  zero
-//! 16 seq       u64  global insertion sequence
-//! 24 crc32     u32  over bytes 0..24, the key and the value
-//! 28 reserved  u32  zero
+//! 12 crc32     u32  over bytes 0..12 and 16..32, the key and the value
+//! 16 seq       u64  where it was written: at least its region's open_seq
+//! 24 version   u64  the seq of the original insert; a second-chance copy keeps it
 //! 32 key, then value
 //! ```
 
@@ -29,16 +28,23 @@ pub struct ItemHeader {
     pub key_len: u16,
     /// Value length.
     pub value_len: u32,
-    /// Insertion sequence number.
-    pub seq: u64,
     /// Stored checksum.
     pub crc: u32,
+    /// Write sequence number.
+    pub seq: u64,
+    /// Version (sequence number of the original insert).
+    pub version: u64,
 }
 
 impl ItemHeader {
     /// Bytes the item occupies on disk before padding.
     pub fn item_len(&self) -> usize {
         HEADER_LEN + self.key_len as usize + self.value_len as usize
+    }
+
+    /// True for a removal record.
+    pub fn is_tombstone(&self) -> bool {
+        self.flags & FLAG_TOMBSTONE != 0
     }
 
     /// Parses the fixed header; `None` when the magic is absent.
@@ -50,8 +56,9 @@ impl ItemHeader {
             flags: u16::from_le_bytes(arr(&b[4..6])),
             key_len: u16::from_le_bytes(arr(&b[6..8])),
             value_len: u32::from_le_bytes(arr(&b[8..12])),
+            crc: u32::from_le_bytes(arr(&b[12..16])),
             seq: u64::from_le_bytes(arr(&b[16..24])),
-            crc: u32::from_le_bytes(arr(&b[24..28])),
+            version: u64::from_le_bytes(arr(&b[24..32])),
         })
     }
 }
@@ -67,26 +74,37 @@ pub fn padded_len(key_len: usize, value_len: usize, block: usize) -> usize {
     align_up((HEADER_LEN + key_len + value_len) as u64, block as u64) as usize
 }
 
-/// Builds the aligned on-disk image of an item.
-pub fn encode(key: &[u8], value: &[u8], seq: u64, flags: u16, block: usize) -> AlignedBuf {
-    let mut buf = AlignedBuf::zeroed(padded_len(key.len(), value.len(), block), block);
-    let b = buf.as_mut_slice();
+/// Writes the image of an item into `b` (at least `padded_len` bytes, zeroed).
+pub fn encode_into(b: &mut [u8], key: &[u8], value: &[u8], seq: u64, flags: u16) {
     b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     b[4..6].copy_from_slice(&flags.to_le_bytes());
     b[6..8].copy_from_slice(&(key.len() as u16).to_le_bytes());
     b[8..12].copy_from_slice(&(value.len() as u32).to_le_bytes());
-    b[16..24].copy_from_slice(&seq.to_le_bytes());
-    let body_end = HEADER_LEN + key.len() + value.len();
     b[HEADER_LEN..HEADER_LEN + key.len()].copy_from_slice(key);
-    b[HEADER_LEN + key.len()..body_end].copy_from_slice(value);
-    let crc = checksum(b, key.len() + value.len());
-    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    b[HEADER_LEN + key.len()..HEADER_LEN + key.len() + value.len()].copy_from_slice(value);
+    set_seq(b, seq, seq);
+}
+
+/// Builds the aligned on-disk image of an item whose version is its seq.
+pub fn encode(key: &[u8], value: &[u8], seq: u64, flags: u16, block: usize) -> AlignedBuf {
+    let mut buf = AlignedBuf::zeroed(padded_len(key.len(), value.len(), block), block);
+    encode_into(buf.as_mut_slice(), key, value, seq, flags);
     buf
+}
+
+/// Rewrites the seq and version of an item image and its checksum.
+pub fn set_seq(b: &mut [u8], seq: u64, version: u64) {
+    b[16..24].copy_from_slice(&seq.to_le_bytes());
+    b[24..32].copy_from_slice(&version.to_le_bytes());
+    let body = u16::from_le_bytes(arr(&b[6..8])) as usize + u32::from_le_bytes(arr(&b[8..12])) as usize;
+    let crc = checksum(b, body);
+    b[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn checksum(item: &[u8], body_len: usize) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    h.update(&item[0..24]);
+    h.update(&item[0..12]);
+    h.update(&item[16..HEADER_LEN]);
     h.update(&item[HEADER_LEN..HEADER_LEN + body_len]);
     h.finalize()
 }
@@ -101,6 +119,11 @@ pub fn verify(item: &[u8]) -> Option<ItemHeader> {
     (checksum(item, len - HEADER_LEN) == h.crc).then_some(h)
 }
 
+/// The key bytes of a verified item image.
+pub fn key_of<'a>(item: &'a [u8], h: &ItemHeader) -> &'a [u8] {
+    &item[HEADER_LEN..HEADER_LEN + h.key_len as usize]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,12 +133,20 @@ mod tests {
         let buf = encode(b"key", b"value bytes", 42, 0, 4096);
         assert_eq!(buf.len(), 4096);
         let h = verify(buf.as_slice()).unwrap();
-        assert_eq!((h.key_len, h.value_len, h.seq), (3, 11, 42));
-        for i in (0..24).chain(HEADER_LEN..HEADER_LEN + 14) {
+        assert_eq!((h.key_len, h.value_len, h.seq, h.version), (3, 11, 42, 42));
+        for i in 0..HEADER_LEN + 14 {
             let mut bad = buf.as_slice().to_vec();
             bad[i] ^= 0x10;
             assert!(verify(&bad).is_none(), "flip at {i} not detected");
         }
+    }
+
+    #[test]
+    fn reseq_keeps_the_item_valid() {
+        let mut buf = encode(b"k", b"v", 1, 0, 4096);
+        set_seq(buf.as_mut_slice(), 9, 1);
+        let h = verify(buf.as_slice()).unwrap();
+        assert_eq!((h.seq, h.version), (9, 1));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - [`tiered`]: `TieredCache`, the public entry point, and the admission policy between tiers.
 //! - [`memory`]: the L1 memory tier (byte budget, S3-FIFO + TinyLFU).
 //! - [`disk`]: the L2 slab store: regions appended to, an index, region eviction.
-//! - [`region`], [`item`], [`superblock`]: the on-disk formats.
+//! - [`region`], [`item`], [`summary`], [`superblock`]: the on-disk formats.
+//! - [`recovery`]: finding intact items after a restart or a crash.
+//! - [`inspect`]: a read-only report of a cache device.
 //! - [`index`]: the in-memory index of the disk store.
 //! - [`device`]: opening files and block devices with O_DIRECT.
 //! - [`engine`]: the io engines behind one trait.
@@ -18,13 +20,16 @@ pub mod error;
 pub mod index;
 pub mod item;
 pub mod key;
+pub mod inspect;
 pub mod memory;
+pub mod recovery;
 pub mod region;
+pub mod summary;
 pub mod superblock;
 pub mod tiered;
 
-pub use disk::{DiskConfig, DiskStats, DiskStore};
-pub use engine::EngineKind;
+pub use disk::{DiskConfig, DiskStats, DiskStore, EvictionPolicy};
+pub use engine::{EngineKind, EngineOptions};
 pub use error::{Result, StorageError};
 pub use memory::{MemoryStats, MemoryTier};
 pub use tiered::{Admission, TieredCache, TieredCacheConfig, TieredStats};

@@ -82,11 +82,20 @@ impl TieredCache {
         }
     }
 
-    /// Forgets `key` in both tiers.
-    pub fn remove(&self, key: &[u8]) {
+    /// Forgets `key` in both tiers (durably in L2).
+    pub async fn remove(&self, key: &[u8]) -> Result<()> {
         self.l1.remove(key);
-        if let Some(d) = &self.l2 {
-            d.remove(key);
+        match &self.l2 {
+            Some(d) => d.remove(key).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes what a clean restart needs (seals L2's active region); call before exiting.
+    pub async fn close(&self) -> Result<()> {
+        match &self.l2 {
+            Some(d) => d.close().await,
+            None => Ok(()),
         }
     }
 

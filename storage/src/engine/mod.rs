@@ -4,12 +4,16 @@
 //! caller that drops its future never leaves the kernel writing into freed memory.
 
 mod psync;
+mod uring;
 
 pub use psync::PsyncEngine;
+pub use uring::UringEngine;
 
+use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::aligned::AlignedBuf;
 
@@ -52,5 +56,46 @@ impl std::str::FromStr for EngineKind {
                 "unknown io engine `{other}` (expected auto, io_uring or psync)"
             )),
         }
+    }
+}
+
+/// Engine tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// io_uring queue depth.
+    pub queue_depth: u32,
+    /// Threads of the psync engine.
+    pub psync_threads: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            queue_depth: 64,
+            psync_threads: 8,
+        }
+    }
+}
+
+/// Starts the engine `kind` asks for; `Auto` falls back to psync when io_uring is refused.
+pub fn start(
+    kind: EngineKind,
+    file: Arc<File>,
+    opts: EngineOptions,
+) -> Result<Arc<dyn IoEngine>, (&'static str, io::Error)> {
+    match kind {
+        EngineKind::Psync => PsyncEngine::new(file, opts.psync_threads)
+            .map(|e| Arc::new(e) as Arc<dyn IoEngine>)
+            .map_err(|e| ("psync", e)),
+        EngineKind::IoUring => UringEngine::new(file, opts.queue_depth)
+            .map(|e| Arc::new(e) as Arc<dyn IoEngine>)
+            .map_err(|e| ("io_uring", e)),
+        EngineKind::Auto => match UringEngine::new(file.clone(), opts.queue_depth) {
+            Ok(e) => Ok(Arc::new(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring unavailable; using the psync engine");
+                start(EngineKind::Psync, file, opts)
+            }
+        },
     }
 }

@@ -1,0 +1,252 @@
+//! An io_uring engine: one ring owned by a dedicated thread, requests from any task.
+//!
+//! Callers queue a request (with its owned buffer) on a channel and wake the ring thread through
+//! an eventfd; the thread keeps a read armed on that eventfd, so it only ever blocks inside
+//! `submit_and_wait`, never in a busy loop. Completions go back on oneshot channels, so no tokio
+//! worker thread blocks on IO. The ring holds each buffer until the kernel is done with it,
+//! which keeps a cancelled caller memory-safe.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use io_uring::{opcode, squeue, types, IoUring};
+use tokio::sync::oneshot;
+
+use super::{IoEngine, IoFuture, IoResult};
+use crate::aligned::AlignedBuf;
+
+/// user_data of the eventfd read that wakes the ring thread.
+const WAKE: u64 = u64::MAX;
+
+#[derive(Clone, Copy)]
+enum Op {
+    Read,
+    Write,
+}
+
+struct Request {
+    op: Op,
+    offset: u64,
+    buf: AlignedBuf,
+    reply: oneshot::Sender<IoResult>,
+}
+
+/// An IO in flight: the request plus how much of it is done (short transfers are resumed).
+struct InFlight {
+    req: Request,
+    done: usize,
+}
+
+/// Positional IO through io_uring.
+pub struct UringEngine {
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    wake: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UringEngine {
+    /// Starts a ring of `depth` entries on `file`; fails if the kernel refuses io_uring.
+    pub fn new(file: Arc<File>, depth: u32) -> io::Result<Self> {
+        let depth = depth.clamp(2, 4096);
+        let ring = IoUring::new(depth + 1)?;
+        // SAFETY: eventfd returns a new descriptor (or -1), which we own from here on.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: efd is a fresh, valid descriptor not owned elsewhere.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+        let (tx, rx) = mpsc::channel();
+        let thread_wake = wake.clone();
+        let thread = thread::Builder::new()
+            .name("strata-uring".into())
+            .spawn(move || {
+                if let Err(e) = ring_loop(ring, &file, &thread_wake, &rx, depth as usize) {
+                    tracing::error!(error = %e, "io_uring thread failed");
+                }
+            })?;
+        Ok(UringEngine {
+            tx: Mutex::new(Some(tx)),
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    fn submit(&self, op: Op, offset: u64, buf: AlignedBuf) -> IoFuture {
+        let (reply, done) = oneshot::channel();
+        let req = Request {
+            op,
+            offset,
+            buf,
+            reply,
+        };
+        let sent = match self.tx.lock() {
+            Ok(g) => match g.as_ref() {
+                Some(tx) => tx.send(req).map_err(|e| e.0),
+                None => Err(req),
+            },
+            Err(_) => Err(req),
+        };
+        match sent {
+            Ok(()) => {
+                notify(self.wake.as_raw_fd());
+                Box::pin(async move {
+                    match done.await {
+                        Ok(res) => res,
+                        Err(_) => (
+                            Err(io::Error::other("io_uring thread exited")),
+                            AlignedBuf::zeroed(1, 1),
+                        ),
+                    }
+                })
+            }
+            Err(req) => Box::pin(async move { (Err(io::Error::other("io engine stopped")), req.buf) }),
+        }
+    }
+}
+
+fn notify(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own; failure only means the
+    // counter is saturated, in which case the ring thread is awake anyway.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+impl Drop for UringEngine {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+        notify(self.wake.as_raw_fd());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl IoEngine for UringEngine {
+    fn name(&self) -> &'static str {
+        "io_uring"
+    }
+
+    fn read(&self, offset: u64, buf: AlignedBuf) -> IoFuture {
+        self.submit(Op::Read, offset, buf)
+    }
+
+    fn write(&self, offset: u64, buf: AlignedBuf) -> IoFuture {
+        self.submit(Op::Write, offset, buf)
+    }
+}
+
+fn sqe_for(fd: RawFd, f: &mut InFlight, slot: usize) -> squeue::Entry {
+    let len = f.req.buf.len() - f.done;
+    let offset = f.req.offset + f.done as u64;
+    // SAFETY: the pointer stays valid until the completion: the buffer lives in `slots` and is
+    // neither moved out nor dropped while its IO is in flight.
+    let ptr = unsafe { f.req.buf.as_mut_ptr().add(f.done) };
+    let entry = match f.req.op {
+        Op::Read => opcode::Read::new(types::Fd(fd), ptr, len as u32)
+            .offset(offset)
+            .build(),
+        Op::Write => opcode::Write::new(types::Fd(fd), ptr, len as u32)
+            .offset(offset)
+            .build(),
+    };
+    entry.user_data(slot as u64)
+}
+
+fn ring_loop(
+    mut ring: IoUring,
+    file: &File,
+    wake: &OwnedFd,
+    rx: &mpsc::Receiver<Request>,
+    depth: usize,
+) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    let efd = wake.as_raw_fd();
+    // Leaked on purpose (8 bytes per engine): the armed eventfd read may still be pending in
+    // the kernel when this thread returns, so its target must never be freed.
+    let wake_buf: &'static mut [u8; 8] = Box::leak(Box::new([0u8; 8]));
+    let arm_wake = |ring: &mut IoUring, buf: &mut [u8; 8]| -> io::Result<()> {
+        let e = opcode::Read::new(types::Fd(efd), buf.as_mut_ptr(), 8)
+            .build()
+            .user_data(WAKE);
+        // SAFETY: wake_buf is 'static, so the kernel's write target stays valid.
+        unsafe { ring.submission().push(&e) }.map_err(|_| io::Error::other("ring full"))
+    };
+    arm_wake(&mut ring, wake_buf)?;
+    let mut slots: Vec<Option<InFlight>> = (0..depth).map(|_| None).collect();
+    let mut free: Vec<usize> = (0..depth).rev().collect();
+    let mut closed = false;
+    let mut completions = Vec::with_capacity(depth + 1);
+    loop {
+        // Take new requests while there are free slots.
+        while let Some(&slot) = free.last() {
+            match rx.try_recv() {
+                Ok(req) => {
+                    free.pop();
+                    let mut f = InFlight { req, done: 0 };
+                    let sqe = sqe_for(fd, &mut f, slot);
+                    slots[slot] = Some(f);
+                    // SAFETY: see sqe_for; the ring has depth + 1 entries, one per slot plus wake.
+                    unsafe { ring.submission().push(&sqe) }
+                        .map_err(|_| io::Error::other("submission queue full"))?;
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed && free.len() == depth {
+            return Ok(());
+        }
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => return Err(e),
+        }
+        completions.clear();
+        completions.extend(ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(ud, res) in &completions {
+            if ud == WAKE {
+                if !closed {
+                    arm_wake(&mut ring, wake_buf)?;
+                }
+                continue;
+            }
+            let slot = ud as usize;
+            let Some(mut f) = slots[slot].take() else { continue };
+            let outcome = if res < 0 {
+                Some(Err(io::Error::from_raw_os_error(-res)))
+            } else if res == 0 {
+                Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "io_uring transferred 0 bytes",
+                )))
+            } else {
+                f.done += res as usize;
+                (f.done >= f.req.buf.len()).then_some(Ok(()))
+            };
+            match outcome {
+                Some(r) => {
+                    let _ = f.req.reply.send((r, f.req.buf));
+                    free.push(slot);
+                }
+                None => {
+                    // A short transfer: resume where it stopped.
+                    let sqe = sqe_for(fd, &mut f, slot);
+                    slots[slot] = Some(f);
+                    // SAFETY: as above.
+                    unsafe { ring.submission().push(&sqe) }
+                        .map_err(|_| io::Error::other("submission queue full"))?;
+                }
+            }
+        }
+    }
+}
