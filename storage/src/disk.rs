@@ -648,7 +648,9 @@ impl DiskStore {
             for (h, e) in hot.iter().zip(placed) {
                 // A newer version inserted meanwhile wins over this copy.
                 if self.index.insert_if_newer(h.hash, e) {
-                    self.counters.reinserted_items.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .reinserted_items
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -686,7 +688,9 @@ impl DiskStore {
         let mut hot = Vec::new();
         let mut dropped = 0u64;
         for e in entries.iter().filter(|e| !e.tombstone) {
-            let Some(cur) = self.index.get(e.hash) else { continue };
+            let Some(cur) = self.index.get(e.hash) else {
+                continue;
+            };
             if cur.region != region || cur.block != e.block || cur.seq_lo != e.seq as u32 {
                 continue;
             }
@@ -712,8 +716,8 @@ impl DiskStore {
         let mut items = Vec::with_capacity(reads.len());
         for (e, fut) in reads {
             let (res, image) = fut.await;
-            let intact = res.is_ok()
-                && item::verify(image.as_slice()).is_some_and(|h| h.seq == e.seq);
+            let intact =
+                res.is_ok() && item::verify(image.as_slice()).is_some_and(|h| h.seq == e.seq);
             if intact {
                 items.push(HotItem {
                     hash: e.hash,
@@ -731,7 +735,12 @@ impl DiskStore {
         self.counters
             .evicted_items
             .fetch_add(dropped, Ordering::Relaxed);
-        tracing::debug!(region, dropped, second_chance = items.len(), "region reclaimed");
+        tracing::debug!(
+            region,
+            dropped,
+            second_chance = items.len(),
+            "region reclaimed"
+        );
         Ok((region, items))
     }
 

@@ -155,7 +155,10 @@ mod tests {
         let a = Entry::new(1, 1, 2, 10, 10);
         let b = Entry::new(2, 1, 2, 20, 20);
         assert!(ix.insert_if_newer(7, b));
-        assert!(!ix.insert_if_newer(7, a), "older version must not replace newer");
+        assert!(
+            !ix.insert_if_newer(7, a),
+            "older version must not replace newer"
+        );
         let moved = Entry::new(3, 5, 2, 30, 20);
         assert!(!ix.replace_if(7, &a, moved), "not at a");
         assert!(ix.replace_if(7, &b, moved));

@@ -66,7 +66,8 @@ pub fn inspect(path: &Path) -> Result<Report> {
         report.regions_in_use += 1;
         let listed = h.summary.and_then(|(b, n)| {
             let mut buf = vec![0u8; n as usize * block];
-            file.read_exact_at(&mut buf, off + b as u64 * block as u64).ok()?;
+            file.read_exact_at(&mut buf, off + b as u64 * block as u64)
+                .ok()?;
             summary::decode(&buf, h.open_seq)
         });
         let entries = match listed {

@@ -96,7 +96,8 @@ pub fn encode(key: &[u8], value: &[u8], seq: u64, flags: u16, block: usize) -> A
 pub fn set_seq(b: &mut [u8], seq: u64, version: u64) {
     b[16..24].copy_from_slice(&seq.to_le_bytes());
     b[24..32].copy_from_slice(&version.to_le_bytes());
-    let body = u16::from_le_bytes(arr(&b[6..8])) as usize + u32::from_le_bytes(arr(&b[8..12])) as usize;
+    let body =
+        u16::from_le_bytes(arr(&b[6..8])) as usize + u32::from_le_bytes(arr(&b[8..12])) as usize;
     let crc = checksum(b, body);
     b[12..16].copy_from_slice(&crc.to_le_bytes());
 }

@@ -26,6 +26,7 @@ struct Job {
 /// Positional IO on dedicated threads; completions return to async callers through oneshots.
 pub struct PsyncEngine {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    workers: Vec<thread::JoinHandle<()>>,
 }
 
 impl PsyncEngine {
@@ -34,15 +35,18 @@ impl PsyncEngine {
         let (tx, rx) = mpsc::channel::<Job>();
         // std's Receiver is single-consumer; the mutex is held only while taking the next job.
         let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads.max(1) {
-            let rx = rx.clone();
-            let file = file.clone();
-            thread::Builder::new()
-                .name(format!("strata-psync-{i}"))
-                .spawn(move || worker(&file, &rx))?;
-        }
+        let workers = (0..threads.max(1))
+            .map(|i| {
+                let rx = rx.clone();
+                let file = file.clone();
+                thread::Builder::new()
+                    .name(format!("strata-psync-{i}"))
+                    .spawn(move || worker(&file, &rx))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         Ok(PsyncEngine {
             jobs: Mutex::new(Some(tx)),
+            workers,
         })
     }
 
@@ -82,9 +86,13 @@ impl PsyncEngine {
 
 impl Drop for PsyncEngine {
     fn drop(&mut self) {
-        // Closing the channel lets the workers exit once queued jobs are done.
+        // Closing the channel lets the workers exit once queued jobs are done; joining them
+        // releases their handles on the device (a block device is opened exclusively).
         if let Ok(mut g) = self.jobs.lock() {
             g.take();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
         }
     }
 }

@@ -103,7 +103,9 @@ impl UringEngine {
                     }
                 })
             }
-            Err(req) => Box::pin(async move { (Err(io::Error::other("io engine stopped")), req.buf) }),
+            Err(req) => {
+                Box::pin(async move { (Err(io::Error::other("io engine stopped")), req.buf) })
+            }
         }
     }
 }
@@ -221,7 +223,9 @@ fn ring_loop(
                 continue;
             }
             let slot = ud as usize;
-            let Some(mut f) = slots[slot].take() else { continue };
+            let Some(mut f) = slots[slot].take() else {
+                continue;
+            };
             let outcome = if res < 0 {
                 Some(Err(io::Error::from_raw_os_error(-res)))
             } else if res == 0 {
