@@ -14,6 +14,7 @@
 //! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
 //! - [`shutdown`]: draining on SIGTERM/SIGINT.
 //! - [`server`]: assembling the node from a configuration.
+//! - [`tools`]: `strata inspect` and `strata format`.
 
 pub mod admin;
 pub mod cache_status;
@@ -28,4 +29,5 @@ pub mod route;
 pub mod server;
 pub mod shutdown;
 pub mod storable;
+pub mod tools;
 pub mod upstream;

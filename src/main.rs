@@ -1,6 +1,6 @@
-//! The `strata` command: run a node, or check a configuration.
+//! The `strata` command: run a node, check a configuration, inspect or format a cache device.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -23,37 +23,58 @@ enum Command {
     Run,
     /// Validate the configuration and exit.
     Check,
+    /// Describe a cache device or file without changing it.
+    Inspect {
+        /// The device or file (default: cache.disk.path of the configuration).
+        #[arg(long)]
+        disk: Option<PathBuf>,
+    },
+    /// Format cache.disk.path as an empty cache, whatever it holds.
+    Format,
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("strata: invalid configuration: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("strata: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Check => {
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Check => load(&cli.config).map(|cfg| {
             println!(
                 "{}: configuration OK ({} route(s))",
                 cli.config.display(),
                 cfg.routes.len()
             );
-            ExitCode::SUCCESS
-        }
-        Command::Run => {
+        }),
+        Command::Run => load(&cli.config).and_then(|cfg| {
             init_logging(&cfg);
-            match strata::server::run(cfg) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "strata failed");
-                    eprintln!("strata: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            strata::server::run(cfg).map_err(|e| {
+                tracing::error!(error = format!("{e:#}"), "strata failed");
+                eprintln!("strata: {e:#}");
+                ExitCode::FAILURE
+            })
+        }),
+        Command::Inspect { disk } => {
+            let path = match disk {
+                Some(p) => Ok(p),
+                None => load(&cli.config).and_then(|cfg| {
+                    cfg.cache.disk.map(|d| d.path).ok_or_else(|| {
+                        eprintln!("strata: cache.disk is not configured; pass --disk PATH");
+                        ExitCode::from(2)
+                    })
+                }),
+            };
+            path.and_then(|p| strata::tools::inspect(&p))
         }
+        Command::Format => load(&cli.config).and_then(|cfg| strata::tools::format(&cfg)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
     }
 }
 

@@ -88,3 +88,43 @@ fn bad_values_are_named() {
     assert!(!ok);
     assert!(text.contains("c.yaml"), "{text}");
 }
+
+#[test]
+fn format_then_inspect_a_cache_file() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let img = dir.path().join("cache.img");
+    // Foreign bytes: only an explicit `strata format` may overwrite them.
+    std::fs::write(&img, vec![0xabu8; 16 << 20]).unwrap();
+    let conf = dir.path().join("c.yaml");
+    std::fs::write(
+        &conf,
+        GOOD.replace("./var/cache.img", img.to_str().unwrap())
+            .replace("size: 2GiB", "size: 16MiB\n    region_size: 4MiB"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .arg("--config")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = run(&["inspect"]);
+    assert!(!ok && text.contains("not a Strata cache"), "{text}");
+    let (ok, text) = run(&["format"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("3 regions of 4194304 bytes"), "{text}");
+    let (ok, text) = run(&["inspect"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("regions:         3 of 4194304 bytes (0 in use"),
+        "{text}"
+    );
+    assert!(text.contains("items:           0"), "{text}");
+}
