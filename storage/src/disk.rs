@@ -205,6 +205,13 @@ impl DiskStore {
         }
         let region_count = u32::try_from(region_count)
             .map_err(|_| StorageError::Config("too many regions".into()))?;
+        if region_count as u64 * cfg.region_size / block as u64 > u32::MAX as u64 {
+            return Err(StorageError::Config(format!(
+                "device of {} bytes is larger than the {} TiB one store addresses; use a partition",
+                dev.size,
+                (u32::MAX as u64 * block as u64) >> 40
+            )));
+        }
         let wanted = Superblock {
             version: FORMAT_VERSION,
             block_size: block as u32,
@@ -369,7 +376,7 @@ impl DiskStore {
         } else {
             self.index.insert_if_newer(
                 e.hash,
-                Entry::new(region, e.block, e.blocks, e.seq, e.version),
+                Entry::new(self.abs_block(region, e.block), e.blocks, e.version),
             );
         }
     }
@@ -412,6 +419,11 @@ impl DiskStore {
         DATA_OFFSET + region as u64 * self.region_size
     }
 
+    /// Block number counted from region 0 (what the index stores).
+    fn abs_block(&self, region: u32, block: u32) -> u32 {
+        region * self.blocks_per_region() + block
+    }
+
     fn blocks_per_region(&self) -> u32 {
         (self.region_size / self.block as u64) as u32
     }
@@ -440,7 +452,7 @@ impl DiskStore {
     async fn read_item(&self, key: &[u8]) -> Option<Bytes> {
         let hash = key_hash(key);
         let entry = self.index.get(hash)?;
-        let offset = self.region_offset(entry.region) + entry.block as u64 * self.block as u64;
+        let offset = DATA_OFFSET + entry.block as u64 * self.block as u64;
         let buf = AlignedBuf::zeroed(entry.blocks() as usize * self.block, self.block);
         let (res, buf) = self.engine.read(offset, buf).await;
         if let Err(e) = res {
@@ -454,13 +466,11 @@ impl DiskStore {
                 self.counters
                     .checksum_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(path = %self.path.display(), region = entry.region, block = entry.block, "item failed its checksum; dropped");
+                tracing::warn!(path = %self.path.display(), block = entry.block, "item failed its checksum; dropped");
             }
             return None;
         };
-        if h.seq as u32 != entry.seq_lo
-            || h.is_tombstone()
-            || item::key_of(buf.as_slice(), &h) != key
+        if h.version != entry.version || h.is_tombstone() || item::key_of(buf.as_slice(), &h) != key
         {
             // The region was reclaimed under this read, or another key shares the hash.
             return None;
@@ -494,8 +504,9 @@ impl DiskStore {
         let buf = item::encode(key, value, seq, 0, self.block);
         let res = self.write_at(region, block, buf).await;
         if res.is_ok() {
+            let at = self.abs_block(region, block);
             self.index
-                .insert_if_newer(hash, Entry::new(region, block, blocks, seq, seq));
+                .insert_if_newer(hash, Entry::new(at, blocks, seq));
             self.counters.inserts.fetch_add(1, Ordering::Relaxed);
             self.counters
                 .insert_bytes
@@ -641,7 +652,7 @@ impl DiskStore {
                 seq,
                 version: h.version,
             });
-            placed.push(Entry::new(region, block, blocks, seq, h.version));
+            placed.push(Entry::new(self.abs_block(region, block), blocks, h.version));
             off += h.len;
         }
         if self.write_at(region, act.next_block, batch).await.is_ok() {
@@ -691,7 +702,7 @@ impl DiskStore {
             let Some(cur) = self.index.get(e.hash) else {
                 continue;
             };
-            if cur.region != region || cur.block != e.block || cur.seq_lo != e.seq as u32 {
+            if cur.block != self.abs_block(region, e.block) || cur.version != e.version {
                 continue;
             }
             self.index.remove_if(e.hash, &cur);

@@ -1,7 +1,7 @@
 //! The in-memory index of the disk store: key hash → where the newest item lives.
 //!
-//! 24 bytes per entry plus the 8-byte key hash; hash collisions are resolved by the full key
-//! stored with the item, which every read compares.
+//! 16 bytes per entry plus the 8-byte key hash (and the hash table's control byte and slack);
+//! hash collisions are resolved by the full key stored with the item, which every read compares.
 
 use std::collections::HashMap;
 
@@ -12,25 +12,19 @@ const HOT: u32 = 1 << 31;
 /// Location and identity of one item on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
-    /// Region number.
-    pub region: u32,
-    /// Offset inside the region, in blocks.
+    /// First block of the item, counted from the start of region 0.
     pub block: u32,
     blocks_hot: u32,
-    /// Low 32 bits of the item's write sequence: a read that finds another item there misses.
-    pub seq_lo: u32,
     /// Version of the item (its original insert's sequence): newer versions win.
     pub version: u64,
 }
 
 impl Entry {
     /// A new, not yet accessed entry.
-    pub fn new(region: u32, block: u32, blocks: u32, seq: u64, version: u64) -> Entry {
+    pub fn new(block: u32, blocks: u32, version: u64) -> Entry {
         Entry {
-            region,
             block,
             blocks_hot: blocks & !HOT,
-            seq_lo: seq as u32,
             version,
         }
     }
@@ -46,7 +40,7 @@ impl Entry {
     }
 
     fn same_place(&self, o: &Entry) -> bool {
-        self.region == o.region && self.block == o.block && self.seq_lo == o.seq_lo
+        self.block == o.block && self.version == o.version
     }
 }
 
@@ -146,20 +140,21 @@ mod tests {
 
     #[test]
     fn entry_is_compact() {
-        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+        assert_eq!(std::mem::size_of::<(u64, Entry)>(), 24);
     }
 
     #[test]
     fn newer_versions_win_and_moves_are_conditional() {
         let ix = Index::default();
-        let a = Entry::new(1, 1, 2, 10, 10);
-        let b = Entry::new(2, 1, 2, 20, 20);
+        let a = Entry::new(1, 2, 10);
+        let b = Entry::new(300, 2, 20);
         assert!(ix.insert_if_newer(7, b));
         assert!(
             !ix.insert_if_newer(7, a),
             "older version must not replace newer"
         );
-        let moved = Entry::new(3, 5, 2, 30, 20);
+        let moved = Entry::new(605, 2, 20);
         assert!(!ix.replace_if(7, &a, moved), "not at a");
         assert!(ix.replace_if(7, &b, moved));
         ix.mark_hot(7, &moved);

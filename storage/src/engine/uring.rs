@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
@@ -44,6 +45,8 @@ struct InFlight {
 pub struct UringEngine {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     wake: Arc<OwnedFd>,
+    /// Set while a wake-up is pending: later submitters skip the eventfd write (a syscall).
+    woken: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -51,7 +54,6 @@ impl UringEngine {
     /// Starts a ring of `depth` entries on `file`; fails if the kernel refuses io_uring.
     pub fn new(file: Arc<File>, depth: u32) -> io::Result<Self> {
         let depth = depth.clamp(2, 4096);
-        let ring = IoUring::new(depth + 1)?;
         // SAFETY: eventfd returns a new descriptor (or -1), which we own from here on.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if efd < 0 {
@@ -61,16 +63,42 @@ impl UringEngine {
         let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
         let (tx, rx) = mpsc::channel();
         let thread_wake = wake.clone();
+        let woken = Arc::new(AtomicBool::new(false));
+        let thread_woken = woken.clone();
+        // The ring is created on its own thread: with SINGLE_ISSUER only its creator may submit.
+        let (ready_tx, ready_rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("strata-uring".into())
             .spawn(move || {
-                if let Err(e) = ring_loop(ring, &file, &thread_wake, &rx, depth as usize) {
+                let ring = match new_ring(depth + 1) {
+                    Ok(r) => {
+                        let _ = ready_tx.send(Ok(()));
+                        r
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let r = ring_loop(
+                    ring,
+                    &file,
+                    &thread_wake,
+                    &thread_woken,
+                    &rx,
+                    depth as usize,
+                );
+                if let Err(e) = r {
                     tracing::error!(error = %e, "io_uring thread failed");
                 }
             })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("io_uring thread exited at start"))??;
         Ok(UringEngine {
             tx: Mutex::new(Some(tx)),
             wake,
+            woken,
             thread: Some(thread),
         })
     }
@@ -92,7 +120,9 @@ impl UringEngine {
         };
         match sent {
             Ok(()) => {
-                notify(self.wake.as_raw_fd());
+                if !self.woken.swap(true, Ordering::AcqRel) {
+                    notify(self.wake.as_raw_fd());
+                }
                 Box::pin(async move {
                     match done.await {
                         Ok(res) => res,
@@ -108,6 +138,16 @@ impl UringEngine {
             }
         }
     }
+}
+
+/// A ring tuned for one submitting thread; falls back to defaults on older kernels.
+fn new_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .setup_defer_taskrun()
+        .build(entries)
+        .or_else(|_| IoUring::new(entries))
 }
 
 fn notify(fd: RawFd) {
@@ -164,6 +204,7 @@ fn ring_loop(
     mut ring: IoUring,
     file: &File,
     wake: &OwnedFd,
+    woken: &AtomicBool,
     rx: &mpsc::Receiver<Request>,
     depth: usize,
 ) -> io::Result<()> {
@@ -185,6 +226,9 @@ fn ring_loop(
     let mut closed = false;
     let mut completions = Vec::with_capacity(depth + 1);
     loop {
+        // Cleared before draining: a request sent after the drain finds the flag clear and
+        // writes the eventfd, so none is left waiting while this thread sleeps.
+        woken.store(false, Ordering::Release);
         // Take new requests while there are free slots.
         while let Some(&slot) = free.last() {
             match rx.try_recv() {
