@@ -14,6 +14,8 @@ pub struct CacheStatus {
     pub fwd: Option<&'static str>,
     /// The origin's response was stored.
     pub stored: bool,
+    /// The request was collapsed into another one's origin fetch.
+    pub collapsed: bool,
     /// Remaining freshness lifetime in seconds, when known.
     pub ttl: Option<i64>,
     /// Free-form detail (why a response was not stored).
@@ -48,6 +50,9 @@ impl CacheStatus {
         }
         if self.stored {
             s.push_str("; stored");
+        }
+        if self.collapsed {
+            s.push_str("; collapsed");
         }
         if let Some(t) = self.ttl {
             let _ = write!(s, "; ttl={t}");

@@ -88,6 +88,10 @@ pub struct CacheConfig {
     /// `cache.slice`: size of the pieces large objects are stored in (default 1MiB).
     #[serde(default = "default_slice")]
     pub slice: Size,
+    /// `cache.lock_timeout`: how long a client waits on another's fill that makes no progress
+    /// before fetching for itself (default 5s).
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: Dur,
 }
 
 /// `cache.disk:`.
@@ -183,6 +187,9 @@ fn default_grace() -> Dur {
 }
 fn default_slice() -> Size {
     Size(1 << 20)
+}
+fn default_lock_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
 }
 fn default_queue_depth() -> u32 {
     64

@@ -46,6 +46,11 @@ impl ObjectMeta {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// The ETag if it is a strong one (usable in If-Range).
+    pub fn strong_etag(&self) -> Option<&[u8]> {
+        self.header("etag").filter(|e| e.starts_with(b"\""))
+    }
+
     /// Serialises the record (little-endian, length-prefixed headers).
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(64 + self.headers.len() * 48);

@@ -10,6 +10,7 @@ use strata_storage::{DiskConfig, EngineOptions, TieredCache, TieredCacheConfig};
 
 use crate::admin::AdminApp;
 use crate::cached::CachedPath;
+use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::StrataProxy;
@@ -86,8 +87,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         router,
         cached: CachedPath {
             cache: cache.clone(),
-            upstream: Upstream::new(cfg.tls.ca_file.as_deref()),
-            slice_size: cfg.cache.slice.0 as usize,
+            upstream: Arc::new(Upstream::new(cfg.tls.ca_file.as_deref())),
+            coalescer: Arc::new(Coalescer::default()),
+            slice_size: cfg.cache.slice.0,
+            lock_timeout: cfg.cache.lock_timeout.0,
             metrics: metrics.clone(),
         },
         metrics: metrics.clone(),
