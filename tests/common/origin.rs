@@ -8,36 +8,96 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+const CHUNK: usize = 64 * 1024;
+
+/// Where an object's bytes come from.
+#[derive(Clone)]
+pub enum Body {
+    /// Held in memory.
+    Static(Bytes),
+    /// Computed from a seed at any offset (large objects without the memory).
+    Generated { len: u64, seed: u64 },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Static(b) => b.len() as u64,
+            Body::Generated { len, .. } => *len,
+        }
+    }
+
+    /// Bytes `[start, end)`.
+    pub fn range(&self, start: u64, end: u64) -> Bytes {
+        match self {
+            Body::Static(b) => b.slice(start as usize..end as usize),
+            Body::Generated { seed, .. } => generated(*seed, start, end),
+        }
+    }
+}
+
+/// Bytes `[start, end)` of the generated object `seed`: word i is splitmix64(seed, i).
+pub fn generated(seed: u64, start: u64, end: u64) -> Bytes {
+    let mut out = Vec::with_capacity((end - start) as usize + 16);
+    let first_word = start / 8;
+    let last_word = end.div_ceil(8);
+    for w in first_word..last_word {
+        let mut z = seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(w.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+    }
+    let skip = (start - first_word * 8) as usize;
+    Bytes::from(out).slice(skip..skip + (end - start) as usize)
+}
+
 /// One object the origin serves.
 #[derive(Clone)]
 pub struct Object {
-    pub body: Bytes,
+    pub body: Body,
     pub headers: Vec<(String, String)>,
     pub status: u16,
     /// Pause before the body starts.
     pub delay: Duration,
+    /// Pause between body chunks (a slow origin).
+    pub chunk_delay: Duration,
     /// Send only this many body bytes, then drop the connection.
     pub truncate_at: Option<usize>,
     /// Omit Content-Length (chunked encoding).
     pub chunked: bool,
+    /// Answer 200 with the whole body to ranged requests.
+    pub ignore_range: bool,
 }
 
 impl Object {
     pub fn new(body: impl Into<Bytes>) -> Self {
+        Self::with_body(Body::Static(body.into()))
+    }
+
+    /// A large deterministic object (see [`generated`]).
+    pub fn generated(len: u64, seed: u64) -> Self {
+        Self::with_body(Body::Generated { len, seed })
+    }
+
+    fn with_body(body: Body) -> Self {
         Object {
-            body: body.into(),
+            body,
             headers: vec![],
             status: 200,
             delay: Duration::ZERO,
+            chunk_delay: Duration::ZERO,
             truncate_at: None,
             chunked: false,
+            ignore_range: false,
         }
     }
 
@@ -60,6 +120,9 @@ struct State {
     objects: Mutex<HashMap<String, Object>>,
     seen: Mutex<Vec<Seen>>,
     body_bytes: AtomicU64,
+    /// Bodies whose connection went away before they were sent whole.
+    abandoned: AtomicU64,
+    abandoned_event: tokio::sync::Notify,
 }
 
 /// The running origin.
@@ -91,9 +154,7 @@ impl TestOrigin {
         let st = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
+                let Ok((tcp, _)) = listener.accept().await else { return };
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
@@ -120,13 +181,7 @@ impl TestOrigin {
 
     /// Requests seen for `path`.
     pub fn hits(&self, path: &str) -> usize {
-        self.state
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.path == path)
-            .count()
+        self.seen().iter().filter(|s| s.path == path).count()
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -137,11 +192,30 @@ impl TestOrigin {
     pub fn body_bytes(&self) -> u64 {
         self.state.body_bytes.load(Ordering::Relaxed)
     }
+
+    /// Bodies cut short because the client (the proxy) went away.
+    pub fn abandoned(&self) -> u64 {
+        self.state.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Waits until some body has been cut short; false on timeout.
+    pub async fn wait_abandoned(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let n = self.state.abandoned_event.notified();
+                if self.abandoned() > 0 {
+                    return;
+                }
+                n.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
 }
 
-type Body = BoxBody<Bytes, std::io::Error>;
+type RespBody = BoxBody<Bytes, std::io::Error>;
 
-fn full(status: u16, body: &'static str) -> Response<Body> {
+fn full(status: u16, body: &'static str) -> Response<RespBody> {
     let mut r = Response::new(
         Full::new(Bytes::from_static(body.as_bytes()))
             .map_err(|never: Infallible| match never {})
@@ -151,10 +225,44 @@ fn full(status: u16, body: &'static str) -> Response<Body> {
     r
 }
 
+/// A single `bytes=a-b` / `a-` / `-n` range against `len`; `None` when absent or unusable.
+fn requested_range(req: &Request<hyper::body::Incoming>, len: u64) -> Option<(u64, u64)> {
+    let v = req.headers().get("range")?.to_str().ok()?;
+    let spec = v.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        (len.checked_sub(n.min(len))?, len.checked_sub(1)?)
+    } else {
+        let s: u64 = a.parse().ok()?;
+        let e = if b.is_empty() { len - 1 } else { b.parse::<u64>().ok()?.min(len - 1) };
+        (s, e)
+    };
+    (start <= end && start < len).then_some((start, end))
+}
+
+/// Counts a body's bytes, and notes when it is dropped before its end.
+struct Tracker {
+    st: Arc<State>,
+    done: bool,
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if !self.done {
+            self.st.abandoned.fetch_add(1, Ordering::Relaxed);
+            self.st.abandoned_event.notify_waiters();
+        }
+    }
+}
+
 async fn handle(
     st: Arc<State>,
     req: Request<hyper::body::Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<RespBody>, Infallible> {
     let path = req.uri().path().to_string();
     st.seen.lock().unwrap().push(Seen {
         method: req.method().to_string(),
@@ -172,41 +280,81 @@ async fn handle(
     if !obj.delay.is_zero() {
         tokio::time::sleep(obj.delay).await;
     }
-    let is_head = req.method() == hyper::Method::HEAD;
-    let body = obj.body.clone();
-    let send_len = obj.truncate_at.unwrap_or(body.len()).min(body.len());
-    let truncated = obj.truncate_at.is_some();
-    let counter = st.clone();
-    let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = if is_head {
-        vec![]
+    let len = obj.body.len();
+    let range = if obj.ignore_range || obj.status != 200 {
+        None
     } else {
-        let mut v: Vec<_> = (0..send_len)
-            .step_by(64 * 1024)
-            .map(|s| Ok(Frame::data(body.slice(s..(s + 64 * 1024).min(send_len)))))
-            .collect();
-        if truncated {
-            v.push(Err(std::io::Error::other("truncated on purpose")));
-        }
-        v
+        requested_range(&req, len)
     };
-    let stream = stream::iter(chunks.into_iter().inspect(move |c| {
-        if let Some(d) = c.as_ref().ok().and_then(|f| f.data_ref()) {
-            counter
-                .body_bytes
-                .fetch_add(d.len() as u64, Ordering::Relaxed);
+    if req.headers().contains_key("range") && range.is_none() && !obj.ignore_range && len > 0 {
+        if let Some(v) = req.headers().get("range").and_then(|v| v.to_str().ok()) {
+            if let Some(s) = v.strip_prefix("bytes=").and_then(|s| s.split('-').next()) {
+                if s.parse::<u64>().is_ok_and(|s| s >= len) {
+                    let mut r = full(416, "");
+                    r.headers_mut()
+                        .insert("content-range", format!("bytes */{len}").parse().unwrap());
+                    return Ok(r);
+                }
+            }
         }
-    }));
+    }
+    let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
+    let body_len = if len == 0 { 0 } else { end - start + 1 };
+    let is_head = req.method() == hyper::Method::HEAD;
+    let send_len = obj.truncate_at.map_or(body_len, |t| (t as u64).min(body_len));
+    let truncated = obj.truncate_at.is_some();
+    let body = obj.body.clone();
+    let chunk_delay = obj.chunk_delay;
+    let mut tracker = Tracker {
+        st: st.clone(),
+        done: is_head || send_len == 0,
+    };
+    let stream = futures_util::stream::unfold(0u64, move |off| {
+        let body = body.clone();
+        let st = tracker.st.clone();
+        let finished = off >= send_len || is_head;
+        if finished {
+            tracker.done = true;
+        }
+        let last_error = finished && truncated && !is_head;
+        async move {
+            if finished {
+                if last_error && off != u64::MAX {
+                    return Some((
+                        Err(std::io::Error::other("truncated on purpose")),
+                        u64::MAX,
+                    ));
+                }
+                return None;
+            }
+            if !chunk_delay.is_zero() {
+                tokio::time::sleep(chunk_delay).await;
+            }
+            let n = (CHUNK as u64).min(send_len - off);
+            let data = body.range(start + off, start + off + n);
+            st.body_bytes.fetch_add(n, Ordering::Relaxed);
+            Some((Ok(Frame::data(data)), off + n))
+        }
+    });
     let mut resp = Response::new(StreamBody::new(stream).boxed());
-    *resp.status_mut() = StatusCode::from_u16(obj.status).unwrap();
+    *resp.status_mut() = StatusCode::from_u16(if range.is_some() { 206 } else { obj.status }).unwrap();
     for (k, v) in &obj.headers {
         resp.headers_mut().append(
             hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
             v.parse().unwrap(),
         );
     }
+    if range.is_some() {
+        resp.headers_mut().insert(
+            "content-range",
+            format!("bytes {start}-{end}/{len}").parse().unwrap(),
+        );
+    }
     if !obj.chunked {
         resp.headers_mut()
-            .insert(hyper::header::CONTENT_LENGTH, body.len().into());
+            .insert(hyper::header::CONTENT_LENGTH, body_len.into());
     }
+    resp.headers_mut()
+        .insert("accept-ranges", "bytes".parse().unwrap());
     Ok(resp)
 }
