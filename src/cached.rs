@@ -26,7 +26,9 @@ use crate::fill::SliceFill;
 use crate::headers::{content_length, end_to_end};
 use crate::metrics::Metrics;
 use crate::object::{meta_key, object_id, ObjectMeta};
-use crate::range::{self, if_range_matches, parse_content_range, ByteRange, RangeHint, RangeRequest};
+use crate::range::{
+    self, if_range_matches, parse_content_range, ByteRange, RangeHint, RangeRequest,
+};
 use crate::route::Route;
 use crate::slicefetch::RunFill;
 use crate::storable::storable;
@@ -101,7 +103,8 @@ impl CachedPath {
         ]
         .iter()
         .any(|n| h.contains_key(n));
-        let bytes_of = |n: header::HeaderName| h.get(n).map(|v| Bytes::copy_from_slice(v.as_bytes()));
+        let bytes_of =
+            |n: header::HeaderName| h.get(n).map(|v| Bytes::copy_from_slice(v.as_bytes()));
         let mut job = Job {
             route,
             upstream_path,
@@ -119,7 +122,9 @@ impl CachedPath {
                 return Ok(Outcome::PassThrough("request"));
             }
             let status = None;
-            return self.serve_object(session, &mut job, Arc::new(meta), status).await;
+            return self
+                .serve_object(session, &mut job, Arc::new(meta), status)
+                .await;
         }
         if job.ask.is_head || conditional {
             return Ok(Outcome::PassThrough("miss"));
@@ -130,7 +135,8 @@ impl CachedPath {
                     Some(meta) => {
                         let mut cs = CacheStatus::fwd("miss");
                         cs.collapsed = true;
-                        self.serve_object(session, &mut job, Arc::new(meta), Some(cs)).await
+                        self.serve_object(session, &mut job, Arc::new(meta), Some(cs))
+                            .await
                     }
                     None => Ok(Outcome::PassThrough("miss")),
                 },
@@ -186,7 +192,10 @@ impl CachedPath {
             RangeRequest::Single(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
             RangeRequest::Full => (
                 StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK),
-                (len > 0).then_some(ByteRange { start: 0, end: len - 1 }),
+                (len > 0).then_some(ByteRange {
+                    start: 0,
+                    end: len - 1,
+                }),
             ),
         };
         // A hit only if every needed slice is indexed and the first one reads back intact (so
@@ -223,7 +232,8 @@ impl CachedPath {
             .write_response_header(Box::new(resp), body.is_none())
             .await?;
         if let Some(r) = body {
-            self.stream_range(session, job, &meta, r, prefetched).await?;
+            self.stream_range(session, job, &meta, r, prefetched)
+                .await?;
         }
         Ok(Outcome::Served(cs))
     }
@@ -297,7 +307,10 @@ impl CachedPath {
             }
             if sent != hi - lo {
                 // Headers are out: the only honest answer left is to cut the response short.
-                return Error::e_explain(ErrorType::ReadError, "slice unavailable; response aborted");
+                return Error::e_explain(
+                    ErrorType::ReadError,
+                    "slice unavailable; response aborted",
+                );
             }
         }
         Ok(())
@@ -367,7 +380,11 @@ impl CachedPath {
         guard: crate::coalesce::DiscoveryGuard,
     ) -> Result<Outcome> {
         let s = self.slice_size;
-        let hint = job.ask.range.as_ref().map_or(RangeHint::Full, |r| range::hint(r));
+        let hint = job
+            .ask
+            .range
+            .as_ref()
+            .map_or(RangeHint::Full, |r| range::hint(r));
         // Ask from the slice boundary at or before the wanted bytes, to the slice end after them.
         let origin_range = match hint {
             RangeHint::Full => "bytes=0-".to_string(),
@@ -418,7 +435,8 @@ impl CachedPath {
             });
         match (verdict, layout) {
             (Ok(()), Some((body_start, total))) if body_start % s == 0 || body_start == 0 => {
-                self.describe(session, job, guard, origin, body_start, total).await
+                self.describe(session, job, guard, origin, body_start, total)
+                    .await
             }
             (Ok(()), None) if oh.status == StatusCode::OK => {
                 guard.resolve(Discovery::Uncoalescable);
@@ -472,11 +490,12 @@ impl CachedPath {
             .map(|i| meta.slice_key(i))
             .take_while(|k| !self.cache.contains(k))
             .collect();
-        let registered = if body_covers_a_slice && !keys.is_empty() && oh.status != StatusCode::NOT_MODIFIED {
-            self.coalescer.register_run(&keys)
-        } else {
-            None
-        };
+        let registered =
+            if body_covers_a_slice && !keys.is_empty() && oh.status != StatusCode::NOT_MODIFIED {
+                self.coalescer.register_run(&keys)
+            } else {
+                None
+            };
         match registered {
             Some((run, slices)) => {
                 hold(&mut job.held, run.interest());
@@ -523,8 +542,11 @@ impl CachedPath {
             // Not a representation (an error, a redirect): our Range did not shape it.
             let length = content_length(&oh.headers);
             let resp = downstream_header(oh.status, &oh.headers, length, &cs)?;
-            let no_body = oh.status == StatusCode::NO_CONTENT || oh.status == StatusCode::NOT_MODIFIED;
-            session.write_response_header(Box::new(resp), no_body || length == Some(0)).await?;
+            let no_body =
+                oh.status == StatusCode::NO_CONTENT || oh.status == StatusCode::NOT_MODIFIED;
+            session
+                .write_response_header(Box::new(resp), no_body || length == Some(0))
+                .await?;
             if !no_body && length != Some(0) {
                 self.pipe(session, job, &mut origin, 0, u64::MAX).await?;
             }
@@ -537,10 +559,19 @@ impl CachedPath {
         };
         let (code, r) = match wanted {
             RangeRequest::Single(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
-            _ => (StatusCode::OK, (total > 0).then_some(ByteRange { start: 0, end: total - 1 })),
+            _ => (
+                StatusCode::OK,
+                (total > 0).then_some(ByteRange {
+                    start: 0,
+                    end: total - 1,
+                }),
+            ),
         };
         let covered = r.is_none_or(|r| r.start >= body_start);
-        if !covered || (code == StatusCode::OK && body_start > 0) || wanted == RangeRequest::Unsatisfiable {
+        if !covered
+            || (code == StatusCode::OK && body_start > 0)
+            || wanted == RangeRequest::Unsatisfiable
+        {
             return Ok(Outcome::PassThrough("miss"));
         }
         let mut resp = ResponseHeader::build(code, Some(oh.headers.len() + 2))?;
@@ -554,9 +585,12 @@ impl CachedPath {
             resp.insert_header(header::CONTENT_RANGE, r.content_range(total))?;
         }
         resp.insert_header("cache-status", cs.header_value())?;
-        session.write_response_header(Box::new(resp), r.is_none()).await?;
+        session
+            .write_response_header(Box::new(resp), r.is_none())
+            .await?;
         if let Some(r) = r {
-            self.pipe(session, job, &mut origin, r.start - body_start, r.len()).await?;
+            self.pipe(session, job, &mut origin, r.start - body_start, r.len())
+                .await?;
         }
         Ok(Outcome::Served(cs))
     }

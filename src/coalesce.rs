@@ -104,17 +104,9 @@ impl Inflight {
         self.progress.send_modify(|p| p.done = Some(ok));
     }
 
-    /// All bytes received so far, as one value.
-    pub fn concat(&self) -> Bytes {
-        let c = lock(&self.chunks);
-        if c.len() == 1 {
-            return c[0].clone();
-        }
-        let mut out = bytes::BytesMut::with_capacity(c.iter().map(|b| b.len()).sum());
-        for b in c.iter() {
-            out.extend_from_slice(b);
-        }
-        out.freeze()
+    /// The chunks received so far (shared, not copied).
+    pub fn chunks(&self) -> Vec<Bytes> {
+        lock(&self.chunks).clone()
     }
 
     /// A reader from the first byte; it holds interest in the run while it lives.
@@ -317,20 +309,26 @@ mod tests {
         assert!(c.register_run(&keys).is_none(), "a slice is fetched once");
         let mut r = c.get(b"a").unwrap().reader();
         slices[0].push(Bytes::from_static(b"he"));
-        let Step::Chunk(x) = r.next(Duration::from_secs(1)).await else { panic!() };
+        let Step::Chunk(x) = r.next(Duration::from_secs(1)).await else {
+            panic!()
+        };
         assert_eq!(&x[..], b"he");
         let writer = slices[0].clone();
         tokio::spawn(async move {
             writer.push(Bytes::from_static(b"llo"));
             writer.finish(true);
         });
-        let Step::Chunk(x) = r.next(Duration::from_secs(1)).await else { panic!() };
+        let Step::Chunk(x) = r.next(Duration::from_secs(1)).await else {
+            panic!()
+        };
         assert_eq!(&x[..], b"llo");
         assert!(matches!(r.next(Duration::from_secs(1)).await, Step::Done));
-        assert_eq!(&slices[0].concat()[..], b"hello");
+        assert_eq!(slices[0].chunks().concat(), b"hello");
         drop(r);
         // Nobody holds interest: the run is idle.
-        tokio::time::timeout(Duration::from_secs(1), run.idle()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), run.idle())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -338,14 +336,21 @@ mod tests {
         let c = Coalescer::default();
         let (_run, _slices) = c.register_run(&[b"x".to_vec()]).unwrap();
         let mut r = c.get(b"x").unwrap().reader();
-        assert!(matches!(r.next(Duration::from_millis(20)).await, Step::Stalled));
+        assert!(matches!(
+            r.next(Duration::from_millis(20)).await,
+            Step::Stalled
+        ));
     }
 
     #[tokio::test]
     async fn discovery_has_one_leader_and_drop_releases_followers() {
         let c = Arc::new(Coalescer::default());
-        let Role::Leader(guard) = c.discover("k") else { panic!() };
-        let Role::Follower(rx) = c.discover("k") else { panic!() };
+        let Role::Leader(guard) = c.discover("k") else {
+            panic!()
+        };
+        let Role::Follower(rx) = c.discover("k") else {
+            panic!()
+        };
         drop(guard);
         assert_eq!(
             wait_discovery(rx, Duration::from_secs(1)).await,

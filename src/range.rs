@@ -151,7 +151,11 @@ pub fn hint(value: &[u8]) -> RangeHint {
 
 /// Whether an `If-Range` value matches the stored validators (RFC 9110 §13.1.5): an entity-tag
 /// must match the ETag strongly; a date must equal Last-Modified exactly.
-pub fn if_range_matches(if_range: &[u8], etag: Option<&[u8]>, last_modified: Option<&[u8]>) -> bool {
+pub fn if_range_matches(
+    if_range: &[u8],
+    etag: Option<&[u8]>,
+    last_modified: Option<&[u8]>,
+) -> bool {
     let v = trim(if_range);
     if v.starts_with(b"W/") {
         return false;
@@ -163,8 +167,14 @@ pub fn if_range_matches(if_range: &[u8], etag: Option<&[u8]>, last_modified: Opt
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let e = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |p| p + 1);
+    let s = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let e = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(s, |p| p + 1);
     &b[s..e.max(s)]
 }
 
@@ -231,8 +241,14 @@ mod tests {
 
     #[test]
     fn overflowing_numbers_saturate() {
-        assert_eq!(evaluate(b"bytes=0-99999999999999999999999999", 1000), r(0, 999));
-        assert_eq!(evaluate(b"bytes=-99999999999999999999999999", 1000), r(0, 999));
+        assert_eq!(
+            evaluate(b"bytes=0-99999999999999999999999999", 1000),
+            r(0, 999)
+        );
+        assert_eq!(
+            evaluate(b"bytes=-99999999999999999999999999", 1000),
+            r(0, 999)
+        );
     }
 
     #[test]
@@ -253,14 +269,34 @@ mod tests {
         assert!(!if_range_matches(b"W/\"abc\"", etag, lm));
         assert!(!if_range_matches(b"\"abc\"", Some(b"W/\"abc\""), lm));
         assert!(if_range_matches(b"Tue, 15 Nov 1994 12:45:26 GMT", etag, lm));
-        assert!(!if_range_matches(b"Tue, 15 Nov 1994 12:45:27 GMT", etag, lm));
-        assert!(!if_range_matches(b"Tue, 15 Nov 1994 12:45:26 GMT", etag, None));
+        assert!(!if_range_matches(
+            b"Tue, 15 Nov 1994 12:45:27 GMT",
+            etag,
+            lm
+        ));
+        assert!(!if_range_matches(
+            b"Tue, 15 Nov 1994 12:45:26 GMT",
+            etag,
+            None
+        ));
     }
 
     #[test]
     fn hints() {
-        assert_eq!(hint(b"bytes=10-20"), RangeHint::From { start: 10, end: Some(20) });
-        assert_eq!(hint(b"bytes=10-"), RangeHint::From { start: 10, end: None });
+        assert_eq!(
+            hint(b"bytes=10-20"),
+            RangeHint::From {
+                start: 10,
+                end: Some(20)
+            }
+        );
+        assert_eq!(
+            hint(b"bytes=10-"),
+            RangeHint::From {
+                start: 10,
+                end: None
+            }
+        );
         assert_eq!(hint(b"bytes=-5"), RangeHint::Suffix);
         assert_eq!(hint(b"bytes=0-1,3-4"), RangeHint::Full);
         assert_eq!(hint(b"garbage"), RangeHint::Full);
@@ -274,6 +310,13 @@ mod tests {
         assert!(parse_content_range(b"bytes */4096").is_none());
         assert!(parse_content_range(b"bytes 10-5/4096").is_none());
         assert!(parse_content_range(b"bytes 0-5000/4096").is_none());
-        assert_eq!(ByteRange { start: 1500, end: 5000 }.slices(1024), (1, 4));
+        assert_eq!(
+            ByteRange {
+                start: 1500,
+                end: 5000
+            }
+            .slices(1024),
+            (1, 4)
+        );
     }
 }

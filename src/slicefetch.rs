@@ -68,10 +68,16 @@ impl RunFill {
             Err(_) => return self.abandon_all(),
         };
         let range = format!("bytes={}-{}", self.start(), self.end());
-        let mut ok = req.insert_header(header::HOST, route.origin.host_header()).is_ok()
+        let mut ok = req
+            .insert_header(header::HOST, route.origin.host_header())
+            .is_ok()
             && req.insert_header(header::RANGE, range).is_ok();
         // If-Range makes a changed object come back whole (200), never as a range of another version.
-        if let Some(v) = self.meta.strong_etag().or(self.meta.header("last-modified")) {
+        if let Some(v) = self
+            .meta
+            .strong_etag()
+            .or(self.meta.header("last-modified"))
+        {
             ok &= req.insert_header(header::IF_RANGE, v.to_vec()).is_ok();
         }
         if !ok {
@@ -89,7 +95,8 @@ impl RunFill {
             }
         };
         let h = &origin.header;
-        let same_version = self.meta.header("etag") == h.headers.get(header::ETAG).map(|v| v.as_bytes())
+        let same_version = self.meta.header("etag")
+            == h.headers.get(header::ETAG).map(|v| v.as_bytes())
             && self.meta.header("last-modified")
                 == h.headers.get(header::LAST_MODIFIED).map(|v| v.as_bytes());
         let body_start = match h.status {
@@ -160,9 +167,8 @@ impl RunFill {
                 slice.push(chunk.slice(..take));
             }
             let key = self.meta.slice_key(idx);
-            let value = slice.concat();
             // Stored before it is announced complete: a client that saw it complete finds it cached.
-            match self.cache.insert(&key, value).await {
+            match self.cache.insert_parts(&key, &slice.chunks()).await {
                 Ok(()) => self.metrics.fills.with_label_values(&["stored"]).inc(),
                 Err(e) => {
                     tracing::warn!(key = %self.key, slice = idx, error = %e, "slice not stored");

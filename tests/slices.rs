@@ -13,14 +13,22 @@ const MIB: u64 = 1 << 20;
 fn slice_fetches(origin: &TestOrigin, path: &str, len: u64) -> Vec<u32> {
     let n = len.div_ceil(MIB) as usize;
     let mut counts = vec![0u32; n];
-    for s in origin.seen().iter().filter(|s| s.path == path && s.method == "GET") {
+    for s in origin
+        .seen()
+        .iter()
+        .filter(|s| s.path == path && s.method == "GET")
+    {
         let (a, b) = match s.headers.get("range") {
             None => (0, len - 1),
             Some(r) => {
                 let spec = r.strip_prefix("bytes=").expect("bytes range");
                 let (a, b) = spec.split_once('-').unwrap();
                 let a: u64 = a.parse().unwrap();
-                let b: u64 = if b.is_empty() { len - 1 } else { b.parse::<u64>().unwrap().min(len - 1) };
+                let b: u64 = if b.is_empty() {
+                    len - 1
+                } else {
+                    b.parse::<u64>().unwrap().min(len - 1)
+                };
                 if a == b && a == 0 {
                     continue;
                 }
@@ -83,24 +91,38 @@ async fn two_hundred_random_ranges_are_exact_and_each_slice_is_fetched_once() {
             6 => ("bytes=0-".to_string(), 0, len - 1),
             _ => {
                 let s = rnd(len);
-                (format!("bytes={}-{}", s, s + 10 * MIB), s, (s + 10 * MIB).min(len - 1))
+                (
+                    format!("bytes={}-{}", s, s + 10 * MIB),
+                    s,
+                    (s + 10 * MIB).min(len - 1),
+                )
             }
         };
         let r = ranged(&url, &header).await;
         assert_eq!(r.status().as_u16(), 206, "{header}");
         let cr = r.headers()["content-range"].to_str().unwrap().to_string();
         assert_eq!(cr, format!("bytes {start}-{end}/{len}"), "{header}");
-        let cl: u64 = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+        let cl: u64 = r.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(cl, end - start + 1, "{header}");
         let body = r.bytes().await.unwrap();
-        assert!(body == generated(1, start, end + 1), "bytes differ for {header}");
+        assert!(
+            body == generated(1, start, end + 1),
+            "bytes differ for {header}"
+        );
     }
     // And the whole file, stitched from cache and origin.
     let (s, _, body) = get(&url).await;
     assert_eq!(s, 200);
     assert!(body == generated(1, 0, len));
     let counts = slice_fetches(&origin, "/big", len);
-    assert!(counts.iter().all(|&c| c <= 1), "slices fetched more than once: {counts:?}");
+    assert!(
+        counts.iter().all(|&c| c <= 1),
+        "slices fetched more than once: {counts:?}"
+    );
     let (_, cs, _) = get(&url).await;
     assert_eq!(cs, "strata; hit");
 }
@@ -150,9 +172,21 @@ async fn bad_range_inputs_get_the_rfc_answer() {
         ("bytes=abc", vec![200], None),
         ("bytes=-0", vec![416], Some(format!("bytes */{len}"))),
         (&many, vec![200, 400, 413, 431], None),
-        ("bytes=99999999999999999999999-", vec![416], Some(format!("bytes */{len}"))),
-        ("bytes=0-99999999999999999999999", vec![206], Some(format!("bytes 0-{}/{len}", len - 1))),
-        ("bytes=-99999999999999999999999", vec![206], Some(format!("bytes 0-{}/{len}", len - 1))),
+        (
+            "bytes=99999999999999999999999-",
+            vec![416],
+            Some(format!("bytes */{len}")),
+        ),
+        (
+            "bytes=0-99999999999999999999999",
+            vec![206],
+            Some(format!("bytes 0-{}/{len}", len - 1)),
+        ),
+        (
+            "bytes=-99999999999999999999999",
+            vec![206],
+            Some(format!("bytes 0-{}/{len}", len - 1)),
+        ),
         ("bytes=0-1,3-4", vec![200], None),
         ("bytes=3145728-", vec![416], Some(format!("bytes */{len}"))),
     ];
@@ -162,7 +196,11 @@ async fn bad_range_inputs_get_the_rfc_answer() {
             let s = r.status().as_u16();
             assert!(statuses.contains(&s), "{path} {h:.40}: status {s}");
             if let Some(cr) = cr {
-                assert_eq!(r.headers()["content-range"].to_str().unwrap(), cr, "{path} {h:.40}");
+                assert_eq!(
+                    r.headers()["content-range"].to_str().unwrap(),
+                    cr,
+                    "{path} {h:.40}"
+                );
             }
             let body = r.bytes().await.unwrap();
             match s {
@@ -236,12 +274,24 @@ async fn fifty_clients_share_one_origin_fetch_and_stream_at_once() {
         assert!(*same, "a client got different bytes");
     }
     let counts = slice_fetches(&origin, "/cold", len);
-    assert!(counts.iter().all(|&c| c == 1), "each slice once: {counts:?}");
-    assert!(origin.body_bytes() <= len + MIB, "origin sent {}", origin.body_bytes());
+    assert!(
+        counts.iter().all(|&c| c == 1),
+        "each slice once: {counts:?}"
+    );
+    assert!(
+        origin.body_bytes() <= len + MIB,
+        "origin sent {}",
+        origin.body_bytes()
+    );
     let worst_ttfb = results.iter().map(|r| r.0).max().unwrap();
     let first_done = results.iter().map(|r| r.1).min().unwrap();
-    eprintln!("50 clients: worst first byte {worst_ttfb:?}, first complete {first_done:?}, all {total:?}");
-    assert!(worst_ttfb * 4 < first_done, "first byte {worst_ttfb:?} vs complete {first_done:?}");
+    eprintln!(
+        "50 clients: worst first byte {worst_ttfb:?}, first complete {first_done:?}, all {total:?}"
+    );
+    assert!(
+        worst_ttfb * 4 < first_done,
+        "first byte {worst_ttfb:?} vs complete {first_done:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +314,10 @@ async fn a_client_that_leaves_alone_cancels_the_origin_fetch() {
         "origin fetch was not cancelled"
     );
     let sent = origin.body_bytes();
-    assert!(sent < len / 4, "origin sent {sent} bytes after the client left");
+    assert!(
+        sent < len / 4,
+        "origin sent {sent} bytes after the client left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,7 +367,14 @@ async fn origins_that_ignore_range_or_omit_length_still_work() {
                         (len - b.parse::<u64>().unwrap(), len)
                     } else {
                         let a: u64 = a.parse().unwrap();
-                        (a, if b.is_empty() { len } else { b.parse::<u64>().unwrap() + 1 })
+                        (
+                            a,
+                            if b.is_empty() {
+                                len
+                            } else {
+                                b.parse::<u64>().unwrap() + 1
+                            },
+                        )
                     };
                     assert!(body == generated(seed, start, end), "{path} {range}");
                 }

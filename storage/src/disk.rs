@@ -483,15 +483,22 @@ impl DiskStore {
 
     /// Writes `value` under `key`; it becomes readable once the device has it.
     pub async fn insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.insert_parts(key, &[value]).await.map(|_| ())
+    }
+
+    /// Writes a value given in consecutive parts; returns the value as written (a view of the
+    /// write buffer, so a caller can keep it in memory without another copy).
+    pub async fn insert_parts(&self, key: &[u8], parts: &[&[u8]]) -> Result<Bytes> {
+        let value_len: usize = parts.iter().map(|p| p.len()).sum();
         let max = self.max_value_len(key.len());
-        if value.len() > max || key.len() > u16::MAX as usize {
+        if value_len > max || key.len() > u16::MAX as usize {
             return Err(StorageError::TooLarge {
-                size: value.len(),
+                size: value_len,
                 max,
             });
         }
         let hash = key_hash(key);
-        let blocks = (item::padded_len(key.len(), value.len(), self.block) / self.block) as u32;
+        let blocks = (item::padded_len(key.len(), value_len, self.block) / self.block) as u32;
         let reserved = {
             let mut a = self.alloc.lock().await;
             self.reserve(&mut a, blocks, hash, false).await
@@ -501,20 +508,29 @@ impl DiskStore {
                 self.counters.rejected_busy.fetch_add(1, Ordering::Relaxed);
             }
         })?;
-        let buf = item::encode(key, value, seq, 0, self.block);
-        let res = self.write_at(region, block, buf).await;
-        if res.is_ok() {
-            let at = self.abs_block(region, block);
-            self.index
-                .insert_if_newer(hash, Entry::new(at, blocks, seq));
-            self.counters.inserts.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .insert_bytes
-                .fetch_add(value.len() as u64, Ordering::Relaxed);
-        }
+        let buf = item::encode(key, parts, seq, 0, self.block);
+        let offset = self.region_offset(region) + block as u64 * self.block as u64;
+        let (res, buf) = self.engine.write(offset, buf).await;
+        let out = match res {
+            Ok(()) => {
+                let at = self.abs_block(region, block);
+                self.index
+                    .insert_if_newer(hash, Entry::new(at, blocks, seq));
+                self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .insert_bytes
+                    .fetch_add(value_len as u64, Ordering::Relaxed);
+                let start = HEADER_LEN + key.len();
+                Ok(Bytes::from_owner(buf).slice(start..start + value_len))
+            }
+            Err(e) => {
+                self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+                Err(StorageError::io(&self.path, e))
+            }
+        };
         // Only after the index is updated: a region with no pending writes is safe to reclaim.
         self.pending[region as usize].fetch_sub(1, Ordering::AcqRel);
-        res
+        out
     }
 
     /// Forgets `key`, durably: a removal record is written so a restart does not bring it back.

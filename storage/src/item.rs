@@ -75,19 +75,26 @@ pub fn padded_len(key_len: usize, value_len: usize, block: usize) -> usize {
 }
 
 /// Writes the image of an item into `b` (at least `padded_len` bytes, zeroed).
-pub fn encode_into(b: &mut [u8], key: &[u8], value: &[u8], seq: u64, flags: u16) {
+/// `value` is given as consecutive parts, so a value received in pieces needs no joining copy.
+pub fn encode_into(b: &mut [u8], key: &[u8], value: &[&[u8]], seq: u64, flags: u16) {
+    let value_len: usize = value.iter().map(|p| p.len()).sum();
     b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     b[4..6].copy_from_slice(&flags.to_le_bytes());
     b[6..8].copy_from_slice(&(key.len() as u16).to_le_bytes());
-    b[8..12].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    b[8..12].copy_from_slice(&(value_len as u32).to_le_bytes());
     b[HEADER_LEN..HEADER_LEN + key.len()].copy_from_slice(key);
-    b[HEADER_LEN + key.len()..HEADER_LEN + key.len() + value.len()].copy_from_slice(value);
+    let mut at = HEADER_LEN + key.len();
+    for p in value {
+        b[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
     set_seq(b, seq, seq);
 }
 
 /// Builds the aligned on-disk image of an item whose version is its seq.
-pub fn encode(key: &[u8], value: &[u8], seq: u64, flags: u16, block: usize) -> AlignedBuf {
-    let mut buf = AlignedBuf::zeroed(padded_len(key.len(), value.len(), block), block);
+pub fn encode(key: &[u8], value: &[&[u8]], seq: u64, flags: u16, block: usize) -> AlignedBuf {
+    let value_len: usize = value.iter().map(|p| p.len()).sum();
+    let mut buf = AlignedBuf::zeroed(padded_len(key.len(), value_len, block), block);
     encode_into(buf.as_mut_slice(), key, value, seq, flags);
     buf
 }
@@ -131,7 +138,7 @@ mod tests {
 
     #[test]
     fn roundtrip_and_detects_any_flipped_byte() {
-        let buf = encode(b"key", b"value bytes", 42, 0, 4096);
+        let buf = encode(b"key", &[b"value bytes"], 42, 0, 4096);
         assert_eq!(buf.len(), 4096);
         let h = verify(buf.as_slice()).unwrap();
         assert_eq!((h.key_len, h.value_len, h.seq, h.version), (3, 11, 42, 42));
@@ -144,7 +151,7 @@ mod tests {
 
     #[test]
     fn reseq_keeps_the_item_valid() {
-        let mut buf = encode(b"k", b"v", 1, 0, 4096);
+        let mut buf = encode(b"k", &[b"v"], 1, 0, 4096);
         set_seq(buf.as_mut_slice(), 9, 1);
         let h = verify(buf.as_slice()).unwrap();
         assert_eq!((h.seq, h.version), (9, 1));
@@ -152,7 +159,7 @@ mod tests {
 
     #[test]
     fn truncated_image_fails() {
-        let buf = encode(b"k", &[9u8; 5000], 1, 0, 4096);
+        let buf = encode(b"k", &[&[9u8; 5000]], 1, 0, 4096);
         assert_eq!(buf.len(), 8192);
         assert!(verify(&buf.as_slice()[..4096]).is_none());
     }

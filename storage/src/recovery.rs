@@ -47,7 +47,7 @@ mod tests {
         let block = 4096;
         let mut region = vec![0u8; 64 * block];
         let put = |r: &mut Vec<u8>, at: usize, key: &[u8], len: usize, seq: u64| {
-            let img = item::encode(key, &vec![7u8; len], seq, 0, block);
+            let img = item::encode(key, &[&vec![7u8; len]], seq, 0, block);
             r[at * block..at * block + img.len()].copy_from_slice(img.as_slice());
             img.len() / block
         };

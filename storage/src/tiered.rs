@@ -82,6 +82,30 @@ impl TieredCache {
         }
     }
 
+    /// Stores a value given in consecutive parts (as received from a network), joining them
+    /// only once: into L2's write buffer, which L1 then shares.
+    pub async fn insert_parts(&self, key: &[u8], parts: &[Bytes]) -> Result<()> {
+        match self.admission {
+            Admission::WriteThrough => match &self.l2 {
+                Some(d) => {
+                    let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+                    let written = d.insert_parts(key, &slices).await?;
+                    self.l1.insert(key, written);
+                    Ok(())
+                }
+                None => {
+                    let mut joined =
+                        bytes::BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
+                    for p in parts {
+                        joined.extend_from_slice(p);
+                    }
+                    self.l1.insert(key, joined.freeze());
+                    Ok(())
+                }
+            },
+        }
+    }
+
     /// Forgets `key` in both tiers (durably in L2).
     pub async fn remove(&self, key: &[u8]) -> Result<()> {
         self.l1.remove(key);

@@ -154,7 +154,9 @@ impl TestOrigin {
         let st = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
@@ -238,7 +240,11 @@ fn requested_range(req: &Request<hyper::body::Incoming>, len: u64) -> Option<(u6
         (len.checked_sub(n.min(len))?, len.checked_sub(1)?)
     } else {
         let s: u64 = a.parse().ok()?;
-        let e = if b.is_empty() { len - 1 } else { b.parse::<u64>().ok()?.min(len - 1) };
+        let e = if b.is_empty() {
+            len - 1
+        } else {
+            b.parse::<u64>().ok()?.min(len - 1)
+        };
         (s, e)
     };
     (start <= end && start < len).then_some((start, end))
@@ -301,7 +307,9 @@ async fn handle(
     let (start, end) = range.unwrap_or((0, len.saturating_sub(1)));
     let body_len = if len == 0 { 0 } else { end - start + 1 };
     let is_head = req.method() == hyper::Method::HEAD;
-    let send_len = obj.truncate_at.map_or(body_len, |t| (t as u64).min(body_len));
+    let send_len = obj
+        .truncate_at
+        .map_or(body_len, |t| (t as u64).min(body_len));
     let truncated = obj.truncate_at.is_some();
     let body = obj.body.clone();
     let chunk_delay = obj.chunk_delay;
@@ -320,10 +328,7 @@ async fn handle(
         async move {
             if finished {
                 if last_error && off != u64::MAX {
-                    return Some((
-                        Err(std::io::Error::other("truncated on purpose")),
-                        u64::MAX,
-                    ));
+                    return Some((Err(std::io::Error::other("truncated on purpose")), u64::MAX));
                 }
                 return None;
             }
@@ -337,7 +342,8 @@ async fn handle(
         }
     });
     let mut resp = Response::new(StreamBody::new(stream).boxed());
-    *resp.status_mut() = StatusCode::from_u16(if range.is_some() { 206 } else { obj.status }).unwrap();
+    *resp.status_mut() =
+        StatusCode::from_u16(if range.is_some() { 206 } else { obj.status }).unwrap();
     for (k, v) in &obj.headers {
         resp.headers_mut().append(
             hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
