@@ -13,7 +13,9 @@ use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
+
+use tokio::sync::oneshot;
 
 use crate::aligned::AlignedBuf;
 
@@ -31,6 +33,76 @@ pub trait IoEngine: Send + Sync + 'static {
     fn read(&self, offset: u64, buf: AlignedBuf) -> IoFuture;
     /// Writes all of `buf` to the device at `offset`.
     fn write(&self, offset: u64, buf: AlignedBuf) -> IoFuture;
+}
+
+/// The kind of an IO.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op {
+    Read,
+    Write,
+}
+
+/// One IO on its way to an IO thread, with its owned buffer and where to send the result.
+pub(crate) struct Request {
+    pub op: Op,
+    pub offset: u64,
+    pub buf: AlignedBuf,
+    pub reply: oneshot::Sender<IoResult>,
+}
+
+/// The submitting side shared by the engines: requests go to IO threads over a channel.
+pub(crate) struct Queue {
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+}
+
+impl Queue {
+    pub fn new(tx: mpsc::Sender<Request>) -> Self {
+        Queue {
+            tx: Mutex::new(Some(tx)),
+        }
+    }
+
+    /// Queues an IO; `queued` runs once it is on the channel (to wake the IO thread).
+    pub fn submit(&self, op: Op, offset: u64, buf: AlignedBuf, queued: impl FnOnce()) -> IoFuture {
+        let (reply, done) = oneshot::channel();
+        let req = Request {
+            op,
+            offset,
+            buf,
+            reply,
+        };
+        let sent = match self.tx.lock() {
+            Ok(g) => match g.as_ref() {
+                Some(tx) => tx.send(req).map_err(|e| e.0),
+                None => Err(req),
+            },
+            Err(_) => Err(req),
+        };
+        match sent {
+            Ok(()) => {
+                queued();
+                Box::pin(async move {
+                    match done.await {
+                        Ok(res) => res,
+                        // The IO thread died with the buffer; hand back a fresh one so the
+                        // contract (a buffer is always returned) holds.
+                        Err(_) => (
+                            Err(io::Error::other("io thread exited")),
+                            AlignedBuf::zeroed(1, 1),
+                        ),
+                    }
+                })
+            }
+            Err(req) => Box::pin(async move { (Err(io::Error::other("io engine stopped")), req.buf) }),
+        }
+    }
+
+    /// Closes the channel: IO threads finish what is queued and exit.
+    pub fn close(&self) {
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+    }
 }
 
 /// Which engine the operator asked for (`cache.disk.io`).

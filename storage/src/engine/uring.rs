@@ -10,30 +10,15 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 
 use io_uring::{opcode, squeue, types, IoUring};
-use tokio::sync::oneshot;
-
-use super::{IoEngine, IoFuture, IoResult};
+use super::{IoEngine, IoFuture, Op, Queue, Request};
 use crate::aligned::AlignedBuf;
 
 /// user_data of the eventfd read that wakes the ring thread.
 const WAKE: u64 = u64::MAX;
-
-#[derive(Clone, Copy)]
-enum Op {
-    Read,
-    Write,
-}
-
-struct Request {
-    op: Op,
-    offset: u64,
-    buf: AlignedBuf,
-    reply: oneshot::Sender<IoResult>,
-}
 
 /// An IO in flight: the request plus how much of it is done (short transfers are resumed).
 struct InFlight {
@@ -43,7 +28,7 @@ struct InFlight {
 
 /// Positional IO through io_uring.
 pub struct UringEngine {
-    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    queue: Queue,
     wake: Arc<OwnedFd>,
     /// Set while a wake-up is pending: later submitters skip the eventfd write (a syscall).
     woken: Arc<AtomicBool>,
@@ -96,7 +81,7 @@ impl UringEngine {
             .recv()
             .map_err(|_| io::Error::other("io_uring thread exited at start"))??;
         Ok(UringEngine {
-            tx: Mutex::new(Some(tx)),
+            queue: Queue::new(tx),
             wake,
             woken,
             thread: Some(thread),
@@ -104,39 +89,11 @@ impl UringEngine {
     }
 
     fn submit(&self, op: Op, offset: u64, buf: AlignedBuf) -> IoFuture {
-        let (reply, done) = oneshot::channel();
-        let req = Request {
-            op,
-            offset,
-            buf,
-            reply,
-        };
-        let sent = match self.tx.lock() {
-            Ok(g) => match g.as_ref() {
-                Some(tx) => tx.send(req).map_err(|e| e.0),
-                None => Err(req),
-            },
-            Err(_) => Err(req),
-        };
-        match sent {
-            Ok(()) => {
-                if !self.woken.swap(true, Ordering::AcqRel) {
-                    notify(self.wake.as_raw_fd());
-                }
-                Box::pin(async move {
-                    match done.await {
-                        Ok(res) => res,
-                        Err(_) => (
-                            Err(io::Error::other("io_uring thread exited")),
-                            AlignedBuf::zeroed(1, 1),
-                        ),
-                    }
-                })
+        self.queue.submit(op, offset, buf, || {
+            if !self.woken.swap(true, Ordering::AcqRel) {
+                notify(self.wake.as_raw_fd());
             }
-            Err(req) => {
-                Box::pin(async move { (Err(io::Error::other("io engine stopped")), req.buf) })
-            }
-        }
+        })
     }
 }
 
@@ -159,9 +116,7 @@ fn notify(fd: RawFd) {
 
 impl Drop for UringEngine {
     fn drop(&mut self) {
-        if let Ok(mut g) = self.tx.lock() {
-            g.take();
-        }
+        self.queue.close();
         notify(self.wake.as_raw_fd());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
