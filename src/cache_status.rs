@@ -16,6 +16,8 @@ pub struct CacheStatus {
     pub stored: bool,
     /// The request was collapsed into another one's origin fetch.
     pub collapsed: bool,
+    /// Status of the origin's response, when it was forwarded to.
+    pub fwd_status: Option<u16>,
     /// Remaining freshness lifetime in seconds, when known.
     pub ttl: Option<i64>,
     /// Free-form detail (why a response was not stored).
@@ -48,6 +50,9 @@ impl CacheStatus {
         if let Some(f) = self.fwd {
             let _ = write!(s, "; fwd={f}");
         }
+        if let Some(st) = self.fwd_status {
+            let _ = write!(s, "; fwd-status={st}");
+        }
         if self.stored {
             s.push_str("; stored");
         }
@@ -67,7 +72,7 @@ impl CacheStatus {
     pub fn label(&self) -> &'static str {
         match (self.hit, self.fwd, self.stored) {
             (true, _, _) => "hit",
-            (_, Some("miss"), true) => "miss_stored",
+            (_, Some("uri-miss" | "vary-miss" | "miss"), true) => "miss_stored",
             (_, Some(f), _) => f,
             _ => "none",
         }

@@ -138,6 +138,13 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// `routes[].origin`: base URL the prefix maps to (`http://` or `https://`).
     pub origin: String,
+    /// `routes[].default_ttl`: freshness for responses that state none (default: RFC heuristics only).
+    #[serde(default)]
+    pub default_ttl: Option<Dur>,
+    /// `routes[].ignore_cache_control`: disregard the origin's Cache-Control, Expires and
+    /// Pragma and use `default_ttl` (a deliberate deviation from RFC 9111; default false).
+    #[serde(default)]
+    pub ignore_cache_control: bool,
 }
 
 /// A byte size written as `256MiB`, `1GiB`, `4096` …
@@ -339,6 +346,12 @@ impl Config {
             }
             if let Err(e) = Origin::parse(&r.origin) {
                 return bad(&format!("routes[{i}].origin"), e);
+            }
+            if r.ignore_cache_control && r.default_ttl.is_none() {
+                return bad(
+                    &format!("routes[{i}].default_ttl"),
+                    "required when ignore_cache_control is true".into(),
+                );
             }
         }
         Ok(())

@@ -7,7 +7,6 @@
 //! - [`cached`]: the cacheable GET/HEAD path: hits from the tiers, misses filled from origins.
 //! - [`fill`]: storing a streaming body as slices.
 //! - [`object`]: the metadata record and keys of a cached object.
-//! - [`storable`]: which responses may be stored.
 //! - [`headers`]: hop-by-hop filtering and header parsing helpers.
 //! - [`cache_status`]: the RFC 9211 `Cache-Status` header.
 //! - [`upstream`]: pooled origin connections for fills.
@@ -20,8 +19,11 @@ pub mod admin;
 pub mod cache_status;
 pub mod cached;
 pub mod coalesce;
+pub mod conditional;
 pub mod config;
+pub mod exchange;
 pub mod fill;
+pub mod freshness;
 pub mod headers;
 pub mod metrics;
 pub mod object;
@@ -31,6 +33,6 @@ pub mod route;
 pub mod server;
 pub mod shutdown;
 pub mod slicefetch;
-pub mod storable;
 pub mod tools;
 pub mod upstream;
+pub mod vary;

@@ -1,11 +1,17 @@
-//! How an HTTP object is laid onto the key/value cache: one metadata record plus one value per slice.
+//! How an HTTP object is laid onto the key/value cache: one metadata record plus one value per
+//! slice; a response that varies puts a Vary record at the URL's key and its variants at keys
+//! derived from the request headers it names.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderMap;
 
-const MAGIC: &[u8; 4] = b"SOM1";
+use crate::freshness::Policy;
+
+const OBJECT_MAGIC: &[u8; 4] = b"SOM2";
+const VARY_MAGIC: &[u8; 4] = b"SVR1";
 
 /// The stored description of one cached response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ObjectMeta {
     /// Response status.
     pub status: u16,
@@ -17,8 +23,19 @@ pub struct ObjectMeta {
     pub slice_size: u32,
     /// Identity of this version's slices: a changed object never reads another version's slices.
     pub id: u128,
-    /// Unix seconds when it was stored.
+    /// Unix seconds when it was stored (or last revalidated).
     pub stored_at: u64,
+    /// Its caching policy.
+    pub policy: Policy,
+}
+
+/// What a metadata key holds.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A stored response.
+    Object(Box<ObjectMeta>),
+    /// The response varies on these request headers: look under the variant's key.
+    Vary(Vec<String>),
 }
 
 impl ObjectMeta {
@@ -51,10 +68,25 @@ impl ObjectMeta {
         self.header("etag").filter(|e| e.starts_with(b"\""))
     }
 
-    /// Serialises the record (little-endian, length-prefixed headers).
+    /// The stored headers as a map.
+    pub fn header_map(&self) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(self.headers.len());
+        for (n, v) in &self.headers {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(n.as_bytes()),
+                http::HeaderValue::from_bytes(v),
+            ) {
+                h.append(n, v);
+            }
+        }
+        h
+    }
+
+    /// Serialises the record (little-endian, length-prefixed fields).
     pub fn encode(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(64 + self.headers.len() * 48);
-        b.put_slice(MAGIC);
+        let policy = self.policy.encode();
+        let mut b = BytesMut::with_capacity(64 + self.headers.len() * 48 + policy.len());
+        b.put_slice(OBJECT_MAGIC);
         b.put_u16_le(self.status);
         b.put_u32_le(self.slice_size);
         b.put_u64_le(self.length);
@@ -67,15 +99,12 @@ impl ObjectMeta {
             b.put_u32_le(v.len() as u32);
             b.put_slice(v);
         }
+        b.put_u32_le(policy.len() as u32);
+        b.put_slice(&policy);
         b.freeze()
     }
 
-    /// Parses a record; `None` when it is not one (treated as a miss).
-    pub fn decode(mut b: &[u8]) -> Option<ObjectMeta> {
-        let magic = take(&mut b, 4)?;
-        if magic != MAGIC {
-            return None;
-        }
+    fn decode_body(mut b: &[u8]) -> Option<ObjectMeta> {
         let status = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?);
         let slice_size = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?);
         let length = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
@@ -89,6 +118,8 @@ impl ObjectMeta {
             let vl = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
             headers.push((name, take(&mut b, vl)?.to_vec()));
         }
+        let pl = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+        let policy = Policy::decode(take(&mut b, pl)?)?;
         if slice_size == 0 || !b.is_empty() {
             return None;
         }
@@ -99,7 +130,40 @@ impl ObjectMeta {
             slice_size,
             id,
             stored_at,
+            policy,
         })
+    }
+}
+
+impl Record {
+    /// Serialises a Vary record.
+    pub fn encode_vary(names: &[String]) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_slice(VARY_MAGIC);
+        b.put_u16_le(names.len() as u16);
+        for n in names {
+            b.put_u16_le(n.len() as u16);
+            b.put_slice(n.as_bytes());
+        }
+        b.freeze()
+    }
+
+    /// Parses either kind of record; `None` when it is neither (treated as a miss).
+    pub fn decode(b: &[u8]) -> Option<Record> {
+        let (magic, mut rest) = (b.get(..4)?, b.get(4..)?);
+        if magic == OBJECT_MAGIC {
+            return ObjectMeta::decode_body(rest).map(|m| Record::Object(Box::new(m)));
+        }
+        if magic != VARY_MAGIC {
+            return None;
+        }
+        let n = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
+        let mut names = Vec::with_capacity(n.min(64) as usize);
+        for _ in 0..n {
+            let l = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?) as usize;
+            names.push(std::str::from_utf8(take(&mut rest, l)?).ok()?.to_string());
+        }
+        rest.is_empty().then_some(Record::Vary(names))
     }
 }
 
@@ -150,8 +214,12 @@ pub fn object_id(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::freshness::Overrides;
+    use http::StatusCode;
 
     fn sample() -> ObjectMeta {
+        let mut resp = HeaderMap::new();
+        resp.insert("cache-control", "max-age=60".parse().unwrap());
         ObjectMeta {
             status: 200,
             headers: vec![
@@ -162,25 +230,43 @@ mod tests {
             slice_size: 1 << 20,
             id: 0x1234,
             stored_at: 1_700_000_000,
+            policy: Policy::new(
+                "/x",
+                "h",
+                &HeaderMap::new(),
+                StatusCode::OK,
+                &resp,
+                std::time::SystemTime::now(),
+                Overrides::default(),
+            ),
         }
     }
 
     #[test]
     fn roundtrip() {
         let m = sample();
-        assert_eq!(ObjectMeta::decode(&m.encode()), Some(m.clone()));
+        let Some(Record::Object(back)) = Record::decode(&m.encode()) else {
+            panic!("not an object record")
+        };
+        assert_eq!((back.length, back.id, back.status), (m.length, m.id, 200));
+        assert_eq!(back.headers, m.headers);
         assert_eq!(m.slice_count(), 4);
         assert_eq!(m.slice_len(3), 5);
         assert_eq!(m.header("etag"), Some(&b"\"abc\""[..]));
+        let names = vec!["accept-encoding".to_string()];
+        let Some(Record::Vary(n)) = Record::decode(&Record::encode_vary(&names)) else {
+            panic!("not a vary record")
+        };
+        assert_eq!(n, names);
     }
 
     #[test]
     fn truncated_or_foreign_records_are_rejected() {
         let enc = sample().encode();
         for cut in 0..enc.len() {
-            assert_eq!(ObjectMeta::decode(&enc[..cut]), None, "cut at {cut}");
+            assert!(Record::decode(&enc[..cut]).is_none(), "cut at {cut}");
         }
-        assert_eq!(ObjectMeta::decode(b"nope"), None);
+        assert!(Record::decode(b"nope").is_none());
     }
 
     #[test]

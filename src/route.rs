@@ -7,6 +7,7 @@ use pingora::upstreams::peer::HttpPeer;
 use std::sync::Mutex;
 
 use crate::config::RouteConfig;
+use crate::freshness::Overrides;
 
 /// How long a resolved origin address is reused before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -90,6 +91,8 @@ pub struct Route {
     pub prefix: String,
     /// The parsed `routes[].origin`.
     pub origin: Origin,
+    /// `routes[].default_ttl` and `routes[].ignore_cache_control`.
+    pub overrides: Overrides,
     dns: Mutex<Option<(Instant, SocketAddr)>>,
 }
 
@@ -100,6 +103,10 @@ impl Route {
             name: cfg.name.clone(),
             prefix: cfg.path_prefix.clone(),
             origin: Origin::parse(&cfg.origin)?,
+            overrides: Overrides {
+                default_ttl: cfg.default_ttl.map(|d| d.0),
+                ignore_cache_control: cfg.ignore_cache_control,
+            },
             dns: Mutex::new(None),
         })
     }
@@ -183,6 +190,8 @@ mod tests {
             name: "r".into(),
             path_prefix: prefix.into(),
             origin: origin.into(),
+            default_ttl: None,
+            ignore_cache_control: false,
         })
         .unwrap()
     }
@@ -219,6 +228,8 @@ mod tests {
             name: n.into(),
             path_prefix: p.into(),
             origin: "http://127.0.0.1:1/".into(),
+            default_ttl: None,
+            ignore_cache_control: false,
         };
         let router = Router::new(&[cfg("all", "/"), cfg("deb", "/debian/")]).unwrap();
         assert_eq!(router.find("/debian/x").unwrap().name, "deb");

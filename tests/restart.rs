@@ -19,7 +19,7 @@ async fn objects_survive_a_restart_as_hits() {
     for i in 0..bodies.len() {
         assert_eq!(
             get(&node.url(&format!("/r{i}"))).await.1,
-            "strata; fwd=miss; stored"
+            "strata; fwd=uri-miss; stored"
         );
     }
     let dir = node.stop();
@@ -43,7 +43,7 @@ async fn objects_survive_a_kill_9() {
     let mut cfg = NodeConfig::new(&origin.url());
     cfg.memory = "0".into();
     let mut node = Strata::start(&cfg);
-    assert_eq!(get(&node.url("/k")).await.1, "strata; fwd=miss; stored");
+    assert_eq!(get(&node.url("/k")).await.1, "strata; fwd=uri-miss; stored");
     node.child.kill().unwrap();
     node.child.wait().unwrap();
     let dir = std::mem::replace(&mut node.dir, tempfile::tempdir().unwrap());

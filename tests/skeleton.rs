@@ -14,7 +14,7 @@ async fn second_get_is_a_byte_exact_hit_and_origin_sees_one_request() {
     let node = Strata::start(&NodeConfig::new(&origin.url()));
 
     let (s1, cs1, b1) = get(&node.url("/f.bin")).await;
-    assert_eq!((s1, cs1.as_str()), (200, "strata; fwd=miss; stored"));
+    assert_eq!((s1, cs1.as_str()), (200, "strata; fwd=uri-miss; stored"));
     assert_eq!(b1, body);
     let (s2, cs2, b2) = get(&node.url("/f.bin")).await;
     assert_eq!((s2, cs2.as_str()), (200, "strata; hit"));
@@ -58,7 +58,7 @@ async fn objects_come_back_from_l2_after_l1_overflows() {
     let node = Strata::start(&cfg);
     for i in 0..n {
         let (_, cs, _) = get(&node.url(&format!("/o{i}"))).await;
-        assert_eq!(cs, "strata; fwd=miss; stored");
+        assert_eq!(cs, "strata; fwd=uri-miss; stored");
     }
     for i in 0..n {
         let (s, cs, b) = get(&node.url(&format!("/o{i}"))).await;
@@ -83,7 +83,10 @@ async fn a_corrupt_l2_item_is_a_miss_refetched_from_the_origin() {
     let mut cfg = NodeConfig::new(&origin.url());
     cfg.memory = "0".into(); // every read goes to L2
     let node = Strata::start(&cfg);
-    assert_eq!(get(&node.url("/c.bin")).await.1, "strata; fwd=miss; stored");
+    assert_eq!(
+        get(&node.url("/c.bin")).await.1,
+        "strata; fwd=uri-miss; stored"
+    );
     assert_eq!(get(&node.url("/c.bin")).await.1, "strata; hit");
 
     // Flip one byte in the middle of the stored body, in the cache file itself.
@@ -154,7 +157,7 @@ async fn an_unreachable_origin_gets_a_clear_502() {
     let node = Strata::start(&NodeConfig::new(&dead));
     let (s, cs, b) = get(&node.url("/x")).await;
     assert_eq!(s, 502);
-    assert!(cs.starts_with("strata; fwd=miss"), "{cs}");
+    assert!(cs.starts_with("strata; fwd=uri-miss"), "{cs}");
     assert!(String::from_utf8_lossy(&b).contains("origin"), "{b:?}");
     // The node is still up.
     assert_eq!(get(&node.url("/y")).await.0, 502);
@@ -178,7 +181,7 @@ async fn uncacheable_responses_are_forwarded_not_stored() {
         for _ in 0..2 {
             let (s, cs, _) = get(&node.url(p)).await;
             assert_eq!(s, 200);
-            assert_eq!(cs, format!("strata; fwd=miss; detail={why}"));
+            assert_eq!(cs, format!("strata; fwd=uri-miss; detail={why}"));
         }
         assert_eq!(origin.hits(p), 2, "{p}");
     }
@@ -241,7 +244,7 @@ async fn chunked_origin_bodies_are_streamed_and_cached() {
     origin.put("/chunked", obj);
     let node = Strata::start(&NodeConfig::new(&origin.url()));
     let (_, cs, b) = get(&node.url("/chunked")).await;
-    assert_eq!((cs.as_str(), &b), ("strata; fwd=miss; stored", &body));
+    assert_eq!((cs.as_str(), &b), ("strata; fwd=uri-miss; stored", &body));
     let (_, cs, b) = get(&node.url("/chunked")).await;
     assert_eq!((cs.as_str(), b), ("strata; hit", body));
 }

@@ -135,7 +135,7 @@ async fn a_partial_object_is_completed_as_one_200_stream() {
     let node = Strata::start(&NodeConfig::new(&origin.url()));
     let url = node.url("/p");
     let r = ranged(&url, "bytes=5242880-8388607").await; // slices 5..=7
-    assert_eq!(r.headers()["cache-status"], "strata; fwd=miss; stored");
+    assert_eq!(r.headers()["cache-status"], "strata; fwd=uri-miss; stored");
     assert!(r.bytes().await.unwrap() == generated(2, 5 * MIB, 8 * MIB));
     let (s, cs, body) = get(&url).await;
     assert_eq!((s, cs.as_str()), (200, "strata; fwd=partial"));

@@ -212,13 +212,17 @@ pub fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// `Cache-Status` of a response, or "".
+/// `Cache-Status` of a response without its `ttl` parameter (which changes by the second), or "".
 pub fn cache_status(r: &reqwest::Response) -> String {
-    r.headers()
+    let raw = r
+        .headers()
         .get("cache-status")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+        .unwrap_or("");
+    raw.split("; ")
+        .filter(|p| !p.starts_with("ttl="))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// GET `url`, returning status, Cache-Status and body.

@@ -44,7 +44,7 @@ impl Nginx {
              events {{ worker_connections 256; }}\n\
              http {{ access_log {p}/access.log; client_body_temp_path {p}; proxy_temp_path {p};\n\
                fastcgi_temp_path {p}; uwsgi_temp_path {p}; scgi_temp_path {p};\n\
-               server {{ listen 127.0.0.1:{listen}; {certs} root {}; }} }}\n",
+               server {{ listen 127.0.0.1:{listen}; {certs} root {}; expires 1h; }} }}\n",
             root.display()
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();

@@ -76,6 +76,8 @@ pub struct Object {
     pub chunked: bool,
     /// Answer 200 with the whole body to ranged requests.
     pub ignore_range: bool,
+    /// Send no `Cache-Control: max-age=3600` when the object states no freshness of its own.
+    pub bare: bool,
 }
 
 impl Object {
@@ -98,6 +100,7 @@ impl Object {
             truncate_at: None,
             chunked: false,
             ignore_range: false,
+            bare: false,
         }
     }
 
@@ -349,6 +352,14 @@ async fn handle(
             hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
             v.parse().unwrap(),
         );
+    }
+    let states_freshness = obj
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("cache-control") || k.eq_ignore_ascii_case("expires"));
+    if !obj.bare && !states_freshness {
+        resp.headers_mut()
+            .insert("cache-control", "max-age=3600".parse().unwrap());
     }
     if range.is_some() {
         resp.headers_mut().insert(

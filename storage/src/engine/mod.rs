@@ -93,7 +93,9 @@ impl Queue {
                     }
                 })
             }
-            Err(req) => Box::pin(async move { (Err(io::Error::other("io engine stopped")), req.buf) }),
+            Err(req) => {
+                Box::pin(async move { (Err(io::Error::other("io engine stopped")), req.buf) })
+            }
         }
     }
 

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 
-use io_uring::{opcode, squeue, types, IoUring};
 use super::{IoEngine, IoFuture, Op, Queue, Request};
 use crate::aligned::AlignedBuf;
+use io_uring::{opcode, squeue, types, IoUring};
 
 /// user_data of the eventfd read that wakes the ring thread.
 const WAKE: u64 = u64::MAX;

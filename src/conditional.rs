@@ -1,0 +1,97 @@
+//! Client preconditions answered from a stored response (RFC 9110 §13.2.2).
+
+use http::{header, HeaderMap, Method, StatusCode};
+
+use crate::object::ObjectMeta;
+
+/// `Some(304 or 412)` when the preconditions say the stored response must not be sent.
+pub fn evaluate(method: &Method, req: &HeaderMap, meta: &ObjectMeta) -> Option<StatusCode> {
+    if !(200..300).contains(&meta.status) {
+        return None;
+    }
+    let etag = meta.header("etag");
+    let last_modified = meta
+        .header("last-modified")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+    let date = |name: header::HeaderName| {
+        req.get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+    };
+    // 1. If-Match (strong comparison), else 2. If-Unmodified-Since.
+    if let Some(im) = req.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        if !list_matches(im, etag, true) {
+            return Some(StatusCode::PRECONDITION_FAILED);
+        }
+    } else if let (Some(ius), Some(lm)) = (date(header::IF_UNMODIFIED_SINCE), last_modified) {
+        if lm > ius {
+            return Some(StatusCode::PRECONDITION_FAILED);
+        }
+    }
+    // 3. If-None-Match (weak comparison), else 4. If-Modified-Since (GET and HEAD only).
+    let safe = *method == Method::GET || *method == Method::HEAD;
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if list_matches(inm, etag, false) {
+            return Some(if safe {
+                StatusCode::NOT_MODIFIED
+            } else {
+                StatusCode::PRECONDITION_FAILED
+            });
+        }
+    } else if let (true, Some(ims), Some(lm)) =
+        (safe, date(header::IF_MODIFIED_SINCE), last_modified)
+    {
+        if lm <= ims {
+            return Some(StatusCode::NOT_MODIFIED);
+        }
+    }
+    None
+}
+
+/// Whether an entity-tag list (`*` or tags) matches `etag`.
+fn list_matches(list: &str, etag: Option<&[u8]>, strong: bool) -> bool {
+    let Some(etag) = etag
+        .and_then(|e| std::str::from_utf8(e).ok())
+        .map(str::trim)
+    else {
+        return false;
+    };
+    if list.trim() == "*" {
+        return true;
+    }
+    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    if strong && etag.starts_with("W/") {
+        return false;
+    }
+    list.split(',')
+        .map(str::trim)
+        .filter(|t| !strong || !t.starts_with("W/"))
+        .any(|t| opaque(t) == opaque(etag))
+}
+
+/// Headers a 304 carries over from the stored response (RFC 9110 §15.4.5).
+pub const NOT_MODIFIED_HEADERS: [&str; 7] = [
+    "cache-control",
+    "content-location",
+    "date",
+    "etag",
+    "expires",
+    "vary",
+    "last-modified",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_lists() {
+        assert!(list_matches("\"a\", \"b\"", Some(b"\"b\""), false));
+        assert!(list_matches("W/\"b\"", Some(b"\"b\""), false));
+        assert!(!list_matches("W/\"b\"", Some(b"\"b\""), true));
+        assert!(!list_matches("\"b\"", Some(b"W/\"b\""), true));
+        assert!(list_matches("*", Some(b"\"x\""), true));
+        assert!(!list_matches("*", None, false));
+    }
+}

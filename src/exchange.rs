@@ -1,0 +1,643 @@
+//! The origin side of the cacheable path: the first fetch of an object, revalidation of a
+//! stale one (in the foreground, or in the background for stale-while-revalidate), and what is
+//! done with each kind of response.
+//!
+//! The leader of a fetch asks the origin from the slice boundary at or before the wanted bytes,
+//! describes the object in the cache as soon as the response header arrives, and hands the body
+//! to a slice fill; clients asking meanwhile wait for that description and read the same fill.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+
+use crate::cache_status::CacheStatus;
+use crate::cached::{hold, respond_error, CachedPath, Job, Outcome};
+use crate::coalesce::{Discovery, DiscoveryGuard, Inflight, Run, Step};
+use crate::fill::SliceFill;
+use crate::freshness::Policy;
+use crate::headers::{content_length, end_to_end};
+use crate::object::{meta_key, object_id, ObjectMeta, Record};
+use crate::range::{self, parse_content_range, ByteRange, RangeHint, RangeRequest};
+use crate::slicefetch::RunFill;
+use crate::upstream::OriginResponse;
+use crate::vary;
+
+/// A stored response being revalidated.
+pub(crate) struct Stale {
+    pub meta: ObjectMeta,
+    pub conditionals: Vec<(HeaderName, HeaderValue)>,
+    /// May be served if the origin fails (stale-if-error).
+    pub if_error: bool,
+}
+
+/// Request headers never forwarded on a fill: Strata sets its own range and validators.
+const NOT_FORWARDED: [HeaderName; 7] = [
+    header::HOST,
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// Where a response body starts in the object and the object's length, when it says.
+fn layout(resp: &ResponseHeader) -> Option<(u64, u64)> {
+    match resp.status {
+        StatusCode::PARTIAL_CONTENT => resp
+            .headers
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| parse_content_range(v.as_bytes()))
+            .map(|(r, total)| (r.start, total)),
+        StatusCode::NOT_MODIFIED | StatusCode::NO_CONTENT => Some((0, 0)),
+        _ => content_length(&resp.headers).map(|len| (0, len)),
+    }
+}
+
+/// The headers stored with an object: end-to-end ones, without those Strata computes.
+fn stored_headers(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    end_to_end(h)
+        .into_iter()
+        .filter(|(n, _)| {
+            *n != header::CONTENT_RANGE && *n != header::AGE && n.as_str() != "warning"
+        })
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+fn now_secs() -> u64 {
+    Policy::unix(SystemTime::now())
+}
+
+impl CachedPath {
+    /// The origin request for `job`: its headers, Strata's range, and validators if any.
+    fn origin_request(
+        &self,
+        job: &Job,
+        range: &str,
+        conditionals: &[(HeaderName, HeaderValue)],
+    ) -> Result<RequestHeader> {
+        let mut up = RequestHeader::build(Method::GET, job.upstream_path.as_bytes(), None)?;
+        for (name, value) in end_to_end(&job.headers) {
+            if !NOT_FORWARDED.contains(&name) {
+                up.append_header(name, value)?;
+            }
+        }
+        up.insert_header(header::HOST, job.route.origin.host_header())?;
+        up.insert_header(header::RANGE, range.to_string())?;
+        for (name, value) in conditionals {
+            up.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(up)
+    }
+
+    /// The range to ask the origin for: from the slice boundary at or before the wanted bytes
+    /// to the slice end after them.
+    fn origin_range(&self, job: &Job) -> String {
+        let s = self.slice_size;
+        match job
+            .range
+            .as_ref()
+            .map_or(RangeHint::Full, |r| range::hint(r))
+        {
+            RangeHint::From {
+                start,
+                end: Some(e),
+            } => {
+                format!("bytes={}-{}", start / s * s, (e / s + 1) * s - 1)
+            }
+            RangeHint::From { start, end: None } => format!("bytes={}-", start / s * s),
+            // The start depends on the length: a one-byte probe learns it.
+            RangeHint::Suffix => "bytes=0-0".to_string(),
+            RangeHint::Full => "bytes=0-".to_string(),
+        }
+    }
+
+    /// Fetches for `job` (the leader of its key) and answers the client.
+    pub(crate) async fn exchange(
+        &self,
+        session: &mut Session,
+        job: &mut Job,
+        guard: DiscoveryGuard,
+        stale: Option<Stale>,
+        fwd: &'static str,
+    ) -> Result<Outcome> {
+        let conditionals = stale.as_ref().map_or(&[][..], |s| &s.conditionals[..]);
+        let up = self.origin_request(job, &self.origin_range(job), conditionals)?;
+        self.metrics
+            .origin_requests
+            .with_label_values(&[&job.route.name])
+            .inc();
+        let sent = self.upstream.send(&job.route, &up).await;
+        let origin = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(route = %job.route.name, error = %e, "origin request failed");
+                if let Some(s) = stale.filter(|s| s.if_error) {
+                    drop(guard);
+                    return self.serve_stale_on_error(session, job, s, None).await;
+                }
+                let mut cs = CacheStatus::fwd(fwd);
+                cs.detail = Some("origin-unreachable".into());
+                respond_error(session, StatusCode::BAD_GATEWAY, &cs, &e.to_string()).await?;
+                return Ok(Outcome::Served(cs));
+            }
+        };
+        let status = origin.header.status;
+        if let Some(s) = stale {
+            if status == StatusCode::NOT_MODIFIED {
+                if let Some(meta) = self.refresh(job, &s.meta, &origin.header.headers).await {
+                    guard.resolve(Discovery::Ready);
+                    self.upstream.release(origin).await;
+                    let mut cs = CacheStatus::fwd("stale");
+                    cs.fwd_status = Some(304);
+                    return self.answer(session, job, Arc::new(meta), cs).await;
+                }
+            } else if s.if_error && status.is_server_error() {
+                drop(guard);
+                return self
+                    .serve_stale_on_error(session, job, s, Some(status.as_u16()))
+                    .await;
+            }
+        }
+        self.adopt(session, job, guard, origin, fwd).await
+    }
+
+    /// Serves a stale response because the origin failed (stale-if-error).
+    async fn serve_stale_on_error(
+        &self,
+        session: &mut Session,
+        job: &mut Job,
+        s: Stale,
+        origin_status: Option<u16>,
+    ) -> Result<Outcome> {
+        let mut cs = CacheStatus::fwd("stale");
+        cs.fwd_status = origin_status;
+        cs.ttl = Some(s.meta.policy.ttl(SystemTime::now(), s.meta.stored_at));
+        cs.detail = Some("stale-if-error".into());
+        self.answer(session, job, Arc::new(s.meta), cs).await
+    }
+
+    /// Merges a 304 into the stored response (RFC 9111 §4.3.4) and stores the result.
+    async fn refresh(&self, job: &Job, old: &ObjectMeta, h: &HeaderMap) -> Option<ObjectMeta> {
+        let host = job.route.origin.host_header();
+        let now = SystemTime::now();
+        let (policy, merged) =
+            old.policy
+                .revalidated(&job.upstream_path, &host, &job.headers, h, now)?;
+        let meta = ObjectMeta {
+            headers: stored_headers(&merged),
+            policy,
+            stored_at: Policy::unix(now),
+            ..old.clone()
+        };
+        if let Err(e) = self.cache.insert(&meta_key(&job.key), meta.encode()).await {
+            tracing::warn!(key = %job.key, error = %e, "refreshed headers not stored on disk");
+        }
+        Some(meta)
+    }
+
+    /// Decides what to do with a new origin response: store and serve it, stream it while
+    /// storing (no length), or forward it unstored.
+    async fn adopt(
+        &self,
+        session: &mut Session,
+        job: &mut Job,
+        guard: DiscoveryGuard,
+        origin: OriginResponse,
+        fwd: &'static str,
+    ) -> Result<Outcome> {
+        let oh = &origin.header;
+        let now = SystemTime::now();
+        let host = job.route.origin.host_header();
+        let policy = Policy::new(
+            &job.upstream_path,
+            &host,
+            &job.headers,
+            oh.status,
+            &oh.headers,
+            now,
+            job.route.overrides,
+        );
+        let verdict = policy
+            .storable(&job.headers, &oh.headers)
+            .and_then(|()| match oh.status {
+                StatusCode::NOT_MODIFIED => Err("status"),
+                _ => Ok(()),
+            });
+        let layout = layout(oh);
+        let sliceable = |(start, _): (u64, u64)| start.is_multiple_of(self.slice_size);
+        match (verdict, layout) {
+            (Ok(()), Some(l)) if sliceable(l) => {
+                let (meta, run) = self.describe(job, &origin.header, policy, l).await;
+                let mut origin = Some(origin);
+                if let Some((run, slices)) = run {
+                    hold(&mut job.held, run.interest());
+                    self.spawn_fill(job, &meta, slices, run, origin.take(), l.0);
+                }
+                drop(origin);
+                guard.resolve(Discovery::Ready);
+                let mut cs = CacheStatus::fwd(fwd);
+                cs.stored = true;
+                if fwd == "stale" {
+                    cs.fwd_status = Some(status_of(&meta));
+                }
+                self.answer(session, job, meta, cs).await
+            }
+            (Ok(()), None) if oh.status == StatusCode::OK => {
+                guard.resolve(Discovery::Uncoalescable);
+                self.stream_unknown_length(session, job, origin, policy, fwd)
+                    .await
+            }
+            (verdict, _) => {
+                guard.resolve(Discovery::Uncoalescable);
+                let why = verdict.err().unwrap_or("unsliceable");
+                self.forward(session, job, origin, layout, why, fwd).await
+            }
+        }
+    }
+
+    /// Stores the description of a newly fetched object (and the Vary record of its URL), and
+    /// registers the run of slices its body covers, as far as this request needs them.
+    async fn describe(
+        &self,
+        job: &mut Job,
+        oh: &ResponseHeader,
+        policy: Policy,
+        (body_start, total): (u64, u64),
+    ) -> (Arc<ObjectMeta>, Option<(Arc<Run>, Vec<Arc<Inflight>>)>) {
+        let names = vary::names(&oh.headers).unwrap_or_default();
+        job.key = if names.is_empty() {
+            job.base_key.clone()
+        } else {
+            vary::variant_key(&job.base_key, &names, &job.headers)
+        };
+        let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
+        let lm = oh.headers.get(header::LAST_MODIFIED).map(|v| v.as_bytes());
+        let meta = Arc::new(ObjectMeta {
+            status: status_of_response(oh.status),
+            headers: stored_headers(&oh.headers),
+            length: total,
+            slice_size: self.slice_size as u32,
+            id: object_id(&job.key, etag, lm, Some(total)),
+            stored_at: now_secs(),
+            policy,
+        });
+        if let Err(e) = self.cache.insert(&meta_key(&job.key), meta.encode()).await {
+            tracing::warn!(key = %job.key, error = %e, "object description not stored on disk");
+        }
+        if !names.is_empty() {
+            let record = Record::encode_vary(&names);
+            if let Err(e) = self.cache.insert(&meta_key(&job.base_key), record).await {
+                tracing::warn!(key = %job.base_key, error = %e, "vary record not stored on disk");
+            }
+        }
+        let s = self.slice_size;
+        let first = body_start / s;
+        let wanted_last = match job.range.as_ref().map(|r| range::evaluate(r, total)) {
+            Some(RangeRequest::Single(r)) if meta.status == 200 => r.end / s,
+            _ => meta.slice_count().saturating_sub(1),
+        };
+        // A one-byte probe covers no slice (unless the object is one byte long).
+        let covers = total > 0
+            && (oh.status != StatusCode::PARTIAL_CONTENT
+                || content_length(&oh.headers) != Some(1)
+                || total == 1);
+        let keys: Vec<Vec<u8>> = (first..=wanted_last)
+            .map(|i| meta.slice_key(i))
+            .take_while(|k| !self.cache.contains(k))
+            .collect();
+        let run = (covers && !keys.is_empty())
+            .then(|| self.coalescer.register_run(&keys))
+            .flatten();
+        (meta, run)
+    }
+
+    fn spawn_fill(
+        &self,
+        job: &Job,
+        meta: &Arc<ObjectMeta>,
+        slices: Vec<Arc<Inflight>>,
+        run: Arc<Run>,
+        origin: Option<OriginResponse>,
+        body_start: u64,
+    ) {
+        let fill = RunFill {
+            cache: self.cache.clone(),
+            coalescer: self.coalescer.clone(),
+            meta: meta.clone(),
+            key: job.key.clone(),
+            first: body_start / self.slice_size,
+            slices,
+            run,
+            metrics: self.metrics.clone(),
+            upstream: self.upstream.clone(),
+        };
+        match origin {
+            Some(o) => {
+                tokio::spawn(fill.fill(o, body_start));
+            }
+            None => drop(fill),
+        }
+    }
+
+    /// Revalidates a stale response without a client waiting (stale-while-revalidate): a 304
+    /// refreshes it; a new version is stored and filled whole.
+    pub(crate) fn revalidate_in_background(
+        &self,
+        job: &Job,
+        guard: DiscoveryGuard,
+        stale: ObjectMeta,
+        conditionals: Vec<(HeaderName, HeaderValue)>,
+    ) {
+        let this = self.clone();
+        let mut job = Job {
+            route: job.route.clone(),
+            upstream_path: job.upstream_path.clone(),
+            base_key: job.base_key.clone(),
+            key: job.key.clone(),
+            method: Method::GET,
+            is_head: false,
+            headers: job.headers.clone(),
+            range: None,
+            if_range: None,
+            held: Vec::new(),
+        };
+        tokio::spawn(async move {
+            let Ok(up) = this.origin_request(&job, "bytes=0-", &conditionals) else {
+                return;
+            };
+            this.metrics
+                .origin_requests
+                .with_label_values(&[&job.route.name])
+                .inc();
+            let Ok(origin) = this.upstream.send(&job.route, &up).await else {
+                return;
+            };
+            let oh = &origin.header;
+            if oh.status == StatusCode::NOT_MODIFIED {
+                if this.refresh(&job, &stale, &oh.headers).await.is_some() {
+                    guard.resolve(Discovery::Ready);
+                }
+                this.upstream.release(origin).await;
+                return;
+            }
+            let policy = Policy::new(
+                &job.upstream_path,
+                &job.route.origin.host_header(),
+                &job.headers,
+                oh.status,
+                &oh.headers,
+                SystemTime::now(),
+                job.route.overrides,
+            );
+            let storable = policy.storable(&job.headers, &oh.headers).is_ok()
+                && matches!(oh.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
+            match layout(oh).filter(|&(start, _)| storable && start == 0) {
+                Some(l) => {
+                    let (meta, run) = this.describe(&mut job, &origin.header, policy, l).await;
+                    guard.resolve(Discovery::Ready);
+                    if let Some((run, slices)) = run {
+                        // Keep the run alive until its last slice is done: nobody else may be reading.
+                        let last = slices.last().cloned();
+                        let interest = run.interest();
+                        this.spawn_fill(&job, &meta, slices, run, Some(origin), 0);
+                        if let Some(last) = last {
+                            wait_done(last).await;
+                        }
+                        drop(interest);
+                    }
+                }
+                None => drop(guard),
+            }
+        });
+    }
+
+    /// Forwards a response that is not stored, trimmed to what the client asked for.
+    async fn forward(
+        &self,
+        session: &mut Session,
+        job: &mut Job,
+        mut origin: OriginResponse,
+        layout: Option<(u64, u64)>,
+        why: &str,
+        fwd: &'static str,
+    ) -> Result<Outcome> {
+        let oh = &origin.header;
+        if oh.status == StatusCode::RANGE_NOT_SATISFIABLE {
+            // Only our widened range was refused (an empty object, say): ask as the client did.
+            return Ok(Outcome::PassThrough(fwd));
+        }
+        let mut cs = CacheStatus::fwd(fwd);
+        cs.detail = Some(why.to_string());
+        let sized = matches!(oh.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
+        let Some((body_start, total)) = layout.filter(|_| sized) else {
+            // Not a representation (an error, a redirect): our Range did not shape it.
+            let length = content_length(&oh.headers);
+            let resp = downstream_header(oh.status, &oh.headers, length, &cs)?;
+            let no_body =
+                oh.status == StatusCode::NO_CONTENT || oh.status == StatusCode::NOT_MODIFIED;
+            session
+                .write_response_header(Box::new(resp), no_body || length == Some(0))
+                .await?;
+            if !no_body && length != Some(0) {
+                self.pipe(session, job, &mut origin, 0, u64::MAX).await?;
+            }
+            self.upstream.release(origin).await;
+            return Ok(Outcome::Served(cs));
+        };
+        let wanted = match &job.range {
+            Some(r) => range::evaluate(r, total),
+            None => RangeRequest::Full,
+        };
+        let (code, r) = match wanted {
+            RangeRequest::Single(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
+            _ => (
+                StatusCode::OK,
+                (total > 0).then_some(ByteRange {
+                    start: 0,
+                    end: total - 1,
+                }),
+            ),
+        };
+        let covered = r.is_none_or(|r| r.start >= body_start);
+        if !covered
+            || (code == StatusCode::OK && body_start > 0)
+            || wanted == RangeRequest::Unsatisfiable
+        {
+            return Ok(Outcome::PassThrough(fwd));
+        }
+        let mut resp = ResponseHeader::build(code, Some(oh.headers.len() + 2))?;
+        for (name, value) in end_to_end(&oh.headers) {
+            if name != header::CONTENT_RANGE {
+                resp.append_header(name, value)?;
+            }
+        }
+        resp.insert_header(header::CONTENT_LENGTH, r.map_or(0, |r| r.len()))?;
+        if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (code, r) {
+            resp.insert_header(header::CONTENT_RANGE, r.content_range(total))?;
+        }
+        resp.insert_header("cache-status", cs.header_value())?;
+        session
+            .write_response_header(Box::new(resp), r.is_none())
+            .await?;
+        if let Some(r) = r {
+            self.pipe(session, job, &mut origin, r.start - body_start, r.len())
+                .await?;
+        }
+        Ok(Outcome::Served(cs))
+    }
+
+    /// Copies `len` body bytes after skipping `skip` (all of it for `u64::MAX`), ending the
+    /// client response.
+    async fn pipe(
+        &self,
+        session: &mut Session,
+        job: &Job,
+        origin: &mut OriginResponse,
+        mut skip: u64,
+        len: u64,
+    ) -> Result<()> {
+        let mut left = len;
+        while left > 0 {
+            let chunk = match origin.read_body().await {
+                Ok(Some(c)) => c,
+                Ok(None) if len == u64::MAX => break,
+                Ok(None) | Err(_) => {
+                    return Error::e_explain(ErrorType::ReadError, "origin body broke off")
+                }
+            };
+            let s = skip.min(chunk.len() as u64);
+            skip -= s;
+            let chunk = chunk.slice(s as usize..);
+            let take = (chunk.len() as u64).min(left);
+            left -= take;
+            if take > 0 {
+                self.served(job, "origin", take);
+                let end = left == 0 && len != u64::MAX;
+                session
+                    .write_response_body(Some(chunk.slice(..take as usize)), end)
+                    .await?;
+            }
+        }
+        if len == u64::MAX {
+            session.write_response_body(None, true).await?;
+        }
+        Ok(())
+    }
+
+    /// A storable 200 without a length: streamed whole to the client while stored slice by
+    /// slice; the object is described only once its body has arrived complete.
+    async fn stream_unknown_length(
+        &self,
+        session: &mut Session,
+        job: &mut Job,
+        mut origin: OriginResponse,
+        policy: Policy,
+        fwd: &'static str,
+    ) -> Result<Outcome> {
+        let oh = &origin.header;
+        let mut cs = CacheStatus::fwd(fwd);
+        cs.stored = true;
+        let resp = downstream_header(oh.status, &oh.headers, None, &cs)?;
+        let names = vary::names(&oh.headers).unwrap_or_default();
+        if !names.is_empty() {
+            // Unknown-length variants are not worth the bookkeeping: forward, do not store.
+            cs.stored = false;
+        }
+        let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
+        let lm = oh.headers.get(header::LAST_MODIFIED).map(|v| v.as_bytes());
+        let id = object_id(&job.key, etag, lm, None);
+        let mut meta = ObjectMeta {
+            status: 200,
+            headers: stored_headers(&oh.headers),
+            length: 0,
+            slice_size: self.slice_size as u32,
+            id,
+            stored_at: now_secs(),
+            policy,
+        };
+        let mut fill = SliceFill::new(self.cache.clone(), id, self.slice_size as usize);
+        session.write_response_header(Box::new(resp), false).await?;
+        loop {
+            match origin.read_body().await {
+                Ok(Some(chunk)) => {
+                    meta.length += chunk.len() as u64;
+                    if cs.stored {
+                        fill.push(chunk.clone()).await;
+                    }
+                    self.served(job, "origin", chunk.len() as u64);
+                    if let Err(e) = session.write_response_body(Some(chunk), false).await {
+                        self.metrics.fills.with_label_values(&["cancelled"]).inc();
+                        return Err(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(route = %job.route.name, error = %e, "origin body failed");
+                    self.metrics.fills.with_label_values(&["incomplete"]).inc();
+                    return Error::e_explain(ErrorType::ReadError, "origin body broke off");
+                }
+            }
+        }
+        if cs.stored {
+            // Described before the client sees the end, so a client that has it all finds it cached.
+            match fill.finish(&job.key, &meta).await {
+                Ok(()) => self.metrics.fills.with_label_values(&["stored"]).inc(),
+                Err(e) => {
+                    tracing::warn!(key = %job.key, error = %e, "not cached");
+                    self.metrics.fills.with_label_values(&["store_error"]).inc();
+                }
+            }
+        }
+        session.write_response_body(None, true).await?;
+        self.upstream.release(origin).await;
+        Ok(Outcome::Served(cs))
+    }
+}
+
+/// The status an object is stored with: a 206 stands for the whole (200) representation.
+fn status_of_response(s: StatusCode) -> u16 {
+    if s == StatusCode::PARTIAL_CONTENT {
+        200
+    } else {
+        s.as_u16()
+    }
+}
+
+fn status_of(meta: &ObjectMeta) -> u16 {
+    meta.status
+}
+
+/// Follows a slice to its end (keeping its run alive meanwhile).
+async fn wait_done(slice: Arc<Inflight>) {
+    let mut r = slice.reader();
+    loop {
+        match r.next(std::time::Duration::from_secs(3600)).await {
+            Step::Chunk(_) => {}
+            _ => return,
+        }
+    }
+}
+
+fn downstream_header(
+    status: StatusCode,
+    origin: &HeaderMap,
+    length: Option<u64>,
+    cs: &CacheStatus,
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(origin.len() + 2))?;
+    for (name, value) in end_to_end(origin) {
+        resp.append_header(name, value)?;
+    }
+    match length {
+        Some(len) => resp.insert_header(header::CONTENT_LENGTH, len)?,
+        None => resp.insert_header(header::TRANSFER_ENCODING, "chunked")?,
+    }
+    resp.insert_header("cache-status", cs.header_value())?;
+    Ok(resp)
+}

@@ -1,0 +1,87 @@
+//! Vary: which request headers select a stored variant, and the key of each variant.
+
+use http::{header, HeaderMap};
+
+/// The request header names a response varies on (lower-case, sorted, without duplicates);
+/// `None` for `Vary: *`, which no stored response can satisfy.
+pub fn names(resp: &HeaderMap) -> Option<Vec<String>> {
+    let mut names: Vec<String> = resp
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.iter().any(|n| n == "*") {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
+/// The key of the variant a request selects: the URL's key and the normalised values of the
+/// named headers (all field lines joined, whitespace around list members removed).
+pub fn variant_key(key: &str, names: &[String], req: &HeaderMap) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for n in names {
+        h.update(n.as_bytes());
+        h.update(b"=");
+        let joined: Vec<String> = req
+            .get_all(n.as_str())
+            .iter()
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .split(',')
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        h.update(joined.join(",").as_bytes());
+        h.update(b"\n");
+    }
+    format!("{key}#vary:{:032x}", h.digest128())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn names_are_normalised_and_star_is_none() {
+        let r = map(&[
+            ("vary", "Accept-Encoding, accept-language"),
+            ("vary", "accept-encoding"),
+        ]);
+        assert_eq!(
+            names(&r).unwrap(),
+            vec!["accept-encoding", "accept-language"]
+        );
+        assert!(names(&map(&[("vary", "*")])).is_none());
+        assert!(names(&HeaderMap::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn variants_differ_by_value_not_by_spacing() {
+        let n = vec!["accept-encoding".to_string()];
+        let gz = variant_key("k", &n, &map(&[("accept-encoding", "gzip, br")]));
+        let gz2 = variant_key("k", &n, &map(&[("accept-encoding", "gzip,br")]));
+        let none = variant_key("k", &n, &HeaderMap::new());
+        assert_eq!(gz, gz2);
+        assert_ne!(gz, none);
+        assert!(gz.starts_with("k#vary:"));
+    }
+}
