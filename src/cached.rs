@@ -20,7 +20,7 @@ use strata_storage::TieredCache;
 use crate::cache_status::CacheStatus;
 use crate::coalesce::{wait_discovery, Coalescer, Discovery, Interest, Role, SliceReader, Step};
 use crate::conditional::{self, NOT_MODIFIED_HEADERS};
-use crate::freshness::Reuse;
+use crate::freshness::{Policy, Reuse};
 use crate::headers::cache_control;
 use crate::metrics::Metrics;
 use crate::object::{meta_key, ObjectMeta, Record};
@@ -155,22 +155,22 @@ impl CachedPath {
         meta: ObjectMeta,
     ) -> Result<Outcome> {
         let now = SystemTime::now();
-        let host = job.route.origin.host_header();
-        let reuse = meta
-            .policy
-            .reuse(&job.upstream_path, &host, &job.headers, now, meta.stored_at);
         let mut cs = CacheStatus::hit();
-        cs.ttl = Some(meta.policy.ttl(now, meta.stored_at));
+        cs.ttl = Some(meta.policy.ttl(now));
         let Reuse::Validate {
-            conditionals,
+            by_request,
             while_revalidate,
             if_error,
-        } = reuse
+        } = meta.policy.reuse(&job.headers, now)
         else {
             return self.answer(session, job, Arc::new(meta), cs).await;
         };
+        // RFC 9211: "stale" when the response needs validation, "request" when only the
+        // request's directives forbid using it.
+        let fwd = if by_request { "request" } else { "stale" };
+        let conditionals = Policy::conditionals(&meta.header_map());
         if only_if_cached(&job.headers) {
-            return self.gateway_timeout(session, "stale").await;
+            return self.gateway_timeout(session, fwd).await;
         }
         if while_revalidate {
             // Served stale now; one background revalidation, shared by everyone who asks meanwhile.
@@ -187,10 +187,9 @@ impl CachedPath {
                     conditionals,
                     if_error,
                 };
-                self.exchange(session, job, guard, Some(stale), "stale")
-                    .await
+                self.exchange(session, job, guard, Some(stale), fwd).await
             }
-            Role::Follower(rx) => self.after_leader(session, job, rx, "stale").await,
+            Role::Follower(rx) => self.after_leader(session, job, rx, fwd).await,
         }
     }
 
@@ -269,6 +268,7 @@ impl CachedPath {
             }
             resp.insert_header("cache-status", cs.header_value())?;
             session.write_response_header(Box::new(resp), true).await?;
+            self.detach(job);
             return Ok(Outcome::Served(cs));
         }
         let len = meta.length;
@@ -292,12 +292,13 @@ impl CachedPath {
                 resp.insert_header(header::CONTENT_LENGTH, 0)?;
                 resp.insert_header("cache-status", cs.header_value())?;
                 session.write_response_header(Box::new(resp), true).await?;
+                self.detach(job);
                 return Ok(Outcome::Served(cs));
             }
             RangeRequest::Single(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
             RangeRequest::Full => (
                 StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK),
-                (len > 0).then_some(ByteRange {
+                (len > 0).then(|| ByteRange {
                     start: 0,
                     end: len - 1,
                 }),
@@ -323,7 +324,10 @@ impl CachedPath {
         for (name, value) in &meta.headers {
             resp.append_header(name.clone(), value.as_slice())?;
         }
-        resp.insert_header(header::CONTENT_LENGTH, br.map_or(0, |r| r.len()))?;
+        // RFC 9110 §8.6: no Content-Length on a 204.
+        if code != StatusCode::NO_CONTENT {
+            resp.insert_header(header::CONTENT_LENGTH, br.map_or(0, |r| r.len()))?;
+        }
         if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (code, br) {
             resp.insert_header(header::CONTENT_RANGE, r.content_range(len))?;
         }
@@ -333,11 +337,27 @@ impl CachedPath {
         session
             .write_response_header(Box::new(resp), body.is_none())
             .await?;
-        if let Some(r) = body {
-            self.stream_range(session, job, &meta, r, prefetched)
-                .await?;
+        match body {
+            Some(r) => {
+                self.stream_range(session, job, &meta, r, prefetched)
+                    .await?
+            }
+            None => self.detach(job),
         }
         Ok(Outcome::Served(cs))
+    }
+
+    /// Lets fills this request started run to their end although it reads none of their bytes
+    /// (it was answered 304, 412, 416 or HEAD): the object is still wanted in the cache.
+    fn detach(&self, job: &mut Job) {
+        let held = std::mem::take(&mut job.held);
+        if !held.is_empty() {
+            tokio::spawn(async move {
+                for i in &held {
+                    i.run().finished().await;
+                }
+            });
+        }
     }
 
     /// Writes bytes `r` of the object, slice by slice, from the cache or from fills.

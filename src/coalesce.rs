@@ -19,6 +19,8 @@ use tokio::sync::{watch, Notify};
 pub struct Run {
     interest: AtomicUsize,
     idle: Notify,
+    finished: std::sync::atomic::AtomicBool,
+    done: Notify,
 }
 
 impl Run {
@@ -26,6 +28,23 @@ impl Run {
     pub fn interest(self: &Arc<Self>) -> Interest {
         self.interest.fetch_add(1, Ordering::AcqRel);
         Interest(self.clone())
+    }
+
+    /// Marks the run over (filled or abandoned).
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.done.notify_waiters();
+    }
+
+    /// Resolves once the run is over.
+    pub async fn finished(&self) {
+        loop {
+            let n = self.done.notified();
+            if self.finished.load(Ordering::Acquire) {
+                return;
+            }
+            n.await;
+        }
     }
 
     /// Resolves once nobody is interested.

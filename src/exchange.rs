@@ -139,7 +139,7 @@ impl CachedPath {
                 tracing::warn!(route = %job.route.name, error = %e, "origin request failed");
                 if let Some(s) = stale.filter(|s| s.if_error) {
                     drop(guard);
-                    return self.serve_stale_on_error(session, job, s, None).await;
+                    return self.serve_stale_on_error(session, job, s, None, fwd).await;
                 }
                 let mut cs = CacheStatus::fwd(fwd);
                 cs.detail = Some("origin-unreachable".into());
@@ -148,23 +148,24 @@ impl CachedPath {
             }
         };
         let status = origin.header.status;
+        let revalidating = stale.is_some();
         if let Some(s) = stale {
             if status == StatusCode::NOT_MODIFIED {
                 if let Some(meta) = self.refresh(job, &s.meta, &origin.header.headers).await {
                     guard.resolve(Discovery::Ready);
                     self.upstream.release(origin).await;
-                    let mut cs = CacheStatus::fwd("stale");
+                    let mut cs = CacheStatus::fwd(fwd);
                     cs.fwd_status = Some(304);
                     return self.answer(session, job, Arc::new(meta), cs).await;
                 }
             } else if s.if_error && status.is_server_error() {
                 drop(guard);
-                return self
-                    .serve_stale_on_error(session, job, s, Some(status.as_u16()))
-                    .await;
+                let code = Some(status.as_u16());
+                return self.serve_stale_on_error(session, job, s, code, fwd).await;
             }
         }
-        self.adopt(session, job, guard, origin, fwd).await
+        self.adopt(session, job, guard, origin, fwd, revalidating)
+            .await
     }
 
     /// Serves a stale response because the origin failed (stale-if-error).
@@ -174,21 +175,21 @@ impl CachedPath {
         job: &mut Job,
         s: Stale,
         origin_status: Option<u16>,
+        fwd: &'static str,
     ) -> Result<Outcome> {
-        let mut cs = CacheStatus::fwd("stale");
+        let mut cs = CacheStatus::fwd(fwd);
         cs.fwd_status = origin_status;
-        cs.ttl = Some(s.meta.policy.ttl(SystemTime::now(), s.meta.stored_at));
+        cs.ttl = Some(s.meta.policy.ttl(SystemTime::now()));
         cs.detail = Some("stale-if-error".into());
         self.answer(session, job, Arc::new(s.meta), cs).await
     }
 
     /// Merges a 304 into the stored response (RFC 9111 §4.3.4) and stores the result.
     async fn refresh(&self, job: &Job, old: &ObjectMeta, h: &HeaderMap) -> Option<ObjectMeta> {
-        let host = job.route.origin.host_header();
         let now = SystemTime::now();
         let (policy, merged) =
             old.policy
-                .revalidated(&job.upstream_path, &host, &job.headers, h, now)?;
+                .revalidated(&old.header_map(), h, now, job.route.overrides)?;
         let meta = ObjectMeta {
             headers: stored_headers(&merged),
             policy,
@@ -210,19 +211,11 @@ impl CachedPath {
         guard: DiscoveryGuard,
         origin: OriginResponse,
         fwd: &'static str,
+        revalidating: bool,
     ) -> Result<Outcome> {
         let oh = &origin.header;
         let now = SystemTime::now();
-        let host = job.route.origin.host_header();
-        let policy = Policy::new(
-            &job.upstream_path,
-            &host,
-            &job.headers,
-            oh.status,
-            &oh.headers,
-            now,
-            job.route.overrides,
-        );
+        let policy = Policy::new(oh.status, &oh.headers, now, job.route.overrides);
         let verdict = policy
             .storable(&job.headers, &oh.headers)
             .and_then(|()| match oh.status {
@@ -243,8 +236,8 @@ impl CachedPath {
                 guard.resolve(Discovery::Ready);
                 let mut cs = CacheStatus::fwd(fwd);
                 cs.stored = true;
-                if fwd == "stale" {
-                    cs.fwd_status = Some(status_of(&meta));
+                if revalidating {
+                    cs.fwd_status = Some(meta.status);
                 }
                 self.answer(session, job, meta, cs).await
             }
@@ -387,9 +380,6 @@ impl CachedPath {
                 return;
             }
             let policy = Policy::new(
-                &job.upstream_path,
-                &job.route.origin.host_header(),
-                &job.headers,
                 oh.status,
                 &oh.headers,
                 SystemTime::now(),
@@ -458,7 +448,7 @@ impl CachedPath {
             RangeRequest::Single(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
             _ => (
                 StatusCode::OK,
-                (total > 0).then_some(ByteRange {
+                (total > 0).then(|| ByteRange {
                     start: 0,
                     end: total - 1,
                 }),
@@ -607,10 +597,6 @@ fn status_of_response(s: StatusCode) -> u16 {
     } else {
         s.as_u16()
     }
-}
-
-fn status_of(meta: &ObjectMeta) -> u16 {
-    meta.status
 }
 
 /// Follows a slice to its end (keeping its run alive meanwhile).

@@ -1,14 +1,14 @@
-//! Storability, freshness and reuse of stored responses (RFC 9111), on `http-cache-semantics`.
+//! Storability, freshness and reuse of stored responses (RFC 9111 for a shared cache, with
+//! RFC 5861's stale-while-revalidate and stale-if-error).
 //!
-//! The crate does the policy arithmetic (age, freshness lifetime, request directives,
-//! revalidation headers, merging a 304). Strata adds what it leaves out: stale-while-revalidate
-//! and stale-if-error (RFC 5861), the shared-cache ban on serving stale under
-//! `proxy-revalidate` and `s-maxage`, `Vary: *`, its `Set-Cookie` rule, and per-route overrides.
+//! Written against the RFC rather than on `http-cache-semantics`: that crate ignores `Date` in
+//! the age (§4.2.3 apparent age), lets `Pragma` override a present `Cache-Control` (§5.4),
+//! treats `proxy-revalidate` as "stale at once", and has no stale-while-revalidate or
+//! stale-if-error; the table-driven tests found each of these.
 
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
+use http::{header, HeaderMap, StatusCode};
 
 use crate::headers::cache_control;
 
@@ -21,23 +21,42 @@ pub struct Overrides {
     pub ignore_cache_control: bool,
 }
 
-/// The caching policy of one stored response.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// Statuses Strata stores at all (a 206 is stored as the 200 it is part of).
+const UNDERSTOOD: [u16; 14] = [
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+];
+/// Statuses cacheable without explicit freshness (RFC 9110 §15.1: heuristically cacheable).
+const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+/// The heuristic lifetime is this fraction of the time since Last-Modified (RFC 9111 §4.2.2)...
+const HEURISTIC_FRACTION: f64 = 0.1;
+/// ...capped, so a file untouched for years is still checked weekly.
+const HEURISTIC_MAX: u64 = 7 * 86400;
+
+/// The caching policy of one stored response: what its freshness is and how it may be reused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
-    inner: CachePolicy,
-    /// The response directives as the policy sees them (after overrides).
+    /// Unix seconds when the response was received (or last validated).
+    response_time: u64,
+    /// Its age when received (RFC 9111 §4.2.3 corrected_initial_age).
+    initial_age: u64,
+    /// Freshness lifetime in seconds (§4.2.1), 0 when none.
+    lifetime: u64,
+    /// The response's Cache-Control directives as the policy sees them (after overrides).
     directives: Vec<(String, Option<String>)>,
+    /// Whether the lifetime or storability came from something explicit (not a heuristic).
+    explicit: bool,
+    status: u16,
 }
 
 /// How a stored response may be used for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reuse {
-    /// Use it as is.
+    /// Use it as is (it is fresh, or the client accepts it stale with `max-stale`).
     Fresh,
-    /// Ask the origin first (a conditional request when validators exist).
+    /// Ask the origin first.
     Validate {
-        /// Validators to send.
-        conditionals: Vec<(header::HeaderName, HeaderValue)>,
+        /// Only the request's directives forbid using it (RFC 9211 `fwd=request`).
+        by_request: bool,
         /// May be served stale while revalidating in the background.
         while_revalidate: bool,
         /// May be served stale if the origin fails.
@@ -45,88 +64,127 @@ pub enum Reuse {
     },
 }
 
-fn now_secs(t: SystemTime) -> u64 {
+type Directives = Vec<(String, Option<String>)>;
+
+fn has(d: &Directives, name: &str) -> bool {
+    d.iter().any(|(k, _)| k == name)
+}
+
+fn secs(d: &Directives, name: &str) -> Option<u64> {
+    d.iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.as_deref()?.trim().parse().ok())
+}
+
+fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-/// The request the policy is about: the origin path with the client's headers (its `Host`
-/// replaced, so requests arriving under any name match).
-fn request(path: &str, headers: &HeaderMap, host: &str) -> Request<()> {
-    let mut req = Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .body(())
-        .unwrap_or_default();
-    *req.headers_mut() = headers.clone();
-    if let Ok(h) = HeaderValue::from_str(host) {
-        req.headers_mut().insert(header::HOST, h);
+fn date(h: &HeaderMap, name: header::HeaderName) -> Option<u64> {
+    let v = h.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(v.trim()).ok().map(unix)
+}
+
+/// Request directives, with `Pragma: no-cache` standing for `no-cache` only when the request
+/// has no `Cache-Control` at all (RFC 9111 §5.4).
+fn request_directives(req: &HeaderMap) -> Directives {
+    let mut d = cache_control(req);
+    if !req.contains_key(header::CACHE_CONTROL) {
+        let pragma_no_cache = req
+            .get_all(header::PRAGMA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("no-cache"))
+            });
+        if pragma_no_cache {
+            d.push(("no-cache".into(), None));
+        }
     }
-    req
-}
-
-fn arg_secs(directives: &[(String, Option<String>)], name: &str) -> Option<u64> {
-    directives
-        .iter()
-        .find(|(d, _)| d == name)
-        .and_then(|(_, v)| v.as_deref()?.parse().ok())
-}
-
-fn has(directives: &[(String, Option<String>)], name: &str) -> bool {
-    directives.iter().any(|(d, _)| d == name)
+    d
 }
 
 impl Policy {
-    /// The policy of a response (`status`, `resp`) to a GET of `path` with `req` headers.
-    pub fn new(
-        path: &str,
-        host: &str,
-        req: &HeaderMap,
-        status: StatusCode,
-        resp: &HeaderMap,
-        now: SystemTime,
-        ov: Overrides,
-    ) -> Policy {
+    /// The policy of a response (`status`, `resp`) received at `now`.
+    pub fn new(status: StatusCode, resp: &HeaderMap, now: SystemTime, ov: Overrides) -> Policy {
         let mut view = resp.clone();
         if ov.ignore_cache_control {
             view.remove(header::CACHE_CONTROL);
             view.remove(header::EXPIRES);
             view.remove(header::PRAGMA);
         }
-        let explicit = view.contains_key(header::EXPIRES)
-            || cache_control(&view)
-                .iter()
-                .any(|(d, _)| d == "max-age" || d == "s-maxage");
-        if let (false, Some(ttl)) = (explicit, ov.default_ttl) {
-            if let Ok(v) = HeaderValue::from_str(&format!("max-age={}", ttl.as_secs())) {
-                view.append(header::CACHE_CONTROL, v);
-            }
-        }
-        // A 206 stands for the whole representation: Strata stores all of it, as slices.
+        let d = cache_control(&view);
         let status = if status == StatusCode::PARTIAL_CONTENT {
-            StatusCode::OK
+            200
         } else {
-            status
+            status.as_u16()
         };
-        let mut res = Response::builder()
-            .status(status)
-            .body(())
-            .unwrap_or_default();
-        *res.headers_mut() = view.clone();
-        let opts = CacheOptions {
-            shared: true,
-            ..Default::default()
+        let response_time = unix(now);
+        let date_value = date(&view, header::DATE).unwrap_or(response_time);
+        // §4.2.3 (the request was sent just before the response arrived: no response_delay).
+        let apparent_age = response_time.saturating_sub(date_value);
+        let age_value = view
+            .get(header::AGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let initial_age = apparent_age.max(age_value);
+        // §4.2.1: s-maxage (shared), max-age, Expires - Date, then a heuristic.
+        let explicit_lifetime = secs(&d, "s-maxage")
+            .or_else(|| secs(&d, "max-age"))
+            .or_else(|| {
+                view.get(header::EXPIRES).map(|_| {
+                    // An invalid Expires (e.g. "0") means "already expired".
+                    date(&view, header::EXPIRES).map_or(0, |e| e.saturating_sub(date_value))
+                })
+            });
+        let heuristic = || {
+            let lm = date(&view, header::LAST_MODIFIED)?;
+            let since = date_value.saturating_sub(lm) as f64;
+            Some(((since * HEURISTIC_FRACTION) as u64).min(HEURISTIC_MAX))
         };
-        let inner = CachePolicy::new_options(&request(path, req, host), &res, now, opts);
+        let (lifetime, explicit) = match (explicit_lifetime, ov.default_ttl) {
+            (Some(l), _) => (l, true),
+            (None, Some(ttl)) => (ttl.as_secs(), true),
+            (None, None) if HEURISTIC.contains(&status) || has(&d, "public") => {
+                (heuristic().unwrap_or(0), has(&d, "public"))
+            }
+            (None, None) => (0, false),
+        };
         Policy {
-            inner,
-            directives: cache_control(&view),
+            response_time,
+            initial_age,
+            lifetime,
+            directives: d,
+            explicit,
+            status,
         }
     }
 
-    /// `Ok` when the response may be stored, else a short reason (for `Cache-Status: detail=`).
+    /// `Ok` when the response may be stored (RFC 9111 §3), else a short reason for
+    /// `Cache-Status: detail=`.
     pub fn storable(&self, req: &HeaderMap, resp: &HeaderMap) -> Result<(), &'static str> {
+        let d = &self.directives;
+        if has(&request_directives(req), "no-store") || has(d, "no-store") {
+            return Err("no-store");
+        }
+        if has(d, "private") {
+            return Err("private");
+        }
+        if req.contains_key(header::AUTHORIZATION)
+            && !(has(d, "must-revalidate") || has(d, "public") || has(d, "s-maxage"))
+        {
+            return Err("authorization");
+        }
+        if !UNDERSTOOD.contains(&self.status) {
+            return Err("status");
+        }
+        if !(self.explicit || HEURISTIC.contains(&self.status)) {
+            return Err("status");
+        }
         let vary_star = resp
             .get_all(header::VARY)
             .iter()
@@ -140,116 +198,127 @@ impl Policy {
         if resp.contains_key(header::SET_COOKIE) {
             return Err("set-cookie");
         }
-        if self.inner.is_storable() {
-            return Ok(());
-        }
-        let req_cc = cache_control(req);
-        Err(
-            if has(&self.directives, "no-store") || has(&req_cc, "no-store") {
-                "no-store"
-            } else if has(&self.directives, "private") {
-                "private"
-            } else if req.contains_key(header::AUTHORIZATION) {
-                "authorization"
-            } else {
-                "status"
-            },
-        )
+        Ok(())
     }
 
-    /// Current age of the response in seconds.
+    /// Current age in seconds (§4.2.3 current_age).
     pub fn age(&self, now: SystemTime) -> u64 {
-        self.inner.age(now).as_secs()
+        self.initial_age + unix(now).saturating_sub(self.response_time)
     }
 
-    /// Remaining freshness in seconds: negative once stale. `stored_at` is when it arrived.
-    pub fn ttl(&self, now: SystemTime, stored_at: u64) -> i64 {
-        let ttl = self.inner.time_to_live(now).as_secs() as i64;
-        if ttl > 0 {
-            return ttl;
-        }
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(stored_at);
-        let lifetime = self.inner.time_to_live(at).as_secs() + self.inner.age(at).as_secs();
-        lifetime as i64 - self.age(now) as i64
+    /// Remaining freshness in seconds: negative once stale.
+    pub fn ttl(&self, now: SystemTime) -> i64 {
+        self.lifetime as i64 - self.age(now) as i64
     }
 
-    /// Whether the stored response may answer a request with headers `req` (whose `Host` is
-    /// replaced by `host`), or must be validated first.
-    pub fn reuse(
-        &self,
-        path: &str,
-        host: &str,
-        req: &HeaderMap,
-        now: SystemTime,
-        stored_at: u64,
-    ) -> Reuse {
-        let stale = self.inner.is_stale(now);
-        // proxy-revalidate and s-maxage forbid a shared cache to serve stale, whatever the client says.
-        let strict = has(&self.directives, "must-revalidate")
-            || has(&self.directives, "proxy-revalidate")
-            || has(&self.directives, "s-maxage")
-            || has(&self.directives, "no-cache");
-        let request = request(path, req, host);
-        let parts = match self.inner.before_request(&request, now) {
-            BeforeRequest::Fresh(_) if !(stale && strict) => return Reuse::Fresh,
-            BeforeRequest::Fresh(_) => None,
-            BeforeRequest::Stale { request, .. } => Some(request),
+    /// True once the freshness lifetime has passed.
+    pub fn is_stale(&self, now: SystemTime) -> bool {
+        self.ttl(now) <= 0
+    }
+
+    /// True when the response demands validation before every reuse (`no-cache`).
+    pub fn no_cache(&self) -> bool {
+        has(&self.directives, "no-cache")
+    }
+
+    /// Whether the stored response may answer a request with headers `req` (§4, §5.2.1).
+    pub fn reuse(&self, req: &HeaderMap, now: SystemTime) -> Reuse {
+        let d = &self.directives;
+        let r = request_directives(req);
+        let age = self.age(now);
+        let ttl = self.ttl(now);
+        let stale = ttl <= 0;
+        let staleness = (-ttl).max(0) as u64;
+        // must-revalidate, and for a shared cache proxy-revalidate and s-maxage, forbid
+        // serving stale in any circumstance (§4.2.4, §5.2.2).
+        let strict = has(d, "must-revalidate") || has(d, "proxy-revalidate") || has(d, "s-maxage");
+        let by_request = !stale && !self.no_cache();
+        let validate = |while_revalidate: bool, if_error: bool| Reuse::Validate {
+            by_request,
+            while_revalidate,
+            if_error,
         };
-        let mut conditionals = Vec::new();
-        if let Some(p) = parts {
-            for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE] {
-                if let Some(v) = p.headers.get(&name) {
-                    conditionals.push((name, v.clone()));
-                }
-            }
-        }
-        let staleness = (-self.ttl(now, stored_at)).max(0) as u64;
-        let req_cc = cache_control(req);
         let window = |name: &str, from_request: bool| {
-            let limit = arg_secs(&self.directives, name).or(if from_request {
-                arg_secs(&req_cc, name)
-            } else {
-                None
-            });
-            stale && !strict && limit.is_some_and(|l| staleness <= l)
+            let limit = secs(d, name).or(if from_request { secs(&r, name) } else { None });
+            stale && !strict && !self.no_cache() && limit.is_some_and(|l| staleness <= l)
         };
-        let no_cache_request = has(&req_cc, "no-cache")
-            || (req_cc.is_empty()
-                && req
-                    .get(header::PRAGMA)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.contains("no-cache")));
-        Reuse::Validate {
-            conditionals,
-            while_revalidate: window("stale-while-revalidate", false) && !no_cache_request,
-            if_error: window("stale-if-error", true),
+        let if_error = window("stale-if-error", true);
+        if self.no_cache() || has(&r, "no-cache") {
+            return validate(false, if_error);
         }
+        if secs(&r, "max-age").is_some_and(|m| age > m) {
+            return validate(false, if_error);
+        }
+        if secs(&r, "min-fresh").is_some_and(|m| ttl < m as i64) {
+            return validate(false, if_error);
+        }
+        if !stale {
+            return Reuse::Fresh;
+        }
+        let max_stale_ok = r
+            .iter()
+            .find(|(k, _)| k == "max-stale")
+            .is_some_and(|(_, v)| match v.as_deref().map(str::trim) {
+                None => true,
+                Some(n) => n.parse::<u64>().is_ok_and(|n| staleness <= n),
+            });
+        if max_stale_ok && !strict {
+            return Reuse::Fresh;
+        }
+        validate(window("stale-while-revalidate", false), if_error)
     }
 
-    /// Merges a 304 into the policy: the new policy and the updated response headers.
+    /// The stored headers updated by a 304 (§3.2, §4.3.4) and their new policy, or `None` when
+    /// the 304 names another version than the stored one.
     pub fn revalidated(
         &self,
-        path: &str,
-        host: &str,
-        req: &HeaderMap,
-        resp: &HeaderMap,
+        stored: &HeaderMap,
+        not_modified: &HeaderMap,
         now: SystemTime,
+        ov: Overrides,
     ) -> Option<(Policy, HeaderMap)> {
-        let mut res = Response::builder()
-            .status(StatusCode::NOT_MODIFIED)
-            .body(())
-            .unwrap_or_default();
-        *res.headers_mut() = resp.clone();
-        match self
-            .inner
-            .after_response(&request(path, req, host), &res, now)
-        {
-            AfterResponse::NotModified(inner, parts) => {
-                let directives = cache_control(&parts.headers);
-                Some((Policy { inner, directives }, parts.headers))
+        let tag = |h: &HeaderMap| {
+            h.get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().trim_start_matches("W/").to_string())
+        };
+        if let (Some(old), Some(new)) = (tag(stored), tag(not_modified)) {
+            if old != new {
+                return None;
             }
-            AfterResponse::Modified(..) => None,
         }
+        let mut merged = stored.clone();
+        // Age belongs to the old response: the new one starts from the 304's own.
+        merged.remove(header::AGE);
+        const KEEP: [header::HeaderName; 4] = [
+            header::CONTENT_LENGTH,
+            header::CONTENT_ENCODING,
+            header::CONTENT_RANGE,
+            header::TRANSFER_ENCODING,
+        ];
+        for name in not_modified.keys() {
+            if KEEP.contains(name) {
+                continue;
+            }
+            merged.remove(name);
+            for v in not_modified.get_all(name) {
+                merged.append(name.clone(), v.clone());
+            }
+        }
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        Some((Policy::new(status, &merged, now, ov), merged))
+    }
+
+    /// Validators to send when revalidating a stored response with these headers.
+    pub fn conditionals(stored: &HeaderMap) -> Vec<(header::HeaderName, header::HeaderValue)> {
+        let mut c = Vec::new();
+        if let Some(e) = stored.get(header::ETAG) {
+            c.push((header::IF_NONE_MATCH, e.clone()));
+        }
+        if let Some(lm) = stored.get(header::LAST_MODIFIED) {
+            c.push((header::IF_MODIFIED_SINCE, lm.clone()));
+        }
+        c
     }
 
     /// Serialised form, kept in the object's metadata record.
@@ -264,6 +333,74 @@ impl Policy {
 
     /// Unix seconds of `now`.
     pub fn unix(now: SystemTime) -> u64 {
-        now_secs(now)
+        unix(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        m
+    }
+
+    fn p(pairs: &[(&str, &str)]) -> Policy {
+        Policy::new(
+            StatusCode::OK,
+            &h(pairs),
+            SystemTime::now(),
+            Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn lifetime_precedence() {
+        assert_eq!(
+            p(&[("cache-control", "s-maxage=10, max-age=20")]).lifetime,
+            10
+        );
+        assert_eq!(
+            p(&[("cache-control", "max-age=20"), ("expires", "0")]).lifetime,
+            20
+        );
+        assert_eq!(p(&[("expires", "0")]).lifetime, 0);
+        let now = SystemTime::now();
+        let lm = httpdate::fmt_http_date(now - Duration::from_secs(1000));
+        assert_eq!(p(&[("last-modified", &lm)]).lifetime, 100);
+    }
+
+    #[test]
+    fn age_counts_the_date_and_the_age_header() {
+        let old = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(100));
+        assert!(p(&[("date", &old)]).age(SystemTime::now()) >= 100);
+        assert_eq!(p(&[("age", "42")]).age(SystemTime::now()), 42);
+    }
+
+    #[test]
+    fn pragma_only_without_cache_control() {
+        let pol = p(&[("cache-control", "max-age=100")]);
+        let now = SystemTime::now();
+        assert!(matches!(
+            pol.reuse(&h(&[("pragma", "no-cache")]), now),
+            Reuse::Validate {
+                by_request: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            pol.reuse(
+                &h(&[("pragma", "no-cache"), ("cache-control", "max-age=500")]),
+                now
+            ),
+            Reuse::Fresh
+        );
     }
 }

@@ -231,9 +231,6 @@ mod tests {
             id: 0x1234,
             stored_at: 1_700_000_000,
             policy: Policy::new(
-                "/x",
-                "h",
-                &HeaderMap::new(),
                 StatusCode::OK,
                 &resp,
                 std::time::SystemTime::now(),

@@ -140,8 +140,26 @@ impl ProxyHttp for StrataProxy {
         if unsafe_method && (resp.status.is_success() || resp.status.is_redirection()) {
             if let Some(route) = &ctx.route {
                 let key = cache_key(route, &ctx.upstream_path);
-                if let Err(e) = self.cached.cache.remove(&meta_key(&key)).await {
-                    tracing::warn!(key, error = %e, "invalidation not recorded on disk");
+                let mut keys = vec![key.clone()];
+                // And Location / Content-Location, when they name the same origin.
+                if let Ok(base) = url::Url::parse(&key) {
+                    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+                        let target = resp
+                            .headers
+                            .get(&name)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| base.join(v).ok())
+                            .filter(|u| u.origin() == base.origin());
+                        if let Some(u) = target {
+                            let path = &u[url::Position::BeforePath..];
+                            keys.push(cache_key(route, path));
+                        }
+                    }
+                }
+                for k in keys {
+                    if let Err(e) = self.cached.cache.remove(&meta_key(&k)).await {
+                        tracing::warn!(key = k, error = %e, "invalidation not recorded on disk");
+                    }
                 }
             }
         }

@@ -180,6 +180,7 @@ impl RunFill {
             pending.pop_front();
             idx += 1;
         }
+        self.run.finish();
         // The connection is reusable only if its body was read to the end.
         if carry.is_none() && origin.is_done() {
             self.upstream.release(origin).await;
@@ -214,5 +215,6 @@ impl RunFill {
             self.coalescer
                 .remove(&self.meta.slice_key(idx + i as u64), slice);
         }
+        self.run.finish();
     }
 }

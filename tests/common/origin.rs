@@ -126,6 +126,7 @@ struct State {
     /// Bodies whose connection went away before they were sent whole.
     abandoned: AtomicU64,
     abandoned_event: tokio::sync::Notify,
+    seen_event: tokio::sync::Notify,
 }
 
 /// The running origin.
@@ -203,6 +204,20 @@ impl TestOrigin {
         self.state.abandoned.load(Ordering::Relaxed)
     }
 
+    /// Waits until `path` has been requested `n` times; false on timeout.
+    pub async fn wait_hits(&self, path: &str, n: usize, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.state.seen_event.notified();
+                if self.hits(path) >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
     /// Waits until some body has been cut short; false on timeout.
     pub async fn wait_abandoned(&self, timeout: Duration) -> bool {
         let wait = async {
@@ -253,6 +268,49 @@ fn requested_range(req: &Request<hyper::body::Incoming>, len: u64) -> Option<(u6
     (start <= end && start < len).then_some((start, end))
 }
 
+/// A 304 when the request's validators match the object (as a real origin answers them).
+fn not_modified(req: &Request<hyper::body::Incoming>, obj: &Object) -> Option<Response<RespBody>> {
+    if obj.status != 200 {
+        return None;
+    }
+    let header = |n: &str| {
+        obj.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let req_h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    let matched = match (req_h("if-none-match"), header("etag")) {
+        (Some(inm), Some(etag)) => {
+            let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
+            inm.split(',')
+                .any(|t| t.trim() == "*" || strip(t) == strip(&etag))
+        }
+        (Some(_), None) => false,
+        (None, _) => match (req_h("if-modified-since"), header("last-modified")) {
+            (Some(ims), Some(lm)) => match (
+                httpdate::parse_http_date(ims),
+                httpdate::parse_http_date(&lm),
+            ) {
+                (Ok(ims), Ok(lm)) => lm <= ims,
+                _ => false,
+            },
+            _ => false,
+        },
+    };
+    if !matched {
+        return None;
+    }
+    let mut r = full(304, "");
+    for (k, v) in &obj.headers {
+        r.headers_mut().append(
+            hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    Some(r)
+}
+
 /// Counts a body's bytes, and notes when it is dropped before its end.
 struct Tracker {
     st: Arc<State>,
@@ -282,10 +340,36 @@ async fn handle(
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
     });
+    st.seen_event.notify_waiters();
+    if !matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD) {
+        // Unsafe methods: answer as the test asks through x-respond-* request headers.
+        let get = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let status = get("x-respond-status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(200);
+        let mut r = full(status, "done\n");
+        for (from, to) in [
+            ("x-respond-location", "location"),
+            ("x-respond-content-location", "content-location"),
+        ] {
+            if let Some(v) = get(from) {
+                r.headers_mut().insert(to, v.parse().unwrap());
+            }
+        }
+        return Ok(r);
+    }
     let obj = st.objects.lock().unwrap().get(&path).cloned();
     let Some(obj) = obj else {
         return Ok(full(404, "not found\n"));
     };
+    if let Some(r) = not_modified(&req, &obj) {
+        return Ok(r);
+    }
     if !obj.delay.is_zero() {
         tokio::time::sleep(obj.delay).await;
     }
