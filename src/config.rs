@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use strata_storage::EngineKind;
 
+use crate::auth::{JwtAuth, JwtConfig};
 use crate::route::Origin;
 
 /// The whole configuration of a node.
@@ -145,6 +146,17 @@ pub struct RouteConfig {
     /// Pragma and use `default_ttl` (a deliberate deviation from RFC 9111; default false).
     #[serde(default)]
     pub ignore_cache_control: bool,
+    /// `routes[].auth`: who may use the route.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// `routes[].auth`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `routes[].auth.jwt`.
+    pub jwt: JwtConfig,
 }
 
 /// A byte size written as `256MiB`, `1GiB`, `4096` …
@@ -239,6 +251,26 @@ impl Config {
         if let Some(d) = cfg.cache.disk.as_mut() {
             if d.path.is_relative() {
                 d.path = base.join(&d.path);
+            }
+        }
+        for (i, r) in cfg.routes.iter_mut().enumerate() {
+            let Some(auth) = r.auth.as_mut() else {
+                continue;
+            };
+            for p in [&mut auth.jwt.public_key_file, &mut auth.jwt.jwks_file]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+            if let Err((key, message)) = JwtAuth::new(&auth.jwt, base) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: format!("routes[{i}].auth.jwt.{key}"),
+                    message,
+                });
             }
         }
         if let Some(ca) = cfg.tls.ca_file.as_mut() {

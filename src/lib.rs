@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`route`]: routes, origins and path mapping.
+//! - [`auth`]: JWT-guarded routes.
 //! - [`proxy`]: the Pingora `ProxyHttp` (routing, pass-through, invalidation).
 //! - [`cached`]: the cacheable GET/HEAD path: hits from the tiers, misses filled from origins.
 //! - [`fill`]: storing a streaming body as slices.
@@ -16,6 +17,7 @@
 //! - [`tools`]: `strata inspect` and `strata format`.
 
 pub mod admin;
+pub mod auth;
 pub mod cache_status;
 pub mod cached;
 pub mod coalesce;

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
+use crate::auth::Refusal;
 use crate::cache_status::CacheStatus;
 use crate::cached::{cache_key, respond_error, CachedPath, Outcome};
 use crate::metrics::Metrics;
@@ -36,6 +38,40 @@ pub struct Ctx {
     _in_flight: InFlight,
 }
 
+/// Answers a request the route's JWT check refused: 401 (no or bad token) or 403 (claims).
+async fn refuse(session: &mut Session, status: &mut CacheStatus, r: &Refusal) -> Result<()> {
+    let (code, challenge, detail) = match r {
+        Refusal::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "Bearer realm=\"strata\"",
+            "token-missing",
+        ),
+        Refusal::Invalid(_) => (
+            StatusCode::UNAUTHORIZED,
+            "Bearer realm=\"strata\", error=\"invalid_token\"",
+            "token-invalid",
+        ),
+        Refusal::Forbidden(_) => (
+            StatusCode::FORBIDDEN,
+            "Bearer realm=\"strata\", error=\"insufficient_scope\"",
+            "token-forbidden",
+        ),
+    };
+    tracing::info!(reason = ?r, path = %session.req_header().uri.path(), "request refused");
+    status.detail = Some(detail.into());
+    let body = Bytes::from(format!(
+        "strata: {}\n",
+        code.canonical_reason().unwrap_or("refused")
+    ));
+    let mut resp = ResponseHeader::build(code, Some(4))?;
+    resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header("cache-status", status.header_value())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
 #[async_trait]
 impl ProxyHttp for StrataProxy {
     type CTX = Ctx;
@@ -53,8 +89,7 @@ impl ProxyHttp for StrataProxy {
         if self.drain.is_draining() {
             session.set_keepalive(None);
         }
-        let req = session.req_header();
-        let path = req.uri.path().to_string();
+        let path = session.req_header().uri.path().to_string();
         let Some(route) = self.router.find(&path) else {
             ctx.status = CacheStatus::fwd("bypass");
             ctx.status.detail = Some("no-route".into());
@@ -67,6 +102,16 @@ impl ProxyHttp for StrataProxy {
             .await?;
             return Ok(true);
         };
+        // Auth comes before the cache: nothing stored is served to a refused client.
+        if let Some(auth) = &route.auth {
+            if let Err(refusal) = auth.check(session.req_header_mut()) {
+                ctx.route = Some(route.clone());
+                refuse(session, &mut ctx.status, &refusal).await?;
+                return Ok(true);
+            }
+        }
+        let req = session.req_header();
+        let path = req.uri.path().to_string();
         let pq = req
             .uri
             .path_and_query()

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use pingora::upstreams::peer::HttpPeer;
 use std::sync::Mutex;
 
+use crate::auth::JwtAuth;
 use crate::config::RouteConfig;
 use crate::freshness::Overrides;
 
@@ -93,6 +94,8 @@ pub struct Route {
     pub origin: Origin,
     /// `routes[].default_ttl` and `routes[].ignore_cache_control`.
     pub overrides: Overrides,
+    /// `routes[].auth.jwt`.
+    pub auth: Option<JwtAuth>,
     dns: Mutex<Option<(Instant, SocketAddr)>>,
 }
 
@@ -106,6 +109,13 @@ impl Route {
             overrides: Overrides {
                 default_ttl: cfg.default_ttl.map(|d| d.0),
                 ignore_cache_control: cfg.ignore_cache_control,
+            },
+            auth: match &cfg.auth {
+                Some(a) => Some(
+                    JwtAuth::new(&a.jwt, std::path::Path::new("."))
+                        .map_err(|(k, m)| format!("auth.jwt.{k}: {m}"))?,
+                ),
+                None => None,
             },
             dns: Mutex::new(None),
         })
@@ -192,6 +202,7 @@ mod tests {
             origin: origin.into(),
             default_ttl: None,
             ignore_cache_control: false,
+            auth: None,
         })
         .unwrap()
     }
@@ -230,6 +241,7 @@ mod tests {
             origin: "http://127.0.0.1:1/".into(),
             default_ttl: None,
             ignore_cache_control: false,
+            auth: None,
         };
         let router = Router::new(&[cfg("all", "/"), cfg("deb", "/debian/")]).unwrap();
         assert_eq!(router.find("/debian/x").unwrap().name, "deb");

@@ -115,6 +115,8 @@ impl Object {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    /// Path and query as requested.
+    pub target: String,
     pub headers: HashMap<String, String>,
 }
 
@@ -334,6 +336,10 @@ async fn handle(
     st.seen.lock().unwrap().push(Seen {
         method: req.method().to_string(),
         path: path.clone(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map_or(path.clone(), |p| p.as_str().to_string()),
         headers: req
             .headers()
             .iter()
