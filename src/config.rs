@@ -138,7 +138,14 @@ pub struct RouteConfig {
     /// `routes[].path_prefix`: requests whose path starts with it use this route.
     pub path_prefix: String,
     /// `routes[].origin`: base URL the prefix maps to (`http://` or `https://`).
-    pub origin: String,
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// `routes[].s3`: an S3 bucket instead of an HTTP origin.
+    #[serde(default)]
+    pub s3: Option<crate::s3::S3Config>,
+    /// `routes[].negative_ttl`: freshness for 404 and 410 answers that state none (default: not stored).
+    #[serde(default)]
+    pub negative_ttl: Option<Dur>,
     /// `routes[].default_ttl`: freshness for responses that state none (default: RFC heuristics only).
     #[serde(default)]
     pub default_ttl: Option<Dur>,
@@ -376,8 +383,29 @@ impl Config {
                     format!("`{}` must start with /", r.path_prefix),
                 );
             }
-            if let Err(e) = Origin::parse(&r.origin) {
-                return bad(&format!("routes[{i}].origin"), e);
+            match (&r.origin, &r.s3) {
+                (Some(o), None) => {
+                    if let Err(e) = Origin::parse(o) {
+                        return bad(&format!("routes[{i}].origin"), e);
+                    }
+                }
+                (None, Some(s3)) => {
+                    if let Err((key, e)) = s3.validate() {
+                        return bad(&format!("routes[{i}].s3.{key}"), e);
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    return bad(
+                        &format!("routes[{i}].s3"),
+                        "give either origin or s3, not both".into(),
+                    )
+                }
+                (None, None) => {
+                    return bad(
+                        &format!("routes[{i}].origin"),
+                        "required (or give s3)".into(),
+                    )
+                }
             }
             if r.ignore_cache_control && r.default_ttl.is_none() {
                 return bad(

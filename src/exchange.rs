@@ -23,7 +23,7 @@ use crate::headers::{content_length, end_to_end};
 use crate::object::{meta_key, object_id, ObjectMeta, Record};
 use crate::range::{self, parse_content_range, ByteRange, RangeHint, RangeRequest};
 use crate::slicefetch::RunFill;
-use crate::upstream::OriginResponse;
+use crate::upstream::{OriginResponse, UpstreamError};
 use crate::vary;
 
 /// A stored response being revalidated.
@@ -142,7 +142,10 @@ impl CachedPath {
                     return self.serve_stale_on_error(session, job, s, None, fwd).await;
                 }
                 let mut cs = CacheStatus::fwd(fwd);
-                cs.detail = Some("origin-unreachable".into());
+                cs.detail = Some(match e {
+                    UpstreamError::Credentials { .. } => "origin-credentials".into(),
+                    _ => "origin-unreachable".into(),
+                });
                 respond_error(session, StatusCode::BAD_GATEWAY, &cs, &e.to_string()).await?;
                 return Ok(Outcome::Served(cs));
             }

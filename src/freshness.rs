@@ -17,6 +17,8 @@ use crate::headers::cache_control;
 pub struct Overrides {
     /// Freshness lifetime for responses that state none (`routes[].default_ttl`).
     pub default_ttl: Option<Duration>,
+    /// Freshness lifetime for 404 and 410 answers that state none (`routes[].negative_ttl`).
+    pub negative_ttl: Option<Duration>,
     /// Disregard the origin's `Cache-Control`, `Expires` and `Pragma` (`routes[].ignore_cache_control`).
     pub ignore_cache_control: bool,
 }
@@ -46,6 +48,8 @@ pub struct Policy {
     /// Whether the lifetime or storability came from something explicit (not a heuristic).
     explicit: bool,
     status: u16,
+    /// Whether it carries an ETag or Last-Modified (so it can be revalidated cheaply).
+    validators: bool,
 }
 
 /// How a stored response may be used for a request.
@@ -146,7 +150,10 @@ impl Policy {
             let since = date_value.saturating_sub(lm) as f64;
             Some(((since * HEURISTIC_FRACTION) as u64).min(HEURISTIC_MAX))
         };
-        let (lifetime, explicit) = match (explicit_lifetime, ov.default_ttl) {
+        let negative = matches!(status, 404 | 410)
+            .then_some(ov.negative_ttl)
+            .flatten();
+        let (lifetime, explicit) = match (explicit_lifetime, negative.or(ov.default_ttl)) {
             (Some(l), _) => (l, true),
             (None, Some(ttl)) => (ttl.as_secs(), true),
             (None, None) if HEURISTIC.contains(&status) || has(&d, "public") => {
@@ -161,6 +168,7 @@ impl Policy {
             directives: d,
             explicit,
             status,
+            validators: view.contains_key(header::ETAG) || view.contains_key(header::LAST_MODIFIED),
         }
     }
 
@@ -184,6 +192,11 @@ impl Policy {
         }
         if !(self.explicit || HEURISTIC.contains(&self.status)) {
             return Err("status");
+        }
+        // Strata's choice: a response that is stale on arrival and cannot be revalidated would
+        // only ever be refetched whole; storing it would just wear the disk.
+        if self.lifetime <= self.initial_age && !self.validators {
+            return Err("no-lifetime");
         }
         let vary_star = resp
             .get_all(header::VARY)

@@ -4,6 +4,7 @@
 //! - [`config`]: the YAML configuration and its validation.
 //! - [`route`]: routes, origins and path mapping.
 //! - [`auth`]: JWT-guarded routes.
+//! - [`s3`]: S3 buckets as origins (SigV4).
 //! - [`proxy`]: the Pingora `ProxyHttp` (routing, pass-through, invalidation).
 //! - [`cached`]: the cacheable GET/HEAD path: hits from the tiers, misses filled from origins.
 //! - [`fill`]: storing a streaming body as slices.
@@ -32,6 +33,7 @@ pub mod object;
 pub mod proxy;
 pub mod range;
 pub mod route;
+pub mod s3;
 pub mod server;
 pub mod shutdown;
 pub mod slicefetch;

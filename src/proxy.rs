@@ -110,6 +110,25 @@ impl ProxyHttp for StrataProxy {
                 return Ok(true);
             }
         }
+        if let Some(s3) = &route.s3 {
+            let m = &session.req_header().method;
+            let safe = *m == Method::GET || *m == Method::HEAD;
+            if !safe && !s3.allow_writes {
+                ctx.route = Some(route.clone());
+                ctx.status = CacheStatus::fwd("method");
+                ctx.status.detail = Some("read-only".into());
+                let mut resp = ResponseHeader::build(StatusCode::METHOD_NOT_ALLOWED, Some(3))?;
+                resp.insert_header(header::ALLOW, "GET, HEAD")?;
+                resp.insert_header(header::CONTENT_LENGTH, 0)?;
+                resp.insert_header("cache-status", ctx.status.header_value())?;
+                session.write_response_header(Box::new(resp), true).await?;
+                return Ok(true);
+            }
+            // The client's own AWS credentials are not the bucket's: Strata signs for itself.
+            session
+                .req_header_mut()
+                .remove_header(&header::AUTHORIZATION);
+        }
         let req = session.req_header();
         let path = req.uri.path().to_string();
         let pq = req
@@ -146,7 +165,12 @@ impl ProxyHttp for StrataProxy {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        match route.peer().await {
+        // Writes and uncached reads of an S3 route go to the primary bucket.
+        let peer = match &route.s3 {
+            Some(s3) => s3.primary().endpoint.peer().await,
+            None => route.peer().await,
+        };
+        match peer {
             Ok(p) => Ok(Box::new(p)),
             Err(e) => Error::e_explain(ErrorType::ConnectNoRoute, e),
         }
@@ -164,7 +188,13 @@ impl ProxyHttp for StrataProxy {
             .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad upstream path"))?;
         up.set_uri(uri);
         if let Some(route) = &ctx.route {
-            up.insert_header(header::HOST, route.origin.host_header())?;
+            match &route.s3 {
+                Some(s3) => s3
+                    .primary()
+                    .prepare(up)
+                    .map_err(|e| Error::explain(ErrorType::InternalError, e))?,
+                None => up.insert_header(header::HOST, route.origin.host_header())?,
+            }
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use crate::auth::JwtAuth;
 use crate::config::RouteConfig;
 use crate::freshness::Overrides;
+use crate::s3::S3Backend;
 
 /// How long a resolved origin address is reused before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -90,24 +91,36 @@ pub struct Route {
     pub name: String,
     /// `routes[].path_prefix`.
     pub prefix: String,
-    /// The parsed `routes[].origin`.
+    /// The origin (for an S3 route: the primary bucket's endpoint, as requests address it).
     pub origin: Origin,
-    /// `routes[].default_ttl` and `routes[].ignore_cache_control`.
+    /// `routes[].default_ttl`, `negative_ttl` and `ignore_cache_control`.
     pub overrides: Overrides,
     /// `routes[].auth.jwt`.
     pub auth: Option<JwtAuth>,
-    dns: Mutex<Option<(Instant, SocketAddr)>>,
+    /// `routes[].s3`: the bucket(s) behind the route.
+    pub s3: Option<S3Backend>,
+    endpoint: Endpoint,
 }
 
 impl Route {
     /// Builds a route from validated configuration.
     pub fn new(cfg: &RouteConfig) -> Result<Route, String> {
+        let (origin, s3) = match (&cfg.origin, &cfg.s3) {
+            (Some(o), None) => (Origin::parse(o)?, None),
+            (None, Some(s)) => {
+                let backend = S3Backend::new(s)?;
+                (backend.primary().endpoint.origin.clone(), Some(backend))
+            }
+            _ => return Err("give exactly one of origin and s3".into()),
+        };
         Ok(Route {
             name: cfg.name.clone(),
             prefix: cfg.path_prefix.clone(),
-            origin: Origin::parse(&cfg.origin)?,
+            endpoint: Endpoint::new(origin.clone()),
+            origin,
             overrides: Overrides {
                 default_ttl: cfg.default_ttl.map(|d| d.0),
+                negative_ttl: cfg.negative_ttl.map(|d| d.0),
                 ignore_cache_control: cfg.ignore_cache_control,
             },
             auth: match &cfg.auth {
@@ -117,20 +130,56 @@ impl Route {
                 ),
                 None => None,
             },
-            dns: Mutex::new(None),
+            s3,
         })
     }
 
     /// The origin path (and query) for a client path that starts with this route's prefix.
+    /// For an S3 route this is the object key (encoded as S3 expects) and query; each bucket
+    /// target turns it into its own request path.
     pub fn upstream_path(&self, path_and_query: &str) -> String {
         let rest = path_and_query
             .strip_prefix(self.prefix.as_str())
             .unwrap_or(path_and_query);
         let rest = rest.strip_prefix('/').unwrap_or(rest);
+        if self.s3.is_some() {
+            let (key, query) = match rest.split_once('?') {
+                Some((k, q)) => (k, Some(q)),
+                None => (rest, None),
+            };
+            let key = crate::s3::encode_key(key);
+            return match query {
+                Some(q) => format!("/{key}?{q}"),
+                None => format!("/{key}"),
+            };
+        }
         format!("{}{}", self.origin.base_path, rest)
     }
 
-    /// A peer for the origin, resolving its name at most every [`DNS_TTL`].
+    /// A peer for the origin.
+    pub async fn peer(&self) -> Result<HttpPeer, String> {
+        self.endpoint.peer().await
+    }
+}
+
+/// A host to connect to, with its resolved address cached for [`DNS_TTL`].
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Where it is.
+    pub origin: Origin,
+    dns: Mutex<Option<(Instant, SocketAddr)>>,
+}
+
+impl Endpoint {
+    /// An endpoint for `origin`.
+    pub fn new(origin: Origin) -> Self {
+        Endpoint {
+            origin,
+            dns: Mutex::new(None),
+        }
+    }
+
+    /// A peer for the endpoint, resolving its name at most every [`DNS_TTL`].
     pub async fn peer(&self) -> Result<HttpPeer, String> {
         let cached = self
             .dns
@@ -199,7 +248,9 @@ mod tests {
         Route::new(&RouteConfig {
             name: "r".into(),
             path_prefix: prefix.into(),
-            origin: origin.into(),
+            origin: Some(origin.into()),
+            s3: None,
+            negative_ttl: None,
             default_ttl: None,
             ignore_cache_control: false,
             auth: None,
@@ -238,7 +289,9 @@ mod tests {
         let cfg = |n: &str, p: &str| RouteConfig {
             name: n.into(),
             path_prefix: p.into(),
-            origin: "http://127.0.0.1:1/".into(),
+            origin: Some("http://127.0.0.1:1/".into()),
+            s3: None,
+            negative_ttl: None,
             default_ttl: None,
             ignore_cache_control: false,
             auth: None,

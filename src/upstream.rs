@@ -1,8 +1,12 @@
 //! Requests Strata makes to origins on its own behalf (cache fills), over pooled connections.
+//!
+//! For an S3 route each request is addressed to and signed for a bucket; a bucket that cannot
+//! be reached or answers 5xx is retried with backoff, then passed over for the next replica.
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -10,6 +14,7 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::route::Route;
+use crate::s3;
 
 /// Why an origin exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +25,9 @@ pub enum UpstreamError {
     /// The origin broke the exchange (reset, timeout, malformed response).
     #[error("origin failed: {0}")]
     Protocol(String),
+    /// The bucket refused Strata's own credentials: a configuration fault.
+    #[error("the bucket refused Strata's credentials for route {route} ({code}); check routes[].s3 keys")]
+    Credentials { route: String, code: String },
 }
 
 /// A pool of connections to origins.
@@ -31,9 +39,16 @@ pub struct Upstream {
 pub struct OriginResponse {
     session: HttpSession,
     peer: HttpPeer,
+    /// Body bytes already read (to look at an error body).
+    prefetched: Option<Bytes>,
     /// The response header.
     pub header: ResponseHeader,
 }
+
+/// Retries of a failing S3 bucket before the next replica is tried.
+const S3_ATTEMPTS: u32 = 3;
+/// An error body read to find the S3 error code is at most this long.
+const ERROR_BODY_MAX: usize = 64 * 1024;
 
 impl Upstream {
     /// A connector with its own keep-alive pool; `ca_file` replaces the system trust store.
@@ -51,7 +66,95 @@ impl Upstream {
         route: &Route,
         req: &RequestHeader,
     ) -> Result<OriginResponse, UpstreamError> {
-        let peer = route.peer().await.map_err(UpstreamError::Connect)?;
+        let Some(backend) = &route.s3 else {
+            let peer = route.peer().await.map_err(UpstreamError::Connect)?;
+            return self.send_to(peer, req).await;
+        };
+        let mut last: Result<OriginResponse, UpstreamError> =
+            Err(UpstreamError::Connect("no bucket configured".into()));
+        for target in backend.in_order() {
+            let mut signed = req.clone();
+            target
+                .prepare(&mut signed)
+                .map_err(UpstreamError::Protocol)?;
+            for attempt in 0..S3_ATTEMPTS {
+                if attempt > 0 {
+                    // 100 ms, then 400 ms: S3's own advice for 500 and SlowDown.
+                    tokio::time::sleep(Duration::from_millis(100 << (2 * (attempt - 1)))).await;
+                    target
+                        .prepare(&mut signed)
+                        .map_err(UpstreamError::Protocol)?;
+                }
+                let peer = match target.endpoint.peer().await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        last = Err(UpstreamError::Connect(e));
+                        break;
+                    }
+                };
+                match self.send_to(peer, &signed).await {
+                    Ok(resp) if resp.header.status.is_server_error() => {
+                        tracing::warn!(route = %route.name, bucket = ?target, status = resp.header.status.as_u16(), attempt, "bucket failed");
+                        last = Ok(resp);
+                    }
+                    Ok(resp) if resp.header.status == StatusCode::FORBIDDEN => {
+                        return self.classify_forbidden(route, resp).await;
+                    }
+                    Ok(resp) => return Ok(resp),
+                    Err(e @ UpstreamError::Connect(_)) => {
+                        last = Err(e);
+                        break;
+                    }
+                    Err(e) => last = Err(e),
+                }
+            }
+            tracing::warn!(route = %route.name, bucket = ?target, "bucket passed over for 30s");
+            target.mark_down();
+        }
+        match last {
+            // A bucket still failing after retries: SlowDown stays a 503 (the client may retry
+            // later); any other 5xx is the origin's fault, a 502.
+            Ok(resp) if resp.header.status == StatusCode::SERVICE_UNAVAILABLE => Ok(resp),
+            Ok(resp) => Err(UpstreamError::Protocol(format!(
+                "bucket answered {}",
+                resp.header.status.as_u16()
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A 403 from S3: Strata's credentials refused (a configuration fault, logged, a 502 to the
+    /// client) or access denied to this object (passed on).
+    async fn classify_forbidden(
+        &self,
+        route: &Route,
+        mut resp: OriginResponse,
+    ) -> Result<OriginResponse, UpstreamError> {
+        let mut body = BytesMut::new();
+        while body.len() < ERROR_BODY_MAX {
+            match resp.read_body().await {
+                Ok(Some(b)) => body.extend_from_slice(&b),
+                _ => break,
+            }
+        }
+        let body = body.freeze();
+        let code = s3::error_code(&body).unwrap_or_default();
+        if s3::is_credential_error(&code) {
+            tracing::error!(route = %route.name, code, "the bucket refused Strata's credentials");
+            return Err(UpstreamError::Credentials {
+                route: route.name.clone(),
+                code,
+            });
+        }
+        resp.prefetched = Some(body);
+        Ok(resp)
+    }
+
+    async fn send_to(
+        &self,
+        peer: HttpPeer,
+        req: &RequestHeader,
+    ) -> Result<OriginResponse, UpstreamError> {
         // A pooled connection may have been closed by the origin meanwhile: retry once on a
         // fresh one, as any HTTP client does for idempotent requests.
         let mut last = None;
@@ -66,6 +169,7 @@ impl Upstream {
                     return Ok(OriginResponse {
                         session,
                         peer,
+                        prefetched: None,
                         header,
                     })
                 }
@@ -123,6 +227,9 @@ async fn exchange(
 impl OriginResponse {
     /// The next piece of the body; `None` at its end.
     pub async fn read_body(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        if let Some(b) = self.prefetched.take() {
+            return Ok(Some(b).filter(|b| !b.is_empty()));
+        }
         self.session
             .read_response_body()
             .await
@@ -131,6 +238,6 @@ impl OriginResponse {
 
     /// True once the whole body has been read.
     pub fn is_done(&mut self) -> bool {
-        self.session.response_done()
+        self.prefetched.is_none() && self.session.response_done()
     }
 }
