@@ -57,8 +57,7 @@ pub struct CachedPath {
 
 /// The key of an object: the origin URL it comes from.
 pub fn cache_key(route: &Route, upstream_path: &str) -> String {
-    let scheme = if route.origin.tls { "https" } else { "http" };
-    format!("{scheme}://{}{upstream_path}", route.origin.host_header())
+    format!("{}{upstream_path}", route.key_base())
 }
 
 /// One request being served.

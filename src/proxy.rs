@@ -217,7 +217,8 @@ impl ProxyHttp for StrataProxy {
                 let key = cache_key(route, &ctx.upstream_path);
                 let mut keys = vec![key.clone()];
                 // And Location / Content-Location, when they name the same origin.
-                if let Ok(base) = url::Url::parse(&key) {
+                let base = url::Url::parse(&key).ok().filter(|_| route.s3.is_none());
+                if let Some(base) = base {
                     for name in [header::LOCATION, header::CONTENT_LOCATION] {
                         let target = resp
                             .headers

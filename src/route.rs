@@ -160,6 +160,18 @@ impl Route {
     pub async fn peer(&self) -> Result<HttpPeer, String> {
         self.endpoint.peer().await
     }
+
+    /// What cache keys of this route start with: the origin's URL (for an S3 route, the primary
+    /// bucket's, so two buckets behind one endpoint never share keys).
+    pub fn key_base(&self) -> String {
+        let scheme = if self.origin.tls { "https" } else { "http" };
+        let bucket = self
+            .s3
+            .as_ref()
+            .map(|s| s.primary().request_path(""))
+            .unwrap_or_default();
+        format!("{scheme}://{}{bucket}", self.origin.host_header())
+    }
 }
 
 /// A host to connect to, with its resolved address cached for [`DNS_TTL`].

@@ -3,6 +3,7 @@
 
 pub mod nginx;
 pub mod origin;
+pub mod s3;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
