@@ -73,18 +73,16 @@ impl Upstream {
         let mut last: Result<OriginResponse, UpstreamError> =
             Err(UpstreamError::Connect("no bucket configured".into()));
         for target in backend.in_order() {
-            let mut signed = req.clone();
-            target
-                .prepare(&mut signed)
-                .map_err(UpstreamError::Protocol)?;
             for attempt in 0..S3_ATTEMPTS {
                 if attempt > 0 {
                     // 100 ms, then 400 ms: S3's own advice for 500 and SlowDown.
                     tokio::time::sleep(Duration::from_millis(100 << (2 * (attempt - 1)))).await;
-                    target
-                        .prepare(&mut signed)
-                        .map_err(UpstreamError::Protocol)?;
                 }
+                // Signed afresh each attempt: a signature carries its time.
+                let mut signed = req.clone();
+                target
+                    .prepare(&mut signed)
+                    .map_err(UpstreamError::Protocol)?;
                 let peer = match target.endpoint.peer().await {
                     Ok(p) => p,
                     Err(e) => {

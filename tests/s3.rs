@@ -229,3 +229,36 @@ async fn anonymous_buckets_get_unsigned_path_style_requests() {
         "/public/x//y"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_errors_are_retried_then_mapped() {
+    let origin = TestOrigin::start().await;
+    let mut broken = Object::new("<Error><Code>InternalError</Code></Error>");
+    broken.status = 500;
+    origin.put("/b/broken", broken);
+    let mut slow = Object::new("<Error><Code>SlowDown</Code></Error>");
+    slow.status = 503;
+    origin.put("/b/slow", slow);
+    let mut denied = Object::new("<Error><Code>AccessDenied</Code></Error>");
+    denied.status = 403;
+    origin.put("/b/denied", denied);
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.routes = format!(
+        "  - name: b\n    path_prefix: /b/\n    s3:\n      endpoint: http://{}\n      bucket: b\n      region: us-east-1\n",
+        origin.addr
+    );
+    let node = Strata::start(&cfg);
+    // A 500 is retried (three attempts with backoff), then answered 502.
+    let (s, _, _) = get(&node.url("/b/broken")).await;
+    assert_eq!(s, 502);
+    assert_eq!(origin.hits("/b/broken"), 3);
+    // SlowDown stays a 503 after its retries (the client may come back later).
+    let (s, _, _) = get(&node.url("/b/slow")).await;
+    assert_eq!(s, 503);
+    assert_eq!(origin.hits("/b/slow"), 3);
+    // AccessDenied for an object is the client's answer: 403, body passed on, not retried.
+    let (s, _, b) = get(&node.url("/b/denied")).await;
+    assert_eq!(s, 403);
+    assert!(String::from_utf8_lossy(&b).contains("AccessDenied"));
+    assert_eq!(origin.hits("/b/denied"), 1);
+}
