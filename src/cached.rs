@@ -308,13 +308,21 @@ impl CachedPath {
         let mut prefetched = None;
         if cs.hit {
             let indexed = br.is_none_or(|r| {
-                let (a, b) = r.slices(self.slice_size);
+                let (a, b) = r.slices(meta.slice_size as u64);
                 (a..=b).all(|i| self.cache.contains(&meta.slice_key(i)))
             });
             if let (true, Some(r), false) = (indexed, br, job.is_head) {
-                prefetched = self.cached_slice(&meta, r.start / self.slice_size).await;
+                prefetched = self
+                    .cached_slice(&meta, r.start / meta.slice_size as u64)
+                    .await;
             }
             if !(indexed && (prefetched.is_some() || br.is_none() || job.is_head)) {
+                if meta.strong_etag().is_none() {
+                    // Its missing slices cannot be fetched apart (no strong validator): the
+                    // object is dropped and this request goes to the origin whole.
+                    let _ = self.cache.remove(&meta_key(&job.key)).await;
+                    return Ok(Outcome::PassThrough("partial"));
+                }
                 cs.hit = false;
                 cs.fwd = Some("partial");
             }
@@ -368,7 +376,8 @@ impl CachedPath {
         r: ByteRange,
         mut prefetched: Option<Bytes>,
     ) -> Result<()> {
-        let s = self.slice_size;
+        // The object's own slice size: the configured one may have changed since it was stored.
+        let s = meta.slice_size as u64;
         let (first, last) = r.slices(s);
         for idx in first..=last {
             let base = idx * s;

@@ -51,15 +51,16 @@ pub fn evaluate(method: &Method, req: &HeaderMap, meta: &ObjectMeta) -> Option<S
 
 /// Whether an entity-tag list (`*` or tags) matches `etag`.
 fn list_matches(list: &str, etag: Option<&[u8]>, strong: bool) -> bool {
+    // `*` matches any current representation, with or without an ETag.
+    if list.trim() == "*" {
+        return true;
+    }
     let Some(etag) = etag
         .and_then(|e| std::str::from_utf8(e).ok())
         .map(str::trim)
     else {
         return false;
     };
-    if list.trim() == "*" {
-        return true;
-    }
     let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();
     if strong && etag.starts_with("W/") {
         return false;
@@ -92,6 +93,7 @@ mod tests {
         assert!(!list_matches("W/\"b\"", Some(b"\"b\""), true));
         assert!(!list_matches("\"b\"", Some(b"W/\"b\""), true));
         assert!(list_matches("*", Some(b"\"x\""), true));
-        assert!(!list_matches("*", None, false));
+        assert!(list_matches("*", None, false));
+        assert!(!list_matches("\"x\"", None, false));
     }
 }

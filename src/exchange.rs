@@ -161,6 +161,10 @@ impl CachedPath {
                     cs.fwd_status = Some(304);
                     return self.answer(session, job, Arc::new(meta), cs).await;
                 }
+                // A 304 for another version than the stored one: drop ours and let the
+                // client's own request through (it never asked for a 304).
+                let _ = self.cache.remove(&meta_key(&job.key)).await;
+                return Ok(Outcome::PassThrough(fwd));
             } else if s.if_error && status.is_server_error() {
                 drop(guard);
                 let code = Some(status.as_u16());
@@ -227,8 +231,30 @@ impl CachedPath {
             });
         let layout = layout(oh);
         let sliceable = |(start, _): (u64, u64)| start.is_multiple_of(self.slice_size);
+        // Without a strong ETag, slices this body does not cover could never be added later
+        // (two fetches may be two versions): such a body is only stored if it covers what the
+        // client asked for.
+        let covers_need = |(start, total): (u64, u64)| {
+            let body_end = match oh.status {
+                StatusCode::PARTIAL_CONTENT => oh
+                    .headers
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| parse_content_range(v.as_bytes()))
+                    .map_or(0, |(r, _)| r.end),
+                _ => total.saturating_sub(1),
+            };
+            let need = match job.range.as_ref().map(|r| range::evaluate(r, total)) {
+                Some(RangeRequest::Single(r)) => (r.start, r.end),
+                _ => (0, total.saturating_sub(1)),
+            };
+            start <= need.0 && need.1 <= body_end
+        };
+        let strong = oh
+            .headers
+            .get(header::ETAG)
+            .is_some_and(|e| e.as_bytes().starts_with(b"\""));
         match (verdict, layout) {
-            (Ok(()), Some(l)) if sliceable(l) => {
+            (Ok(()), Some(l)) if sliceable(l) && (strong || covers_need(l)) => {
                 let (meta, run) = self.describe(job, &origin.header, policy, l).await;
                 let mut origin = Some(origin);
                 if let Some((run, slices)) = run {
@@ -273,13 +299,13 @@ impl CachedPath {
             vary::variant_key(&job.base_key, &names, &job.headers)
         };
         let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
-        let lm = oh.headers.get(header::LAST_MODIFIED).map(|v| v.as_bytes());
+        let slice_size = self.slice_size as u32;
         let meta = Arc::new(ObjectMeta {
             status: status_of_response(oh.status),
             headers: stored_headers(&oh.headers),
             length: total,
-            slice_size: self.slice_size as u32,
-            id: object_id(&job.key, etag, lm, Some(total)),
+            slice_size,
+            id: object_id(&job.key, etag, Some(total), slice_size),
             stored_at: now_secs(),
             policy,
         });
@@ -292,7 +318,7 @@ impl CachedPath {
                 tracing::warn!(key = %job.base_key, error = %e, "vary record not stored on disk");
             }
         }
-        let s = self.slice_size;
+        let s = meta.slice_size as u64;
         let first = body_start / s;
         let wanted_last = match job.range.as_ref().map(|r| range::evaluate(r, total)) {
             Some(RangeRequest::Single(r)) if meta.status == 200 => r.end / s,
@@ -327,7 +353,7 @@ impl CachedPath {
             coalescer: self.coalescer.clone(),
             meta: meta.clone(),
             key: job.key.clone(),
-            first: body_start / self.slice_size,
+            first: body_start / meta.slice_size as u64,
             slices,
             run,
             metrics: self.metrics.clone(),
@@ -421,8 +447,9 @@ impl CachedPath {
         fwd: &'static str,
     ) -> Result<Outcome> {
         let oh = &origin.header;
-        if oh.status == StatusCode::RANGE_NOT_SATISFIABLE {
-            // Only our widened range was refused (an empty object, say): ask as the client did.
+        if oh.status == StatusCode::RANGE_NOT_SATISFIABLE || oh.status == StatusCode::NOT_MODIFIED {
+            // Only our widened range was refused (an empty object, say), or an odd origin
+            // answered validators the client never sent: ask as the client did.
             return Ok(Outcome::PassThrough(fwd));
         }
         let mut cs = CacheStatus::fwd(fwd);
@@ -457,7 +484,17 @@ impl CachedPath {
                 }),
             ),
         };
-        let covered = r.is_none_or(|r| r.start >= body_start);
+        // The body holds bytes body_start..=body_end of the object; the client's range must lie
+        // inside (a one-byte probe, or an origin that shortened its 206, do not cover it).
+        let body_end = match oh.status {
+            StatusCode::PARTIAL_CONTENT => oh
+                .headers
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| parse_content_range(v.as_bytes()))
+                .map_or(0, |(r, _)| r.end),
+            _ => total.saturating_sub(1),
+        };
+        let covered = r.is_none_or(|r| r.start >= body_start && r.end <= body_end);
         if !covered
             || (code == StatusCode::OK && body_start > 0)
             || wanted == RangeRequest::Unsatisfiable
@@ -535,16 +572,14 @@ impl CachedPath {
     ) -> Result<Outcome> {
         let oh = &origin.header;
         let mut cs = CacheStatus::fwd(fwd);
-        cs.stored = true;
-        let resp = downstream_header(oh.status, &oh.headers, None, &cs)?;
-        let names = vary::names(&oh.headers).unwrap_or_default();
-        if !names.is_empty() {
-            // Unknown-length variants are not worth the bookkeeping: forward, do not store.
-            cs.stored = false;
+        // Unknown-length variants are not worth the bookkeeping: forwarded, not stored.
+        cs.stored = vary::names(&oh.headers).is_some_and(|n| n.is_empty());
+        if !cs.stored {
+            cs.detail = Some("vary".into());
         }
+        let resp = downstream_header(oh.status, &oh.headers, None, &cs)?;
         let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
-        let lm = oh.headers.get(header::LAST_MODIFIED).map(|v| v.as_bytes());
-        let id = object_id(&job.key, etag, lm, None);
+        let id = object_id(&job.key, etag, None, self.slice_size as u32);
         let mut meta = ObjectMeta {
             status: 200,
             headers: stored_headers(&oh.headers),

@@ -74,10 +74,22 @@ fn has(d: &Directives, name: &str) -> bool {
     d.iter().any(|(k, _)| k == name)
 }
 
+/// Largest delta-seconds value kept; larger ones mean "this much" (RFC 9111 §1.2.2).
+const DELTA_MAX: u64 = 1 << 31;
+
+/// A delta-seconds value: digits only, clamped to [`DELTA_MAX`].
+fn delta(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse::<u64>().unwrap_or(DELTA_MAX).min(DELTA_MAX))
+}
+
 fn secs(d: &Directives, name: &str) -> Option<u64> {
     d.iter()
         .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.as_deref()?.trim().parse().ok())
+        .and_then(|(_, v)| delta(v.as_deref()?))
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -133,7 +145,7 @@ impl Policy {
         let age_value = view
             .get(header::AGE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(delta)
             .unwrap_or(0);
         let initial_age = apparent_age.max(age_value);
         // §4.2.1: s-maxage (shared), max-age, Expires - Date, then a heuristic.
@@ -216,12 +228,14 @@ impl Policy {
 
     /// Current age in seconds (§4.2.3 current_age).
     pub fn age(&self, now: SystemTime) -> u64 {
-        self.initial_age + unix(now).saturating_sub(self.response_time)
+        self.initial_age
+            .saturating_add(unix(now).saturating_sub(self.response_time))
+            .min(DELTA_MAX)
     }
 
     /// Remaining freshness in seconds: negative once stale.
     pub fn ttl(&self, now: SystemTime) -> i64 {
-        self.lifetime as i64 - self.age(now) as i64
+        self.lifetime.min(DELTA_MAX) as i64 - self.age(now) as i64
     }
 
     /// True once the freshness lifetime has passed.
@@ -395,6 +409,20 @@ mod tests {
         let old = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(100));
         assert!(p(&[("date", &old)]).age(SystemTime::now()) >= 100);
         assert_eq!(p(&[("age", "42")]).age(SystemTime::now()), 42);
+    }
+
+    #[test]
+    fn huge_numbers_are_clamped_not_wrapped() {
+        let pol = p(&[
+            ("cache-control", "max-age=99999999999999999999999"),
+            ("age", "18446744073709551615"),
+        ]);
+        assert_eq!(pol.lifetime, DELTA_MAX);
+        assert!(pol.age(SystemTime::now()) <= DELTA_MAX);
+        assert!(
+            pol.ttl(SystemTime::now()) <= 0,
+            "an age that large is stale, not fresh"
+        );
     }
 
     #[test]

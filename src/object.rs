@@ -44,10 +44,12 @@ impl ObjectMeta {
         self.length.div_ceil(self.slice_size as u64)
     }
 
-    /// Expected length of slice `idx`.
+    /// Expected length of slice `idx` (0 past the end).
     pub fn slice_len(&self, idx: u64) -> u64 {
-        let start = idx * self.slice_size as u64;
-        (self.length - start).min(self.slice_size as u64)
+        let start = idx.saturating_mul(self.slice_size as u64);
+        self.length
+            .saturating_sub(start)
+            .min(self.slice_size as u64)
     }
 
     /// Cache key of slice `idx`.
@@ -189,25 +191,25 @@ pub fn slice_key(id: u128, idx: u64) -> Vec<u8> {
     format!("s:{id:032x}:{idx}").into_bytes()
 }
 
-/// Identity of an object version: derived from its validators when it has them, so a refetch of
-/// the same version finds its slices; random otherwise, so two unknown versions never mix.
+/// Identity of an object version's slices. Only a strong ETag proves two responses carry the
+/// same bytes (RFC 9111 §3.4), so only then is the identity derived (a refetch of that version
+/// finds its slices); otherwise it is random, and two versions can never mix.
 pub fn object_id(
     cache_key: &str,
     etag: Option<&[u8]>,
-    last_modified: Option<&[u8]>,
     length: Option<u64>,
+    slice_size: u32,
 ) -> u128 {
-    if etag.is_none() && last_modified.is_none() {
+    let Some(etag) = etag.filter(|e| e.starts_with(b"\"")) else {
         return rand::random();
-    }
+    };
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(cache_key.as_bytes());
     h.update(b"\0e");
-    h.update(etag.unwrap_or_default());
-    h.update(b"\0l");
-    h.update(last_modified.unwrap_or_default());
+    h.update(etag);
     h.update(b"\0n");
     h.update(&length.unwrap_or(u64::MAX).to_le_bytes());
+    h.update(&slice_size.to_le_bytes());
     h.digest128()
 }
 
@@ -267,13 +269,16 @@ mod tests {
     }
 
     #[test]
-    fn ids_follow_validators() {
-        let a = object_id("k", Some(b"\"1\""), None, Some(5));
-        assert_eq!(a, object_id("k", Some(b"\"1\""), None, Some(5)));
-        assert_ne!(a, object_id("k", Some(b"\"2\""), None, Some(5)));
+    fn ids_follow_strong_validators_only() {
+        let a = object_id("k", Some(b"\"1\""), Some(5), 1024);
+        assert_eq!(a, object_id("k", Some(b"\"1\""), Some(5), 1024));
+        assert_ne!(a, object_id("k", Some(b"\"2\""), Some(5), 1024));
+        assert_ne!(a, object_id("k", Some(b"\"1\""), Some(5), 2048));
+        let weak = Some(&b"W/\"1\""[..]);
         assert_ne!(
-            object_id("k", None, None, None),
-            object_id("k", None, None, None)
+            object_id("k", weak, Some(5), 1),
+            object_id("k", weak, Some(5), 1)
         );
+        assert_ne!(object_id("k", None, None, 1), object_id("k", None, None, 1));
     }
 }

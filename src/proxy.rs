@@ -15,7 +15,7 @@ use crate::cache_status::CacheStatus;
 use crate::cached::{cache_key, respond_error, CachedPath, Outcome};
 use crate::metrics::Metrics;
 use crate::object::meta_key;
-use crate::route::{Route, Router};
+use crate::route::{normalize, Route, Router};
 use crate::shutdown::{Drain, InFlight};
 
 /// The proxy service.
@@ -89,7 +89,7 @@ impl ProxyHttp for StrataProxy {
         if self.drain.is_draining() {
             session.set_keepalive(None);
         }
-        let path = session.req_header().uri.path().to_string();
+        let path = normalize(session.req_header().uri.path());
         let Some(route) = self.router.find(&path) else {
             ctx.status = CacheStatus::fwd("bypass");
             ctx.status.detail = Some("no-route".into());
@@ -130,13 +130,28 @@ impl ProxyHttp for StrataProxy {
                 .remove_header(&header::AUTHORIZATION);
         }
         let req = session.req_header();
-        let path = req.uri.path().to_string();
-        let pq = req
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or(path);
+        let raw = req.uri.path();
+        let safe = req.method == Method::GET || req.method == Method::HEAD;
+        // S3 keys are opaque (a double slash is part of the key): the raw path, unless it only
+        // reached this route once normalised. Queries on S3 reads would reach bucket APIs
+        // (listing, ACLs, versions) with Strata's credentials: dropped.
+        let base = match &route.s3 {
+            Some(_) if raw.starts_with(route.prefix.as_str()) => raw,
+            _ => path.as_str(),
+        };
+        let pq = match req.uri.query() {
+            Some(q) if !(route.s3.is_some() && safe) => format!("{base}?{q}"),
+            _ => base.to_string(),
+        };
         ctx.upstream_path = route.upstream_path(&pq);
+        ctx.route = Some(route.clone());
+        if route.s3.is_some() && ctx.upstream_path.split('?').next() == Some("/") {
+            // An empty key would address the bucket itself (a listing).
+            ctx.status = CacheStatus::fwd("bypass");
+            ctx.status.detail = Some("no-key".into());
+            respond_error(session, StatusCode::NOT_FOUND, &ctx.status, "no object key").await?;
+            return Ok(true);
+        }
         ctx.route = Some(route.clone());
         if req.method == Method::GET || req.method == Method::HEAD {
             match self

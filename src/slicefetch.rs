@@ -67,19 +67,18 @@ impl RunFill {
             Ok(r) => r,
             Err(_) => return self.abandon_all(),
         };
+        // Only a strong ETag proves the new range belongs to the stored version (RFC 9111
+        // §3.4); with If-Range, a changed object comes back whole (200), never as a range of
+        // another version. Without one, slices are never fetched apart from their object.
+        let Some(etag) = self.meta.strong_etag().map(<[u8]>::to_vec) else {
+            return self.abandon_all();
+        };
         let range = format!("bytes={}-{}", self.start(), self.end());
-        let mut ok = req
+        let ok = req
             .insert_header(header::HOST, route.origin.host_header())
             .is_ok()
-            && req.insert_header(header::RANGE, range).is_ok();
-        // If-Range makes a changed object come back whole (200), never as a range of another version.
-        if let Some(v) = self
-            .meta
-            .strong_etag()
-            .or(self.meta.header("last-modified"))
-        {
-            ok &= req.insert_header(header::IF_RANGE, v.to_vec()).is_ok();
-        }
+            && req.insert_header(header::RANGE, range).is_ok()
+            && req.insert_header(header::IF_RANGE, etag).is_ok();
         if !ok {
             return self.abandon_all();
         }

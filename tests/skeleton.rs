@@ -79,7 +79,7 @@ async fn objects_come_back_from_l2_after_l1_overflows() {
 async fn a_corrupt_l2_item_is_a_miss_refetched_from_the_origin() {
     let origin = TestOrigin::start().await;
     let body = random_bytes(300 * 1024, 7);
-    origin.put("/c.bin", Object::new(body.clone()));
+    origin.put("/c.bin", Object::new(body.clone()).header("etag", "\"c1\""));
     let mut cfg = NodeConfig::new(&origin.url());
     cfg.memory = "0".into(); // every read goes to L2
     let node = Strata::start(&cfg);
@@ -103,7 +103,8 @@ async fn a_corrupt_l2_item_is_a_miss_refetched_from_the_origin() {
 
     let (s, cs, b) = get(&node.url("/c.bin")).await;
     assert_eq!(s, 200);
-    // The object is still described; its one slice is refetched: a partial hit, not a hit.
+    // The object is still described; its one slice is refetched (If-Range on the strong
+    // ETag): a partial hit, not a hit.
     assert_eq!(cs, "strata; fwd=partial", "corrupt item must be a miss");
     assert_eq!(b, body, "never the corrupt bytes");
     assert_eq!(origin.hits("/c.bin"), 2);
@@ -196,7 +197,7 @@ async fn a_truncated_origin_body_is_never_cached() {
     let origin = TestOrigin::start().await;
     let body = random_bytes(3 << 20, 9);
     // Every response breaks off after 512 KiB: not even the first slice can complete.
-    let mut obj = Object::new(body.clone());
+    let mut obj = Object::new(body.clone()).header("etag", "\"t1\"");
     obj.truncate_at = Some(512 << 10);
     origin.put("/t", obj);
     let node = Strata::start(&NodeConfig::new(&origin.url()));
@@ -205,7 +206,7 @@ async fn a_truncated_origin_body_is_never_cached() {
     let refills = origin.hits("/t");
     assert!(refills > 1, "a broken slice is retried from the origin");
 
-    origin.put("/t", Object::new(body.clone()));
+    origin.put("/t", Object::new(body.clone()).header("etag", "\"t1\""));
     let (_, cs, b) = get(&node.url("/t")).await;
     // The object was described, but none of its slices was ever stored.
     assert_eq!(cs, "strata; fwd=partial", "partial body must not be a hit");
@@ -224,15 +225,26 @@ async fn a_broken_slice_is_retried_transparently() {
     let origin = TestOrigin::start().await;
     let body = random_bytes(3 << 20, 19);
     // The first full response breaks at 2 MiB; the retry of the missing slice is a short
-    // ranged response, which completes.
-    let mut obj = Object::new(body.clone());
+    // ranged response (If-Range on the strong ETag), which completes.
+    let mut obj = Object::new(body.clone()).header("etag", "\"b1\"");
     obj.truncate_at = Some(2 << 20);
-    origin.put("/t", obj);
+    origin.put("/t", obj.clone());
     let node = Strata::start(&NodeConfig::new(&origin.url()));
     let (s, _, b) = get(&node.url("/t")).await;
     assert_eq!((s, &b), (200, &body));
     let (_, cs, b) = get(&node.url("/t")).await;
-    assert_eq!((cs.as_str(), b), ("strata; hit", body));
+    assert_eq!((cs.as_str(), b), ("strata; hit", body.clone()));
+
+    // Without a strong validator, slices of two fetches may not be combined (RFC 9111 §3.4):
+    // the client sees the break instead.
+    let mut weak = obj;
+    weak.headers = vec![("etag".into(), "W/\"b1\"".into())];
+    origin.put("/w", weak);
+    let r = reqwest::get(node.url("/w")).await.unwrap();
+    assert!(
+        r.bytes().await.is_err(),
+        "a weak ETag must not stitch two fetches"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::aligned::AlignedBuf;
 use crate::device::{Device, DeviceKind};
-use crate::engine::{self, EngineKind, EngineOptions, IoEngine};
+use crate::engine::{self, Done, EngineKind, EngineOptions, IoEngine};
 use crate::error::{Result, StorageError};
 use crate::index::{Entry, Index};
 use crate::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
@@ -170,7 +170,10 @@ pub struct DiskStore {
     superblock: Superblock,
     index: Index,
     /// Writes reserved but not finished, per region: a region with any is never reclaimed.
-    pending: Vec<AtomicU32>,
+    pending: Arc<Vec<AtomicU32>>,
+    /// Keys removed lately, with the sequence at removal: an insert that was already in flight
+    /// then (an older version) must not bring the key back.
+    removed: parking_lot::Mutex<RecentRemovals>,
     // A tokio mutex: sealing and reclaiming do IO while holding it (once per region).
     alloc: tokio::sync::Mutex<Allocator>,
     seq: AtomicU64,
@@ -244,7 +247,8 @@ impl DiskStore {
             region_count,
             superblock: sb,
             index: Index::default(),
-            pending: (0..region_count).map(|_| AtomicU32::new(0)).collect(),
+            pending: Arc::new((0..region_count).map(|_| AtomicU32::new(0)).collect()),
+            removed: parking_lot::Mutex::new(RecentRemovals::default()),
             alloc: tokio::sync::Mutex::new(Allocator {
                 active: None,
                 free: (0..region_count).collect(),
@@ -510,12 +514,17 @@ impl DiskStore {
         })?;
         let buf = item::encode(key, parts, seq, 0, self.block);
         let offset = self.region_offset(region) + block as u64 * self.block as u64;
-        let (res, buf) = self.engine.write(offset, buf).await;
-        let out = match res {
+        let (res, buf) = self
+            .engine
+            .write(offset, buf, Some(self.release(region)))
+            .await;
+        match res {
             Ok(()) => {
                 let at = self.abs_block(region, block);
-                self.index
-                    .insert_if_newer(hash, Entry::new(at, blocks, seq));
+                if !self.removed.lock().removed_after(hash, seq) {
+                    self.index
+                        .insert_if_newer(hash, Entry::new(at, blocks, seq));
+                }
                 self.counters.inserts.fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .insert_bytes
@@ -527,10 +536,16 @@ impl DiskStore {
                 self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
                 Err(StorageError::io(&self.path, e))
             }
-        };
-        // Only after the index is updated: a region with no pending writes is safe to reclaim.
-        self.pending[region as usize].fetch_sub(1, Ordering::AcqRel);
-        out
+        }
+    }
+
+    /// The hook that ends a reserved write: the region's writes-in-flight count drops once the
+    /// device is done with it, even if the inserting task was cancelled meanwhile.
+    fn release(&self, region: u32) -> Done {
+        let pending = self.pending.clone();
+        Box::new(move || {
+            pending[region as usize].fetch_sub(1, Ordering::AcqRel);
+        })
     }
 
     /// Forgets `key`, durably: a removal record is written so a restart does not bring it back.
@@ -539,6 +554,9 @@ impl DiskStore {
         // Under the allocator lock, so a concurrent reclaim cannot copy the item forward after
         // it was removed here.
         let mut a = self.alloc.lock().await;
+        self.removed
+            .lock()
+            .record(hash, self.seq.load(Ordering::Relaxed));
         if self.index.remove(hash).is_none() {
             return Ok(());
         }
@@ -546,14 +564,20 @@ impl DiskStore {
         let (region, block, seq) = self.reserve(&mut a, blocks, hash, true).await?;
         drop(a);
         let buf = item::encode(key, &[], seq, FLAG_TOMBSTONE, self.block);
-        let res = self.write_at(region, block, buf).await;
-        self.pending[region as usize].fetch_sub(1, Ordering::AcqRel);
-        res
+        let offset = self.region_offset(region) + block as u64 * self.block as u64;
+        let (res, _) = self
+            .engine
+            .write(offset, buf, Some(self.release(region)))
+            .await;
+        res.map_err(|e| {
+            self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+            StorageError::io(&self.path, e)
+        })
     }
 
     async fn write_at(&self, region: u32, block: u32, buf: AlignedBuf) -> Result<()> {
         let offset = self.region_offset(region) + block as u64 * self.block as u64;
-        let (res, _) = self.engine.write(offset, buf).await;
+        let (res, _) = self.engine.write(offset, buf, None).await;
         res.map_err(|e| {
             self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
             StorageError::io(&self.path, e)
@@ -589,14 +613,32 @@ impl DiskStore {
                 }
             }
             if let Some(full) = a.active.take() {
+                // Listed as sealed before its summary is written: if that is interrupted, the
+                // region stays reclaimable (and recoverable by a scan), never lost.
+                a.sealed.push_back((
+                    full.region,
+                    Sealed {
+                        open_seq: full.open_seq,
+                        summary: None,
+                    },
+                ));
                 let sealed = self.seal(&full).await;
-                a.sealed.push_back((full.region, sealed));
+                if let Some(slot) = a.sealed.iter_mut().find(|(r, _)| *r == full.region) {
+                    slot.1 = sealed;
+                }
             }
             let (region, hot) = match a.free.pop_front() {
                 Some(r) => (r, Vec::new()),
                 None => self.reclaim(a).await?,
             };
-            a.active = Some(self.open_region(region, hot).await?);
+            match self.open_region(region, hot).await {
+                Ok(act) => a.active = Some(act),
+                Err(e) => {
+                    // Nothing of the new generation was written: the region is free again.
+                    a.free.push_back(region);
+                    return Err(e);
+                }
+            }
         }
     }
 
@@ -708,7 +750,14 @@ impl DiskStore {
         };
         let entries = match listed {
             Some(e) => e,
-            None => self.scan(region, sealed.open_seq).await?,
+            None => match self.scan(region, sealed.open_seq).await {
+                Ok(e) => e,
+                Err(e) => {
+                    // Still holding its items: back in line, at the front.
+                    a.sealed.push_front((region, sealed));
+                    return Err(e);
+                }
+            },
         };
         let cap = self.blocks_per_region() / 2;
         let mut hot_blocks = 0;
@@ -779,9 +828,12 @@ impl DiskStore {
         }
         let mut a = self.alloc.lock().await;
         if let Some(act) = a.active.take() {
-            // Wait for writes in flight so the summary describes landed items only.
-            while self.pending[act.region as usize].load(Ordering::Acquire) > 0 {
-                tokio::task::yield_now().await;
+            // Wait (a little) for writes in flight, so the summary describes landed items.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            while self.pending[act.region as usize].load(Ordering::Acquire) > 0
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             let sealed = self.seal(&act).await;
             a.sealed.push_back((act.region, sealed));
@@ -814,6 +866,34 @@ impl DiskStore {
             recovery_ms: self.recovery_ms,
             last_shutdown_clean: self.superblock.clean_shutdown == 1,
         }
+    }
+}
+
+/// The last few thousand removals (hash → sequence at removal); older ones cannot race an
+/// insert any more.
+#[derive(Default)]
+struct RecentRemovals {
+    by_hash: std::collections::HashMap<u64, u64>,
+    order: VecDeque<u64>,
+}
+
+impl RecentRemovals {
+    const KEEP: usize = 4096;
+
+    fn record(&mut self, hash: u64, seq: u64) {
+        if self.by_hash.insert(hash, seq).is_none() {
+            self.order.push_back(hash);
+        }
+        while self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.by_hash.remove(&old);
+            }
+        }
+    }
+
+    /// True when `hash` was removed after an item of version `seq` was reserved.
+    fn removed_after(&self, hash: u64, seq: u64) -> bool {
+        self.by_hash.get(&hash).is_some_and(|&at| at > seq)
     }
 }
 

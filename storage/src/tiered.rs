@@ -1,5 +1,7 @@
 //! `TieredCache`: the memory tier over the disk store, and the admission policy between them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 
 use crate::disk::{DiskConfig, DiskStats, DiskStore};
@@ -40,6 +42,20 @@ pub struct TieredCache {
     l1: MemoryTier,
     l2: Option<DiskStore>,
     admission: Admission,
+    /// Counts removals: a value read or written before a removal is not put into L1 after it.
+    removals: AtomicU64,
+}
+
+/// Values below this size are copied into L1 rather than kept as views of a larger disk buffer,
+/// so L1's byte budget counts what it really holds.
+const COPY_BELOW: usize = 64 * 1024;
+
+fn compact(v: Bytes) -> Bytes {
+    if v.len() < COPY_BELOW {
+        Bytes::copy_from_slice(&v)
+    } else {
+        v
+    }
 }
 
 impl TieredCache {
@@ -53,6 +69,7 @@ impl TieredCache {
             l1: MemoryTier::new(cfg.memory),
             l2,
             admission: cfg.admission,
+            removals: AtomicU64::new(0),
         })
     }
 
@@ -61,22 +78,30 @@ impl TieredCache {
         if let Some(v) = self.l1.get(key) {
             return Some(v);
         }
+        let generation = self.removals.load(Ordering::Acquire);
         let v = self.l2.as_ref()?.get(key).await?;
         match self.admission {
-            Admission::WriteThrough => self.l1.insert(key, v.clone()),
+            Admission::WriteThrough => self.offer_l1(key, v.clone(), generation),
         }
         Some(v)
+    }
+
+    fn offer_l1(&self, key: &[u8], v: Bytes, generation: u64) {
+        if self.removals.load(Ordering::Acquire) == generation {
+            self.l1.insert(key, compact(v));
+        }
     }
 
     /// Stores `value` under `key`; returns once the value is where the policy puts it.
     pub async fn insert(&self, key: &[u8], value: Bytes) -> Result<()> {
         match self.admission {
             Admission::WriteThrough => {
+                let generation = self.removals.load(Ordering::Acquire);
                 let l2 = match &self.l2 {
                     Some(d) => d.insert(key, &value).await,
                     None => Ok(()),
                 };
-                self.l1.insert(key, value);
+                self.offer_l1(key, value, generation);
                 l2
             }
         }
@@ -88,9 +113,10 @@ impl TieredCache {
         match self.admission {
             Admission::WriteThrough => match &self.l2 {
                 Some(d) => {
+                    let generation = self.removals.load(Ordering::Acquire);
                     let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
                     let written = d.insert_parts(key, &slices).await?;
-                    self.l1.insert(key, written);
+                    self.offer_l1(key, written, generation);
                     Ok(())
                 }
                 None => {
@@ -108,6 +134,7 @@ impl TieredCache {
 
     /// Forgets `key` in both tiers (durably in L2).
     pub async fn remove(&self, key: &[u8]) -> Result<()> {
+        self.removals.fetch_add(1, Ordering::AcqRel);
         self.l1.remove(key);
         match &self.l2 {
             Some(d) => d.remove(key).await,

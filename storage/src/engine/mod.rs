@@ -31,9 +31,13 @@ pub trait IoEngine: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Fills `buf` from the device at `offset`; a short read is an error.
     fn read(&self, offset: u64, buf: AlignedBuf) -> IoFuture;
-    /// Writes all of `buf` to the device at `offset`.
-    fn write(&self, offset: u64, buf: AlignedBuf) -> IoFuture;
+    /// Writes all of `buf` to the device at `offset`; `done` runs on the IO thread once the
+    /// device is finished with the write, even if the caller stopped waiting for it.
+    fn write(&self, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture;
 }
+
+/// Work to run when an IO has finished on the device.
+pub type Done = Box<dyn FnOnce() + Send>;
 
 /// The kind of an IO.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +52,17 @@ pub(crate) struct Request {
     pub offset: u64,
     pub buf: AlignedBuf,
     pub reply: oneshot::Sender<IoResult>,
+    pub done: Option<Done>,
+}
+
+impl Request {
+    /// Reports the outcome: first the completion hook, then the waiting caller (if any).
+    pub fn complete(mut self, res: std::io::Result<()>) {
+        if let Some(d) = self.done.take() {
+            d();
+        }
+        let _ = self.reply.send((res, self.buf));
+    }
 }
 
 /// The submitting side shared by the engines: requests go to IO threads over a channel.
@@ -63,13 +78,21 @@ impl Queue {
     }
 
     /// Queues an IO; `queued` runs once it is on the channel (to wake the IO thread).
-    pub fn submit(&self, op: Op, offset: u64, buf: AlignedBuf, queued: impl FnOnce()) -> IoFuture {
+    pub fn submit(
+        &self,
+        op: Op,
+        offset: u64,
+        buf: AlignedBuf,
+        hook: Option<Done>,
+        queued: impl FnOnce(),
+    ) -> IoFuture {
         let (reply, done) = oneshot::channel();
         let req = Request {
             op,
             offset,
             buf,
             reply,
+            done: hook,
         };
         let sent = match self.tx.lock() {
             Ok(g) => match g.as_ref() {

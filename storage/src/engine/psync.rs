@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
-use super::{IoEngine, IoFuture, Op, Queue, Request};
+use super::{Done, IoEngine, IoFuture, Op, Queue, Request};
 use crate::aligned::AlignedBuf;
 
 /// Positional IO on dedicated threads; completions return to async callers through oneshots.
@@ -57,17 +57,12 @@ fn worker(file: &File, rx: &Mutex<mpsc::Receiver<Request>>) {
                 Err(_) => return,
             }
         };
-        let Request {
-            op,
-            offset,
-            mut buf,
-            reply,
-        } = job;
-        let res = match op {
-            Op::Read => file.read_exact_at(buf.as_mut_slice(), offset),
-            Op::Write => file.write_all_at(buf.as_slice(), offset),
+        let mut job = job;
+        let res = match job.op {
+            Op::Read => file.read_exact_at(job.buf.as_mut_slice(), job.offset),
+            Op::Write => file.write_all_at(job.buf.as_slice(), job.offset),
         };
-        let _ = reply.send((res, buf));
+        job.complete(res);
     }
 }
 
@@ -77,10 +72,10 @@ impl IoEngine for PsyncEngine {
     }
 
     fn read(&self, offset: u64, buf: AlignedBuf) -> IoFuture {
-        self.queue.submit(Op::Read, offset, buf, || {})
+        self.queue.submit(Op::Read, offset, buf, None, || {})
     }
 
-    fn write(&self, offset: u64, buf: AlignedBuf) -> IoFuture {
-        self.queue.submit(Op::Write, offset, buf, || {})
+    fn write(&self, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
+        self.queue.submit(Op::Write, offset, buf, done, || {})
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 
-use super::{IoEngine, IoFuture, Op, Queue, Request};
+use super::{Done, IoEngine, IoFuture, Op, Queue, Request};
 use crate::aligned::AlignedBuf;
 use io_uring::{opcode, squeue, types, IoUring};
 
@@ -23,7 +23,7 @@ const WAKE: u64 = u64::MAX;
 /// An IO in flight: the request plus how much of it is done (short transfers are resumed).
 struct InFlight {
     req: Request,
-    done: usize,
+    transferred: usize,
 }
 
 /// Positional IO through io_uring.
@@ -65,16 +65,11 @@ impl UringEngine {
                         return;
                     }
                 };
-                let r = ring_loop(
-                    ring,
-                    &file,
-                    &thread_wake,
-                    &thread_woken,
-                    &rx,
-                    depth as usize,
-                );
+                let mut slots: Vec<Option<InFlight>> = (0..depth as usize).map(|_| None).collect();
+                let r = ring_loop(ring, &file, &thread_wake, &thread_woken, &rx, &mut slots);
                 if let Err(e) = r {
-                    tracing::error!(error = %e, "io_uring thread failed");
+                    tracing::error!(error = %e, "io_uring thread failed; the disk tier stops");
+                    abandon_in_flight(slots);
                 }
             })?;
         ready_rx
@@ -88,8 +83,8 @@ impl UringEngine {
         })
     }
 
-    fn submit(&self, op: Op, offset: u64, buf: AlignedBuf) -> IoFuture {
-        self.queue.submit(op, offset, buf, || {
+    fn submit(&self, op: Op, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
+        self.queue.submit(op, offset, buf, done, || {
             if !self.woken.swap(true, Ordering::AcqRel) {
                 notify(self.wake.as_raw_fd());
             }
@@ -130,20 +125,20 @@ impl IoEngine for UringEngine {
     }
 
     fn read(&self, offset: u64, buf: AlignedBuf) -> IoFuture {
-        self.submit(Op::Read, offset, buf)
+        self.submit(Op::Read, offset, buf, None)
     }
 
-    fn write(&self, offset: u64, buf: AlignedBuf) -> IoFuture {
-        self.submit(Op::Write, offset, buf)
+    fn write(&self, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
+        self.submit(Op::Write, offset, buf, done)
     }
 }
 
 fn sqe_for(fd: RawFd, f: &mut InFlight, slot: usize) -> squeue::Entry {
-    let len = f.req.buf.len() - f.done;
-    let offset = f.req.offset + f.done as u64;
+    let len = f.req.buf.len() - f.transferred;
+    let offset = f.req.offset + f.transferred as u64;
     // SAFETY: the pointer stays valid until the completion: the buffer lives in `slots` and is
     // neither moved out nor dropped while its IO is in flight.
-    let ptr = unsafe { f.req.buf.as_mut_ptr().add(f.done) };
+    let ptr = unsafe { f.req.buf.as_mut_ptr().add(f.transferred) };
     let entry = match f.req.op {
         Op::Read => opcode::Read::new(types::Fd(fd), ptr, len as u32)
             .offset(offset)
@@ -155,14 +150,33 @@ fn sqe_for(fd: RawFd, f: &mut InFlight, slot: usize) -> squeue::Entry {
     entry.user_data(slot as u64)
 }
 
+/// After a fatal ring error: the kernel may still write into buffers of IOs in flight, so they
+/// are leaked rather than freed; their callers get an error (and a fresh buffer).
+fn abandon_in_flight(slots: Vec<Option<InFlight>>) {
+    for f in slots.into_iter().flatten() {
+        let Request {
+            buf, reply, done, ..
+        } = f.req;
+        std::mem::forget(buf);
+        if let Some(d) = done {
+            d();
+        }
+        let _ = reply.send((
+            Err(io::Error::other("io_uring failed")),
+            AlignedBuf::zeroed(1, 1),
+        ));
+    }
+}
+
 fn ring_loop(
     mut ring: IoUring,
     file: &File,
     wake: &OwnedFd,
     woken: &AtomicBool,
     rx: &mpsc::Receiver<Request>,
-    depth: usize,
+    slots: &mut [Option<InFlight>],
 ) -> io::Result<()> {
+    let depth = slots.len();
     let fd = file.as_raw_fd();
     let efd = wake.as_raw_fd();
     // Leaked on purpose (8 bytes per engine): the armed eventfd read may still be pending in
@@ -176,7 +190,6 @@ fn ring_loop(
         unsafe { ring.submission().push(&e) }.map_err(|_| io::Error::other("ring full"))
     };
     arm_wake(&mut ring, wake_buf)?;
-    let mut slots: Vec<Option<InFlight>> = (0..depth).map(|_| None).collect();
     let mut free: Vec<usize> = (0..depth).rev().collect();
     let mut closed = false;
     let mut completions = Vec::with_capacity(depth + 1);
@@ -189,7 +202,10 @@ fn ring_loop(
             match rx.try_recv() {
                 Ok(req) => {
                     free.pop();
-                    let mut f = InFlight { req, done: 0 };
+                    let mut f = InFlight {
+                        req,
+                        transferred: 0,
+                    };
                     let sqe = sqe_for(fd, &mut f, slot);
                     slots[slot] = Some(f);
                     // SAFETY: see sqe_for; the ring has depth + 1 entries, one per slot plus wake.
@@ -210,6 +226,10 @@ fn ring_loop(
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            // Transient resource shortage: reap what completed and try again shortly.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOMEM)) => {
+                thread::sleep(std::time::Duration::from_millis(1));
+            }
             Err(e) => return Err(e),
         }
         completions.clear();
@@ -233,12 +253,12 @@ fn ring_loop(
                     "io_uring transferred 0 bytes",
                 )))
             } else {
-                f.done += res as usize;
-                (f.done >= f.req.buf.len()).then_some(Ok(()))
+                f.transferred += res as usize;
+                (f.transferred >= f.req.buf.len()).then_some(Ok(()))
             };
             match outcome {
                 Some(r) => {
-                    let _ = f.req.reply.send((r, f.req.buf));
+                    f.req.complete(r);
                     free.push(slot);
                 }
                 None => {
