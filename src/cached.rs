@@ -146,6 +146,27 @@ impl CachedPath {
         rec
     }
 
+    /// Whether every slice the request needs is stored or being filled. A stored object
+    /// without a strong ETag can only be served from what one fetch stored: slices of two
+    /// fetches may belong to two versions (RFC 9111 §3.4).
+    fn slices_available(&self, job: &Job, meta: &ObjectMeta) -> bool {
+        if meta.length == 0 || job.is_head || meta.strong_etag().is_some() {
+            return true;
+        }
+        let r = match job.range.as_ref().map(|r| range::evaluate(r, meta.length)) {
+            Some(RangeRequest::Single(r)) if meta.status == 200 => r,
+            _ => ByteRange {
+                start: 0,
+                end: meta.length - 1,
+            },
+        };
+        let (a, b) = r.slices(meta.slice_size as u64);
+        (a..=b).all(|i| {
+            let k = meta.slice_key(i);
+            self.cache.contains(&k) || self.coalescer.get(&k).is_some()
+        })
+    }
+
     /// A stored response exists: use it if it may be, else revalidate it.
     async fn stored(
         &self,
@@ -153,6 +174,10 @@ impl CachedPath {
         job: &mut Job,
         meta: ObjectMeta,
     ) -> Result<Outcome> {
+        if !self.slices_available(job, &meta) {
+            let _ = self.cache.remove(&meta_key(&job.key)).await;
+            return self.miss(session, job, "partial").await;
+        }
         let now = SystemTime::now();
         let mut cs = CacheStatus::hit();
         cs.ttl = Some(meta.policy.ttl(now));
@@ -307,26 +332,51 @@ impl CachedPath {
         // a lost or corrupt slice is reported as the partial hit it is).
         let mut prefetched = None;
         if cs.hit {
-            let indexed = br.is_none_or(|r| {
+            // A hit only if every needed slice can be served without the origin and the first
+            // one, if stored, reads back intact (a lost or corrupt slice is a partial hit).
+            let ready = br.is_none_or(|r| {
                 let (a, b) = r.slices(meta.slice_size as u64);
-                (a..=b).all(|i| self.cache.contains(&meta.slice_key(i)))
+                (a..=b).all(|i| self.slice_ready(&meta, i))
             });
-            if let (true, Some(r), false) = (indexed, br, job.is_head) {
-                prefetched = self
-                    .cached_slice(&meta, r.start / meta.slice_size as u64)
-                    .await;
-            }
-            if !(indexed && (prefetched.is_some() || br.is_none() || job.is_head)) {
-                if meta.strong_etag().is_none() {
-                    // Its missing slices cannot be fetched apart (no strong validator): the
-                    // object is dropped and this request goes to the origin whole.
-                    let _ = self.cache.remove(&meta_key(&job.key)).await;
-                    return Ok(Outcome::PassThrough("partial"));
+            let mut first_ok = true;
+            if let (true, Some(r), false) = (ready, br, job.is_head) {
+                let first = r.start / meta.slice_size as u64;
+                // Complete but still on its way to the disk: served from its fill.
+                let in_fill = self.coalescer.get(&meta.slice_key(first)).is_some();
+                if !in_fill {
+                    prefetched = self.cached_slice(&meta, first).await;
+                    first_ok = prefetched.is_some();
                 }
+            }
+            if ready && !first_ok && meta.strong_etag().is_none() {
+                // A stored slice was lost and, without a strong validator, cannot be fetched
+                // apart: the object is dropped and this request goes to the origin whole.
+                let _ = self.cache.remove(&meta_key(&job.key)).await;
+                return Ok(Outcome::PassThrough("partial"));
+            }
+            if !(ready && first_ok) {
                 cs.hit = false;
                 cs.fwd = Some("partial");
             }
         }
+        self.serve(session, job, meta, cs, code, br, prefetched)
+            .await
+    }
+
+    /// Writes the response header and the (ranged) body of a stored object.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        &self,
+        session: &mut Session,
+        job: &mut Job,
+        meta: Arc<ObjectMeta>,
+        cs: CacheStatus,
+        code: StatusCode,
+        br: Option<ByteRange>,
+        prefetched: Option<Bytes>,
+    ) -> Result<Outcome> {
+        let len = meta.length;
+        let age = meta.policy.age(SystemTime::now());
         let mut resp = ResponseHeader::build(code, Some(meta.headers.len() + 5))?;
         for (name, value) in &meta.headers {
             resp.append_header(name.clone(), value.as_slice())?;
@@ -451,6 +501,12 @@ impl CachedPath {
             .bytes_served
             .with_label_values(&[&job.route.name, source])
             .inc_by(n);
+    }
+
+    /// Whether slice `idx` can be served without the origin: stored, or complete in a fill.
+    fn slice_ready(&self, meta: &ObjectMeta, idx: u64) -> bool {
+        let k = meta.slice_key(idx);
+        self.cache.contains(&k) || self.coalescer.get(&k).is_some_and(|i| i.is_complete())
     }
 
     async fn cached_slice(&self, meta: &ObjectMeta, idx: u64) -> Option<Bytes> {

@@ -118,6 +118,11 @@ impl Inflight {
         self.progress.send_modify(|p| p.chunks = n);
     }
 
+    /// True once every byte of the slice has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.progress.borrow().done == Some(true)
+    }
+
     /// Marks the slice complete (`true`) or abandoned (`false`).
     pub fn finish(&self, ok: bool) {
         self.progress.send_modify(|p| p.done = Some(ok));

@@ -108,7 +108,11 @@ impl CachedPath {
                 start,
                 end: Some(e),
             } => {
-                format!("bytes={}-{}", start / s * s, (e / s + 1) * s - 1)
+                let end = (e / s)
+                    .saturating_add(1)
+                    .saturating_mul(s)
+                    .saturating_sub(1);
+                format!("bytes={}-{end}", start / s * s)
             }
             RangeHint::From { start, end: None } => format!("bytes={}-", start / s * s),
             // The start depends on the length: a one-byte probe learns it.
@@ -309,15 +313,22 @@ impl CachedPath {
             stored_at: now_secs(),
             policy,
         });
-        if let Err(e) = self.cache.insert(&meta_key(&job.key), meta.encode()).await {
-            tracing::warn!(key = %job.key, error = %e, "object description not stored on disk");
-        }
+        // Visible from memory at once; the disk write does not hold up the first byte.
+        let mut records = vec![(meta_key(&job.key), meta.encode())];
         if !names.is_empty() {
-            let record = Record::encode_vary(&names);
-            if let Err(e) = self.cache.insert(&meta_key(&job.base_key), record).await {
-                tracing::warn!(key = %job.base_key, error = %e, "vary record not stored on disk");
-            }
+            records.push((meta_key(&job.base_key), Record::encode_vary(&names)));
         }
+        for (k, v) in &records {
+            self.cache.insert_memory_now(k, v.clone());
+        }
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            for (k, v) in records {
+                if let Err(e) = cache.insert(&k, v).await {
+                    tracing::warn!(error = %e, "object description not stored on disk");
+                }
+            }
+        });
         let s = meta.slice_size as u64;
         let first = body_start / s;
         let wanted_last = match job.range.as_ref().map(|r| range::evaluate(r, total)) {

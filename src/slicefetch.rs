@@ -166,7 +166,10 @@ impl RunFill {
                 slice.push(chunk.slice(..take));
             }
             let key = self.meta.slice_key(idx);
-            // Stored before it is announced complete: a client that saw it complete finds it cached.
+            // Complete now: its readers get their last bytes without waiting for the disk. It
+            // stays registered (readable) until the tiers hold it, so no request in between
+            // goes to the origin for it.
+            slice.finish(true);
             match self.cache.insert_parts(&key, &slice.chunks()).await {
                 Ok(()) => self.metrics.fills.with_label_values(&["stored"]).inc(),
                 Err(e) => {
@@ -174,7 +177,6 @@ impl RunFill {
                     self.metrics.fills.with_label_values(&["store_error"]).inc();
                 }
             }
-            slice.finish(true);
             self.coalescer.remove(&key, &slice);
             pending.pop_front();
             idx += 1;

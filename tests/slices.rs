@@ -341,6 +341,11 @@ async fn a_fill_continues_while_another_client_reads_it() {
     assert_eq!(s, 200);
     assert!(body == generated(6, 0, len));
     assert_eq!(get(&url).await.1, "strata; hit");
+    assert_eq!(
+        origin.hits("/shared"),
+        1,
+        "the early leaver shared the one fetch"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +363,10 @@ async fn origins_that_ignore_range_or_omit_length_still_work() {
         for range in ["bytes=3000000-3000099", "bytes=-10", "bytes=4194304-"] {
             let r = ranged(&node.url(path), range).await;
             let s = r.status().as_u16();
-            let body = r.bytes().await.unwrap();
+            let body = r
+                .bytes()
+                .await
+                .unwrap_or_else(|e| panic!("{path} {range}: {e} {}", node.log_text()));
             match s {
                 206 => {
                     let spec = range.strip_prefix("bytes=").unwrap();
@@ -391,4 +399,16 @@ async fn origins_that_ignore_range_or_omit_length_still_work() {
     assert_eq!(get(&node.url("/deaf")).await.1, "strata; hit");
     get(&node.url("/chunked")).await;
     assert_eq!(get(&node.url("/chunked")).await.1, "strata; hit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_range_numbers_on_an_unknown_object() {
+    let origin = TestOrigin::start().await;
+    origin.put("/x", Object::generated(3 * MIB, 9).header("etag", "\"x\""));
+    let node = Strata::start(&NodeConfig::new(&origin.url()));
+    let r = ranged(&node.url("/x"), "bytes=0-18446744073709551615").await;
+    assert_eq!(r.status().as_u16(), 206);
+    assert!(r.bytes().await.unwrap() == generated(9, 0, 3 * MIB));
+    let r = ranged(&node.url("/x"), "bytes=18446744073709551615-").await;
+    assert_eq!(r.status().as_u16(), 416);
 }

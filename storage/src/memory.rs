@@ -102,6 +102,24 @@ impl MemoryTier {
             .fetch_add(evicted.len() as u64, Ordering::Relaxed);
     }
 
+    /// Stores `value` bypassing the admission filter (for small records that must be found at
+    /// once, while their disk write is still in flight).
+    pub fn insert_forced(&self, key: &[u8], value: Bytes) {
+        let Some(ufo) = &self.ufo else { return };
+        let size = key.len() + value.len();
+        if size > self.max_item {
+            return;
+        }
+        let weight = size.div_ceil(UNIT).max(1) as u16;
+        let entry = Arc::new(MemEntry {
+            key: key.into(),
+            value,
+        });
+        let evicted = ufo.force_put(key_hash(key), entry, weight);
+        self.evictions
+            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+    }
+
     /// Drops `key`.
     pub fn remove(&self, key: &[u8]) {
         if let Some(u) = &self.ufo {

@@ -132,6 +132,12 @@ impl TieredCache {
         }
     }
 
+    /// Makes a small value visible at once from memory; the caller writes it to L2 (with
+    /// [`TieredCache::insert`]) without having to wait for that.
+    pub fn insert_memory_now(&self, key: &[u8], value: Bytes) {
+        self.l1.insert_forced(key, value);
+    }
+
     /// Forgets `key` in both tiers (durably in L2).
     pub async fn remove(&self, key: &[u8]) -> Result<()> {
         self.removals.fetch_add(1, Ordering::AcqRel);
