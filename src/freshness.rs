@@ -23,6 +23,9 @@ pub struct Overrides {
     pub ignore_cache_control: bool,
 }
 
+/// Version of the serialised policy.
+const POLICY_FORMAT: u8 = 1;
+
 /// Statuses Strata stores at all (a 206 is stored as the 200 it is part of).
 const UNDERSTOOD: [u16; 14] = [
     200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
@@ -35,7 +38,7 @@ const HEURISTIC_FRACTION: f64 = 0.1;
 const HEURISTIC_MAX: u64 = 7 * 86400;
 
 /// The caching policy of one stored response: what its freshness is and how it may be reused.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Unix seconds when the response was received (or last validated).
     response_time: u64,
@@ -348,14 +351,81 @@ impl Policy {
         c
     }
 
-    /// Serialised form, kept in the object's metadata record.
+    /// Serialised form, kept in the object's metadata record (little-endian, length-prefixed;
+    /// read on every hit, so no text format).
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut b = Vec::with_capacity(40 + self.directives.len() * 16);
+        b.push(POLICY_FORMAT);
+        b.extend_from_slice(&self.response_time.to_le_bytes());
+        b.extend_from_slice(&self.initial_age.to_le_bytes());
+        b.extend_from_slice(&self.lifetime.to_le_bytes());
+        b.extend_from_slice(&self.status.to_le_bytes());
+        b.push(self.explicit as u8 | (self.validators as u8) << 1);
+        let kept: Vec<_> = self
+            .directives
+            .iter()
+            .filter(|(k, v)| k.len() <= 255 && v.as_ref().is_none_or(|v| v.len() <= 0xffff))
+            .collect();
+        b.extend_from_slice(&(kept.len() as u16).to_le_bytes());
+        for (k, v) in kept {
+            b.push(k.len() as u8);
+            b.extend_from_slice(k.as_bytes());
+            match v {
+                Some(v) => {
+                    b.push(1);
+                    b.extend_from_slice(&(v.len() as u16).to_le_bytes());
+                    b.extend_from_slice(v.as_bytes());
+                }
+                None => b.push(0),
+            }
+        }
+        b
     }
 
-    /// Parses the serialised form.
-    pub fn decode(b: &[u8]) -> Option<Policy> {
-        serde_json::from_slice(b).ok()
+    /// Parses the serialised form; `None` when it is not one.
+    pub fn decode(mut b: &[u8]) -> Option<Policy> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (h, t) = (b.get(..n)?, b.get(n..)?);
+            *b = t;
+            Some(h)
+        }
+        fn u64_at(b: &mut &[u8]) -> Option<u64> {
+            Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))
+        }
+        fn u16_at(b: &mut &[u8]) -> Option<u16> {
+            Some(u16::from_le_bytes(take(b, 2)?.try_into().ok()?))
+        }
+        if take(&mut b, 1)? != [POLICY_FORMAT] {
+            return None;
+        }
+        let response_time = u64_at(&mut b)?;
+        let initial_age = u64_at(&mut b)?;
+        let lifetime = u64_at(&mut b)?;
+        let status = u16_at(&mut b)?;
+        let flags = take(&mut b, 1)?[0];
+        let n = u16_at(&mut b)?;
+        let mut directives = Vec::with_capacity(n.min(64) as usize);
+        for _ in 0..n {
+            let kl = take(&mut b, 1)?[0] as usize;
+            let k = std::str::from_utf8(take(&mut b, kl)?).ok()?.to_string();
+            let v = match take(&mut b, 1)?[0] {
+                0 => None,
+                _ => {
+                    let vl = u16_at(&mut b)? as usize;
+                    Some(std::str::from_utf8(take(&mut b, vl)?).ok()?.to_string())
+                }
+            };
+            directives.push((k, v));
+        }
+        b.is_empty().then_some(Policy {
+            response_time,
+            initial_age,
+            lifetime,
+            directives,
+            explicit: flags & 1 != 0,
+            status,
+            validators: flags & 2 != 0,
+        })
     }
 
     /// Unix seconds of `now`.
@@ -409,6 +479,19 @@ mod tests {
         let old = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(100));
         assert!(p(&[("date", &old)]).age(SystemTime::now()) >= 100);
         assert_eq!(p(&[("age", "42")]).age(SystemTime::now()), 42);
+    }
+
+    #[test]
+    fn encoding_roundtrips_and_rejects_truncation() {
+        let pol = p(&[
+            ("cache-control", "public, max-age=60, stale-if-error=\"30\""),
+            ("etag", "\"x\""),
+        ]);
+        let enc = pol.encode();
+        assert_eq!(Policy::decode(&enc), Some(pol));
+        for cut in 0..enc.len() {
+            assert!(Policy::decode(&enc[..cut]).is_none(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -30,7 +30,8 @@ struct InFlight {
 pub struct UringEngine {
     queue: Queue,
     wake: Arc<OwnedFd>,
-    /// Set while a wake-up is pending: later submitters skip the eventfd write (a syscall).
+    /// Set while the ring thread will look at the queue anyway (a wake-up is pending, or IOs are
+    /// in flight): submitters then skip the eventfd write (a syscall and a wake-up).
     woken: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -168,6 +169,39 @@ fn abandon_in_flight(slots: Vec<Option<InFlight>>) {
     }
 }
 
+/// Moves queued requests into the ring while slots are free.
+fn take_requests(
+    ring: &mut IoUring,
+    fd: RawFd,
+    slots: &mut [Option<InFlight>],
+    free: &mut Vec<usize>,
+    rx: &mpsc::Receiver<Request>,
+    closed: &mut bool,
+) -> io::Result<()> {
+    while let Some(&slot) = free.last() {
+        match rx.try_recv() {
+            Ok(req) => {
+                free.pop();
+                let mut f = InFlight {
+                    req,
+                    transferred: 0,
+                };
+                let sqe = sqe_for(fd, &mut f, slot);
+                slots[slot] = Some(f);
+                // SAFETY: see sqe_for; the ring has depth + 1 entries, one per slot plus wake.
+                unsafe { ring.submission().push(&sqe) }
+                    .map_err(|_| io::Error::other("submission queue full"))?;
+            }
+            Err(mpsc::TryRecvError::Empty) => break,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                *closed = true;
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn ring_loop(
     mut ring: IoUring,
     file: &File,
@@ -194,30 +228,14 @@ fn ring_loop(
     let mut closed = false;
     let mut completions = Vec::with_capacity(depth + 1);
     loop {
-        // Cleared before draining: a request sent after the drain finds the flag clear and
-        // writes the eventfd, so none is left waiting while this thread sleeps.
-        woken.store(false, Ordering::Release);
-        // Take new requests while there are free slots.
-        while let Some(&slot) = free.last() {
-            match rx.try_recv() {
-                Ok(req) => {
-                    free.pop();
-                    let mut f = InFlight {
-                        req,
-                        transferred: 0,
-                    };
-                    let sqe = sqe_for(fd, &mut f, slot);
-                    slots[slot] = Some(f);
-                    // SAFETY: see sqe_for; the ring has depth + 1 entries, one per slot plus wake.
-                    unsafe { ring.submission().push(&sqe) }
-                        .map_err(|_| io::Error::other("submission queue full"))?;
-                }
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
-            }
+        take_requests(&mut ring, fd, slots, &mut free, rx, &mut closed)?;
+        if free.len() == depth {
+            // Nothing in flight: this thread is about to sleep until the eventfd is written.
+            // Submitters skip that write while the flag is set (a completion will wake this
+            // thread anyway, saving a syscall and a wake-up per IO under load); cleared here,
+            // and a request that slipped in before the clear is taken now.
+            woken.store(false, Ordering::Release);
+            take_requests(&mut ring, fd, slots, &mut free, rx, &mut closed)?;
         }
         if closed && free.len() == depth {
             return Ok(());
