@@ -30,8 +30,8 @@ struct InFlight {
 pub struct UringEngine {
     queue: Queue,
     wake: Arc<OwnedFd>,
-    /// Set while the ring thread will look at the queue anyway (a wake-up is pending, or IOs are
-    /// in flight): submitters then skip the eventfd write (a syscall and a wake-up).
+    /// Set while the ring thread will look at the queue anyway (it is awake, or a wake-up is
+    /// pending): submitters then skip the eventfd write (a syscall and a wake-up).
     woken: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -229,14 +229,13 @@ fn ring_loop(
     let mut completions = Vec::with_capacity(depth + 1);
     loop {
         take_requests(&mut ring, fd, slots, &mut free, rx, &mut closed)?;
-        if free.len() == depth {
-            // Nothing in flight: this thread is about to sleep until the eventfd is written.
-            // Submitters skip that write while the flag is set (a completion will wake this
-            // thread anyway, saving a syscall and a wake-up per IO under load); cleared here,
-            // and a request that slipped in before the clear is taken now.
-            woken.store(false, Ordering::Release);
-            take_requests(&mut ring, fd, slots, &mut free, rx, &mut closed)?;
-        }
+        // This thread is about to sleep until a completion or the eventfd. Submitters skip the
+        // eventfd write while the flag is set (this thread looks at the queue anyway), so it is
+        // cleared before every sleep, and a request that slipped in before the clear is taken
+        // now. Waiting for the next completion instead would hold a new request back for a
+        // whole interrupt-coalescing interval, which halves the device's effective depth.
+        woken.store(false, Ordering::Release);
+        take_requests(&mut ring, fd, slots, &mut free, rx, &mut closed)?;
         if closed && free.len() == depth {
             return Ok(());
         }
@@ -250,6 +249,8 @@ fn ring_loop(
             }
             Err(e) => return Err(e),
         }
+        // Awake: requests queued from here on are taken at the top of the loop.
+        woken.store(true, Ordering::Release);
         completions.clear();
         completions.extend(ring.completion().map(|c| (c.user_data(), c.result())));
         for &(ud, res) in &completions {
