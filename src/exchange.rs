@@ -58,6 +58,18 @@ fn layout(resp: &ResponseHeader) -> Option<(u64, u64)> {
     }
 }
 
+/// The last byte of the object a response body holds (`total - 1` unless a 206 says less).
+fn body_end(resp: &ResponseHeader, total: u64) -> u64 {
+    match resp.status {
+        StatusCode::PARTIAL_CONTENT => resp
+            .headers
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| parse_content_range(v.as_bytes()))
+            .map_or(0, |(r, _)| r.end),
+        _ => total.saturating_sub(1),
+    }
+}
+
 /// The headers stored with an object: end-to-end ones, without those Strata computes.
 fn stored_headers(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     end_to_end(h)
@@ -239,14 +251,7 @@ impl CachedPath {
         // (two fetches may be two versions): such a body is only stored if it covers what the
         // client asked for.
         let covers_need = |(start, total): (u64, u64)| {
-            let body_end = match oh.status {
-                StatusCode::PARTIAL_CONTENT => oh
-                    .headers
-                    .get(header::CONTENT_RANGE)
-                    .and_then(|v| parse_content_range(v.as_bytes()))
-                    .map_or(0, |(r, _)| r.end),
-                _ => total.saturating_sub(1),
-            };
+            let body_end = body_end(oh, total);
             let need = match job.range.as_ref().map(|r| range::evaluate(r, total)) {
                 Some(RangeRequest::Single(r)) => (r.start, r.end),
                 _ => (0, total.saturating_sub(1)),
@@ -497,14 +502,7 @@ impl CachedPath {
         };
         // The body holds bytes body_start..=body_end of the object; the client's range must lie
         // inside (a one-byte probe, or an origin that shortened its 206, do not cover it).
-        let body_end = match oh.status {
-            StatusCode::PARTIAL_CONTENT => oh
-                .headers
-                .get(header::CONTENT_RANGE)
-                .and_then(|v| parse_content_range(v.as_bytes()))
-                .map_or(0, |(r, _)| r.end),
-            _ => total.saturating_sub(1),
-        };
+        let body_end = body_end(oh, total);
         let covered = r.is_none_or(|r| r.start >= body_start && r.end <= body_end);
         if !covered
             || (code == StatusCode::OK && body_start > 0)

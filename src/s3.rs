@@ -53,6 +53,8 @@ pub struct BucketConfig {
 }
 
 /// `routes[].s3`: the primary bucket's keys, plus writes and replicas.
+// The bucket fields repeat BucketConfig's: serde's `flatten` would lose `deny_unknown_fields`,
+// and a misspelt key must stay a config error.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
