@@ -53,13 +53,7 @@ pub fn format(cfg: &Config) -> Result<(), ExitCode> {
         eprintln!("strata: cache.disk is not configured; nothing to format");
         return Err(ExitCode::from(2));
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| {
-            eprintln!("strata: {e}");
-            ExitCode::FAILURE
-        })?;
-    match rt.block_on(strata_storage::disk::format(&disk)) {
+    match strata_storage::disk::format(&disk) {
         Ok(sb) => {
             println!("formatted {}: {}", disk.path.display(), sb.describe());
             Ok(())

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::aligned::AlignedBuf;
 use crate::device::{Device, DeviceKind};
-use crate::engine::{self, Done, EngineKind, EngineOptions, IoEngine};
+use crate::engine::{self, Done, EngineKind, EngineOptions, IoEngine, IoFuture};
 use crate::error::{Result, StorageError};
 use crate::index::{Entry, Index};
 use crate::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
@@ -193,39 +193,8 @@ impl DiskStore {
         let started = Instant::now();
         let dev = Device::open(&cfg.path, cfg.size)?;
         let block = dev.block_size;
-        if cfg.region_size < (1 << 20) || !cfg.region_size.is_multiple_of(block as u64) {
-            return Err(StorageError::Config(format!(
-                "region size {} must be at least 1MiB and a multiple of {block}",
-                cfg.region_size
-            )));
-        }
-        let region_count = dev.size.saturating_sub(DATA_OFFSET) / cfg.region_size;
-        if region_count < 2 {
-            return Err(StorageError::Config(format!(
-                "device of {} bytes holds fewer than 2 regions of {} bytes",
-                dev.size, cfg.region_size
-            )));
-        }
-        let region_count = u32::try_from(region_count)
-            .map_err(|_| StorageError::Config("too many regions".into()))?;
-        if region_count as u64 * cfg.region_size / block as u64 > u32::MAX as u64 {
-            return Err(StorageError::Config(format!(
-                "device of {} bytes is larger than the {} TiB one store addresses; use a partition",
-                dev.size,
-                (u32::MAX as u64 * block as u64) >> 40
-            )));
-        }
-        let wanted = Superblock {
-            version: FORMAT_VERSION,
-            block_size: block as u32,
-            device_size: dev.size,
-            data_offset: DATA_OFFSET,
-            region_count,
-            region_size: cfg.region_size,
-            uuid: rand::random(),
-            created: now_secs(),
-            clean_shutdown: 0,
-        };
+        let wanted = geometry(cfg, &dev)?;
+        let region_count = wanted.region_count;
         let (sb, formatted) = claim_device(&dev, wanted, cfg.overwrite)?;
         let file = Arc::new(
             dev.file
@@ -286,11 +255,7 @@ impl DiskStore {
     }
 
     fn write_superblock(&self, sb: &Superblock) -> Result<()> {
-        let mut block = AlignedBuf::zeroed(self.block, self.block);
-        sb.encode(block.as_mut_slice());
-        let io = |e| StorageError::io(&self.path, e);
-        self.file.write_all_at(block.as_slice(), 0).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        write_superblock(&self.file, &self.path, self.block, sb)
     }
 
     /// Rebuilds the index and the allocator from region headers, summaries and scans.
@@ -316,13 +281,7 @@ impl DiskStore {
         live.sort_by_key(|h| h.open_seq);
         let summaries: Vec<_> = live
             .iter()
-            .map(|h| {
-                h.summary.map(|(b, n)| {
-                    let off = self.region_offset(h.region) + b as u64 * block as u64;
-                    self.engine
-                        .read(off, AlignedBuf::zeroed(n as usize * block, block))
-                })
-            })
+            .map(|h| h.summary.map(|at| self.read_summary(h.region, at)))
             .collect();
         let mut max_seq = 0u64;
         let mut alloc = Allocator {
@@ -423,6 +382,17 @@ impl DiskStore {
         DATA_OFFSET + region as u64 * self.region_size
     }
 
+    /// Device offset of `block` of `region`.
+    fn block_offset(&self, region: u32, block: u32) -> u64 {
+        self.region_offset(region) + block as u64 * self.block as u64
+    }
+
+    /// Reads a region's summary of `n` blocks at block `b`; issued at once, so several overlap.
+    fn read_summary(&self, region: u32, (b, n): (u32, u32)) -> IoFuture {
+        let buf = AlignedBuf::zeroed(n as usize * self.block, self.block);
+        self.engine.read(self.block_offset(region, b), buf)
+    }
+
     /// Block number counted from region 0 (what the index stores).
     fn abs_block(&self, region: u32, block: u32) -> u32 {
         region * self.blocks_per_region() + block
@@ -479,7 +449,10 @@ impl DiskStore {
             // The region was reclaimed under this read, or another key shares the hash.
             return None;
         }
-        self.index.mark_hot(hash, &entry);
+        // The hot bit is only set, and only second chance reads it: skip the shard lock otherwise.
+        if self.eviction == EvictionPolicy::SecondChance && !entry.is_hot() {
+            self.index.mark_hot(hash, &entry);
+        }
         let start = HEADER_LEN + h.key_len as usize;
         let end = start + h.value_len as usize;
         Some(Bytes::from_owner(buf).slice(start..end))
@@ -513,30 +486,19 @@ impl DiskStore {
             }
         })?;
         let buf = item::encode(key, parts, seq, 0, self.block);
-        let offset = self.region_offset(region) + block as u64 * self.block as u64;
-        let (res, buf) = self
-            .engine
-            .write(offset, buf, Some(self.release(region)))
-            .await;
-        match res {
-            Ok(()) => {
-                let at = self.abs_block(region, block);
-                if !self.removed.lock().removed_after(hash, seq) {
-                    self.index
-                        .insert_if_newer(hash, Entry::new(at, blocks, seq));
-                }
-                self.counters.inserts.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .insert_bytes
-                    .fetch_add(value_len as u64, Ordering::Relaxed);
-                let start = HEADER_LEN + key.len();
-                Ok(Bytes::from_owner(buf).slice(start..start + value_len))
-            }
-            Err(e) => {
-                self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
-                Err(StorageError::io(&self.path, e))
-            }
+        let release = Some(self.release(region));
+        let buf = self.write_at(region, block, buf, release).await?;
+        let at = self.abs_block(region, block);
+        if !self.removed.lock().removed_after(hash, seq) {
+            self.index
+                .insert_if_newer(hash, Entry::new(at, blocks, seq));
         }
+        self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .insert_bytes
+            .fetch_add(value_len as u64, Ordering::Relaxed);
+        let start = HEADER_LEN + key.len();
+        Ok(Bytes::from_owner(buf).slice(start..start + value_len))
     }
 
     /// The hook that ends a reserved write: the region's writes-in-flight count drops once the
@@ -564,24 +526,29 @@ impl DiskStore {
         let (region, block, seq) = self.reserve(&mut a, blocks, hash, true).await?;
         drop(a);
         let buf = item::encode(key, &[], seq, FLAG_TOMBSTONE, self.block);
-        let offset = self.region_offset(region) + block as u64 * self.block as u64;
-        let (res, _) = self
-            .engine
-            .write(offset, buf, Some(self.release(region)))
-            .await;
-        res.map_err(|e| {
-            self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
-            StorageError::io(&self.path, e)
-        })
+        let release = Some(self.release(region));
+        self.write_at(region, block, buf, release).await.map(drop)
     }
 
-    async fn write_at(&self, region: u32, block: u32, buf: AlignedBuf) -> Result<()> {
-        let offset = self.region_offset(region) + block as u64 * self.block as u64;
-        let (res, _) = self.engine.write(offset, buf, None).await;
-        res.map_err(|e| {
-            self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
-            StorageError::io(&self.path, e)
-        })
+    /// Writes `buf` at `block` of `region`, counting failures; hands the buffer back.
+    async fn write_at(
+        &self,
+        region: u32,
+        block: u32,
+        buf: AlignedBuf,
+        done: Option<Done>,
+    ) -> Result<AlignedBuf> {
+        let (res, buf) = self
+            .engine
+            .write(self.block_offset(region, block), buf, done)
+            .await;
+        match res {
+            Ok(()) => Ok(buf),
+            Err(e) => {
+                self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
+                Err(StorageError::io(&self.path, e))
+            }
+        }
     }
 
     /// Reserves `blocks` blocks in the active region, sealing and opening regions as needed.
@@ -612,21 +579,7 @@ impl DiskStore {
                     return Ok((region, block, seq));
                 }
             }
-            if let Some(full) = a.active.take() {
-                // Listed as sealed before its summary is written: if that is interrupted, the
-                // region stays reclaimable (and recoverable by a scan), never lost.
-                a.sealed.push_back((
-                    full.region,
-                    Sealed {
-                        open_seq: full.open_seq,
-                        summary: None,
-                    },
-                ));
-                let sealed = self.seal(&full).await;
-                if let Some(slot) = a.sealed.iter_mut().find(|(r, _)| *r == full.region) {
-                    slot.1 = sealed;
-                }
-            }
+            self.seal_active(a).await;
             let (region, hot) = match a.free.pop_front() {
                 Some(r) => (r, Vec::new()),
                 None => self.reclaim(a).await?,
@@ -642,6 +595,25 @@ impl DiskStore {
         }
     }
 
+    /// Seals the active region, if any, and lists it for reclaim.
+    async fn seal_active(&self, a: &mut Allocator) {
+        let Some(full) = a.active.take() else { return };
+        // Listed as sealed before its summary is written: if that is interrupted, the region
+        // stays reclaimable (and recoverable by a scan), never lost.
+        a.sealed.push_back((
+            full.region,
+            Sealed {
+                open_seq: full.open_seq,
+                summary: None,
+            },
+        ));
+        let sealed = self.seal(&full).await;
+        // Still the last entry: nothing else touches the list while the allocator is locked.
+        if let Some(slot) = a.sealed.back_mut() {
+            slot.1 = sealed;
+        }
+    }
+
     /// Writes the summary and the sealed header of a full region.
     async fn seal(&self, act: &Active) -> Sealed {
         let n = self.summary_blocks(act.entries.len());
@@ -652,7 +624,11 @@ impl DiskStore {
             summary: None,
         };
         // A region whose summary cannot be written is still recoverable by a scan.
-        if self.write_at(act.region, act.next_block, buf).await.is_ok() {
+        if self
+            .write_at(act.region, act.next_block, buf, None)
+            .await
+            .is_ok()
+        {
             let header = RegionHeader {
                 region: act.region,
                 open_seq: act.open_seq,
@@ -669,7 +645,7 @@ impl DiskStore {
     async fn write_header(&self, h: &RegionHeader) -> Result<()> {
         let mut buf = AlignedBuf::zeroed(self.block, self.block);
         h.encode(buf.as_mut_slice());
-        self.write_at(h.region, 0, buf).await
+        self.write_at(h.region, 0, buf, None).await.map(drop)
     }
 
     /// Starts a new generation of `region`, copying `hot` items into it first.
@@ -713,7 +689,11 @@ impl DiskStore {
             placed.push(Entry::new(self.abs_block(region, block), blocks, h.version));
             off += h.len;
         }
-        if self.write_at(region, act.next_block, batch).await.is_ok() {
+        if self
+            .write_at(region, act.next_block, batch, None)
+            .await
+            .is_ok()
+        {
             for (h, e) in hot.iter().zip(placed) {
                 // A newer version inserted meanwhile wins over this copy.
                 if self.index.insert_if_newer(h.hash, e) {
@@ -737,12 +717,8 @@ impl DiskStore {
             .ok_or(StorageError::Busy)?;
         let (region, sealed) = a.sealed.remove(pos).ok_or(StorageError::Busy)?;
         let listed = match sealed.summary {
-            Some((b, n)) => {
-                let off = self.region_offset(region) + b as u64 * self.block as u64;
-                let (res, buf) = self
-                    .engine
-                    .read(off, AlignedBuf::zeroed(n as usize * self.block, self.block))
-                    .await;
+            Some(at) => {
+                let (res, buf) = self.read_summary(region, at).await;
                 res.ok()
                     .and_then(|_| summary::decode(buf.as_slice(), sealed.open_seq))
             }
@@ -764,13 +740,10 @@ impl DiskStore {
         let mut hot = Vec::new();
         let mut dropped = 0u64;
         for e in entries.iter().filter(|e| !e.tombstone) {
-            let Some(cur) = self.index.get(e.hash) else {
+            let here = Entry::new(self.abs_block(region, e.block), e.blocks, e.version);
+            let Some(cur) = self.index.remove_if(e.hash, &here) else {
                 continue;
             };
-            if cur.block != self.abs_block(region, e.block) || cur.version != e.version {
-                continue;
-            }
-            self.index.remove_if(e.hash, &cur);
             let second_chance = self.eviction == EvictionPolicy::SecondChance
                 && cur.is_hot()
                 && hot_blocks + e.blocks <= cap;
@@ -784,9 +757,8 @@ impl DiskStore {
         let reads: Vec<_> = hot
             .iter()
             .map(|e| {
-                let off = self.region_offset(region) + e.block as u64 * self.block as u64;
                 let buf = AlignedBuf::zeroed(e.blocks as usize * self.block, self.block);
-                (e, self.engine.read(off, buf))
+                (e, self.engine.read(self.block_offset(region, e.block), buf))
             })
             .collect();
         let mut items = Vec::with_capacity(reads.len());
@@ -827,17 +799,16 @@ impl DiskStore {
             return Ok(());
         }
         let mut a = self.alloc.lock().await;
-        if let Some(act) = a.active.take() {
+        if let Some(region) = a.active.as_ref().map(|act| act.region) {
             // Wait (a little) for writes in flight, so the summary describes landed items.
             let deadline = Instant::now() + std::time::Duration::from_secs(5);
-            while self.pending[act.region as usize].load(Ordering::Acquire) > 0
+            while self.pending[region as usize].load(Ordering::Acquire) > 0
                 && Instant::now() < deadline
             {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            let sealed = self.seal(&act).await;
-            a.sealed.push_back((act.region, sealed));
         }
+        self.seal_active(&mut a).await;
         let mut sb = self.superblock.clone();
         sb.clean_shutdown = 1;
         self.write_superblock(&sb)
@@ -904,8 +875,8 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Decides whether the device may be used; formats it when blank or allowed.
-/// Returns the superblock in force and whether it was just formatted.
+/// Decides whether the device may be used (blank, ours, or `overwrite`). Returns the superblock
+/// in force and whether it is a new format, which the caller writes.
 fn claim_device(dev: &Device, wanted: Superblock, overwrite: bool) -> Result<(Superblock, bool)> {
     let head_len = DATA_OFFSET.min(dev.size) as usize;
     let mut head = AlignedBuf::zeroed(head_len, dev.block_size);
@@ -940,37 +911,67 @@ fn claim_device(dev: &Device, wanted: Superblock, overwrite: bool) -> Result<(Su
         _ => {}
     }
     tracing::info!(path = %dev.path.display(), geometry = %wanted.describe(), "formatting cache device");
-    let mut block = AlignedBuf::zeroed(dev.block_size, dev.block_size);
-    wanted.encode(block.as_mut_slice());
-    let io = |e| StorageError::io(&dev.path, e);
-    dev.file.write_all_at(block.as_slice(), 0).map_err(io)?;
-    dev.file.sync_data().map_err(io)?;
     Ok((wanted, true))
 }
 
 /// Formats `path` as an empty cache of this geometry, whatever it holds (the operator asked).
-pub async fn format(cfg: &DiskConfig) -> Result<Superblock> {
-    let mut forced = cfg.clone();
-    forced.overwrite = true;
-    let dev = Device::open(&forced.path, forced.size)?;
+pub fn format(cfg: &DiskConfig) -> Result<Superblock> {
+    let dev = Device::open(&cfg.path, cfg.size)?;
+    let sb = geometry(cfg, &dev)?;
+    // A new uuid makes every region of an earlier cache unreadable.
+    write_superblock(&dev.file, &dev.path, dev.block_size, &sb)?;
+    Ok(sb)
+}
+
+/// The superblock of a new cache of the configured geometry on `dev`; refuses geometries the
+/// store cannot address.
+fn geometry(cfg: &DiskConfig, dev: &Device) -> Result<Superblock> {
+    let block = dev.block_size;
+    if cfg.region_size < (1 << 20) || !cfg.region_size.is_multiple_of(block as u64) {
+        return Err(StorageError::Config(format!(
+            "region size {} must be at least 1MiB and a multiple of {block}",
+            cfg.region_size
+        )));
+    }
     let region_count = dev.size.saturating_sub(DATA_OFFSET) / cfg.region_size;
-    let sb = Superblock {
+    if region_count < 2 {
+        return Err(StorageError::Config(format!(
+            "device of {} bytes holds fewer than 2 regions of {} bytes",
+            dev.size, cfg.region_size
+        )));
+    }
+    let region_count =
+        u32::try_from(region_count).map_err(|_| StorageError::Config("too many regions".into()))?;
+    if region_count as u64 * cfg.region_size / block as u64 > u32::MAX as u64 {
+        return Err(StorageError::Config(format!(
+            "device of {} bytes is larger than the {} TiB one store addresses; use a partition",
+            dev.size,
+            (u32::MAX as u64 * block as u64) >> 40
+        )));
+    }
+    Ok(Superblock {
         version: FORMAT_VERSION,
-        block_size: dev.block_size as u32,
+        block_size: block as u32,
         device_size: dev.size,
         data_offset: DATA_OFFSET,
-        region_count: u32::try_from(region_count)
-            .map_err(|_| StorageError::Config("too many regions".into()))?,
+        region_count,
         region_size: cfg.region_size,
         uuid: rand::random(),
         created: now_secs(),
         clean_shutdown: 0,
-    };
-    // A new uuid makes every region of an earlier cache unreadable.
-    let mut block = AlignedBuf::zeroed(dev.block_size, dev.block_size);
-    sb.encode(block.as_mut_slice());
-    let io = |e| StorageError::io(&dev.path, e);
-    dev.file.write_all_at(block.as_slice(), 0).map_err(io)?;
-    dev.file.sync_data().map_err(io)?;
-    Ok(sb)
+    })
+}
+
+/// Writes `sb` as the device's superblock, durably.
+fn write_superblock(
+    file: &std::fs::File,
+    path: &Path,
+    block: usize,
+    sb: &Superblock,
+) -> Result<()> {
+    let mut buf = AlignedBuf::zeroed(block, block);
+    sb.encode(buf.as_mut_slice());
+    let io = |e| StorageError::io(path, e);
+    file.write_all_at(buf.as_slice(), 0).map_err(io)?;
+    file.sync_data().map_err(io)
 }

@@ -85,39 +85,41 @@ impl MemoryTier {
 
     /// Offers `value` to the tier; it may be refused by size or by the admission filter.
     pub fn insert(&self, key: &[u8], value: Bytes) {
-        let Some(ufo) = &self.ufo else { return };
-        self.inserts.fetch_add(1, Ordering::Relaxed);
-        let size = key.len() + value.len();
-        if size > self.max_item {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
-            return;
+        if self.ufo.is_some() {
+            self.inserts.fetch_add(1, Ordering::Relaxed);
         }
-        let weight = size.div_ceil(UNIT).max(1) as u16;
-        let entry = Arc::new(MemEntry {
-            key: key.into(),
-            value,
-        });
-        let evicted = ufo.put(key_hash(key), entry, weight);
-        self.evictions
-            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+        if !self.put(key, value, false) {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Stores `value` bypassing the admission filter (for small records that must be found at
     /// once, while their disk write is still in flight).
     pub fn insert_forced(&self, key: &[u8], value: Bytes) {
-        let Some(ufo) = &self.ufo else { return };
+        self.put(key, value, true);
+    }
+
+    /// Puts `value` in TinyUFO (`forced`: past the admission filter); false when too large.
+    fn put(&self, key: &[u8], value: Bytes, forced: bool) -> bool {
+        let Some(ufo) = &self.ufo else { return true };
         let size = key.len() + value.len();
         if size > self.max_item {
-            return;
+            return false;
         }
         let weight = size.div_ceil(UNIT).max(1) as u16;
+        let hash = key_hash(key);
         let entry = Arc::new(MemEntry {
             key: key.into(),
             value,
         });
-        let evicted = ufo.force_put(key_hash(key), entry, weight);
+        let evicted = if forced {
+            ufo.force_put(hash, entry, weight)
+        } else {
+            ufo.put(hash, entry, weight)
+        };
         self.evictions
             .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+        true
     }
 
     /// Drops `key`.
