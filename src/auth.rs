@@ -105,8 +105,9 @@ fn parse_alg(s: &str) -> Result<Algorithm, String> {
 }
 
 impl JwtAuth {
-    /// Builds the check; errors name the offending key (relative to `auth.jwt`).
-    pub fn new(cfg: &JwtConfig, base: &Path) -> Result<JwtAuth, (String, String)> {
+    /// Builds the check (key paths as given: the config loader made them absolute); errors name
+    /// the offending key (relative to `auth.jwt`).
+    pub fn new(cfg: &JwtConfig) -> Result<JwtAuth, (String, String)> {
         let bad = |k: &str, m: String| (k.to_string(), m);
         if cfg.algorithms.is_empty() {
             return Err(bad(
@@ -128,12 +129,7 @@ impl JwtAuth {
             ));
         }
         let read = |k: &str, p: &Path| {
-            let p = if p.is_relative() {
-                base.join(p)
-            } else {
-                p.to_path_buf()
-            };
-            std::fs::read(&p).map_err(|e| bad(k, format!("cannot read {}: {e}", p.display())))
+            std::fs::read(p).map_err(|e| bad(k, format!("cannot read {}: {e}", p.display())))
         };
         let given = [
             cfg.secret.is_some(),

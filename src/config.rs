@@ -272,7 +272,7 @@ impl Config {
                     *p = base.join(&*p);
                 }
             }
-            if let Err((key, message)) = JwtAuth::new(&auth.jwt, base) {
+            if let Err((key, message)) = JwtAuth::new(&auth.jwt) {
                 return Err(ConfigError::Invalid {
                     path: path.to_path_buf(),
                     key: format!("routes[{i}].auth.jwt.{key}"),

@@ -124,10 +124,9 @@ impl Route {
                 ignore_cache_control: cfg.ignore_cache_control,
             },
             auth: match &cfg.auth {
-                Some(a) => Some(
-                    JwtAuth::new(&a.jwt, std::path::Path::new("."))
-                        .map_err(|(k, m)| format!("auth.jwt.{k}: {m}"))?,
-                ),
+                Some(a) => {
+                    Some(JwtAuth::new(&a.jwt).map_err(|(k, m)| format!("auth.jwt.{k}: {m}"))?)
+                }
                 None => None,
             },
             s3,

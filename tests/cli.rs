@@ -128,3 +128,23 @@ fn format_then_inspect_a_cache_file() {
     );
     assert!(text.contains("items:           0"), "{text}");
 }
+
+#[test]
+fn key_files_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf_dir = dir.path().join("conf");
+    std::fs::create_dir(&conf_dir).unwrap();
+    std::fs::write(conf_dir.join("keys.json"), r#"{"keys":[]}"#).unwrap();
+    let yaml = GOOD.to_string()
+        + "    auth:\n      jwt:\n        algorithms: [RS256]\n        jwks_file: keys.json\n";
+    std::fs::write(conf_dir.join("c.yaml"), yaml).unwrap();
+    // Started from the parent directory, with the config named by a relative path.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(dir.path())
+        .args(["check", "--config", "conf/c.yaml"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+}
