@@ -537,7 +537,7 @@ impl CachedPath {
             .map(|(_, k)| k)
             .collect();
         let (run, slices) = if private {
-            self.coalescer.private_run(1)
+            self.coalescer.private_run()
         } else {
             self.coalescer.register_run(&keys)?
         };

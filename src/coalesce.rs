@@ -136,7 +136,7 @@ impl Inflight {
     /// A reader from the first byte; it holds interest in the run while it lives.
     pub fn reader(self: &Arc<Self>) -> SliceReader {
         SliceReader {
-            interest: self.run.interest(),
+            _interest: self.run.interest(),
             slice: self.clone(),
             next: 0,
             rx: self.progress.subscribe(),
@@ -158,18 +158,14 @@ pub enum Step {
 
 /// Follows one in-flight slice from its first byte.
 pub struct SliceReader {
-    interest: Interest,
+    /// Held, never read: keeps the run wanted while this reader lives.
+    _interest: Interest,
     slice: Arc<Inflight>,
     next: usize,
     rx: watch::Receiver<Progress>,
 }
 
 impl SliceReader {
-    /// The run's interest guard (to keep the run alive past this slice).
-    pub fn interest(&self) -> &Interest {
-        &self.interest
-    }
-
     /// Waits for the next chunk, the end, or `timeout` without progress.
     pub async fn next(&mut self, timeout: Duration) -> Step {
         loop {
@@ -273,13 +269,11 @@ impl Coalescer {
         (!out.is_empty()).then_some((run, out))
     }
 
-    /// A run of `n` slices that nobody else can join (used to bypass a stalled shared fill).
-    pub fn private_run(&self, n: usize) -> (Arc<Run>, Vec<Arc<Inflight>>) {
+    /// A run of one slice that nobody else can join (used to bypass a stalled shared fill).
+    pub fn private_run(&self) -> (Arc<Run>, Vec<Arc<Inflight>>) {
         let run = Arc::new(Run::default());
-        let slices = (0..n.max(1))
-            .map(|_| Arc::new(Inflight::new(run.clone())))
-            .collect();
-        (run, slices)
+        let slice = Arc::new(Inflight::new(run.clone()));
+        (run, vec![slice])
     }
 
     /// Unregisters `key` if it still maps to `slice`.
@@ -288,11 +282,6 @@ impl Coalescer {
         if map.get(key).is_some_and(|s| Arc::ptr_eq(s, slice)) {
             map.remove(key);
         }
-    }
-
-    /// Number of slices in flight.
-    pub fn in_flight(&self) -> usize {
-        lock(&self.slices).len()
     }
 
     /// Leader or follower for the first fetch of the object under `key`.

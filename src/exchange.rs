@@ -16,7 +16,7 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::cache_status::CacheStatus;
 use crate::cached::{hold, respond_error, CachedPath, Job, Outcome};
-use crate::coalesce::{Discovery, DiscoveryGuard, Inflight, Run, Step};
+use crate::coalesce::{Discovery, DiscoveryGuard, Inflight, Run};
 use crate::fill::SliceFill;
 use crate::freshness::Policy;
 use crate::headers::{content_length, end_to_end};
@@ -239,12 +239,8 @@ impl CachedPath {
         let oh = &origin.header;
         let now = SystemTime::now();
         let policy = Policy::new(oh.status, &oh.headers, now, job.route.overrides);
-        let verdict = policy
-            .storable(&job.headers, &oh.headers)
-            .and_then(|()| match oh.status {
-                StatusCode::NOT_MODIFIED => Err("status"),
-                _ => Ok(()),
-            });
+        // A 304 is never storable (not an understood status): it is forwarded below.
+        let verdict = policy.storable(&job.headers, &oh.headers);
         let layout = layout(oh);
         let sliceable = |(start, _): (u64, u64)| start.is_multiple_of(self.slice_size);
         // Without a strong ETag, slices this body does not cover could never be added later
@@ -265,12 +261,10 @@ impl CachedPath {
         match (verdict, layout) {
             (Ok(()), Some(l)) if sliceable(l) && (strong || covers_need(l)) => {
                 let (meta, run) = self.describe(job, &origin.header, policy, l).await;
-                let mut origin = Some(origin);
                 if let Some((run, slices)) = run {
                     hold(&mut job.held, run.interest());
-                    self.spawn_fill(job, &meta, slices, run, origin.take(), l.0);
+                    self.spawn_fill(job, &meta, slices, run, origin, l.0);
                 }
-                drop(origin);
                 guard.resolve(Discovery::Ready);
                 let mut cs = CacheStatus::fwd(fwd);
                 cs.stored = true;
@@ -361,7 +355,7 @@ impl CachedPath {
         meta: &Arc<ObjectMeta>,
         slices: Vec<Arc<Inflight>>,
         run: Arc<Run>,
-        origin: Option<OriginResponse>,
+        origin: OriginResponse,
         body_start: u64,
     ) {
         let fill = RunFill {
@@ -375,12 +369,7 @@ impl CachedPath {
             metrics: self.metrics.clone(),
             upstream: self.upstream.clone(),
         };
-        match origin {
-            Some(o) => {
-                tokio::spawn(fill.fill(o, body_start));
-            }
-            None => drop(fill),
-        }
+        tokio::spawn(fill.fill(origin, body_start));
     }
 
     /// Revalidates a stale response without a client waiting (stale-while-revalidate): a 304
@@ -437,13 +426,13 @@ impl CachedPath {
                     let (meta, run) = this.describe(&mut job, &origin.header, policy, l).await;
                     guard.resolve(Discovery::Ready);
                     if let Some((run, slices)) = run {
-                        // Keep the run alive until its last slice is done: nobody else may be reading.
-                        let last = slices.last().cloned();
+                        // Keep the run alive until it is over: nobody else may be reading. An
+                        // hour bounds an origin that stops sending without closing.
                         let interest = run.interest();
-                        this.spawn_fill(&job, &meta, slices, run, Some(origin), 0);
-                        if let Some(last) = last {
-                            wait_done(last).await;
-                        }
+                        this.spawn_fill(&job, &meta, slices, run, origin, 0);
+                        let over = interest.run().finished();
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_secs(3600), over).await;
                         drop(interest);
                     }
                 }
@@ -647,16 +636,6 @@ fn status_of_response(s: StatusCode) -> u16 {
 }
 
 /// Follows a slice to its end (keeping its run alive meanwhile).
-async fn wait_done(slice: Arc<Inflight>) {
-    let mut r = slice.reader();
-    loop {
-        match r.next(std::time::Duration::from_secs(3600)).await {
-            Step::Chunk(_) => {}
-            _ => return,
-        }
-    }
-}
-
 fn downstream_header(
     status: StatusCode,
     origin: &HeaderMap,

@@ -241,11 +241,6 @@ impl Policy {
         self.lifetime.min(DELTA_MAX) as i64 - self.age(now) as i64
     }
 
-    /// True once the freshness lifetime has passed.
-    pub fn is_stale(&self, now: SystemTime) -> bool {
-        self.ttl(now) <= 0
-    }
-
     /// True when the response demands validation before every reuse (`no-cache`).
     pub fn no_cache(&self) -> bool {
         has(&self.directives, "no-cache")

@@ -102,19 +102,18 @@ impl ProxyHttp for StrataProxy {
             .await?;
             return Ok(true);
         };
+        ctx.route = Some(route.clone());
+        let method = &session.req_header().method;
+        let safe = *method == Method::GET || *method == Method::HEAD;
         // Auth comes before the cache: nothing stored is served to a refused client.
         if let Some(auth) = &route.auth {
             if let Err(refusal) = auth.check(session.req_header_mut()) {
-                ctx.route = Some(route.clone());
                 refuse(session, &mut ctx.status, &refusal).await?;
                 return Ok(true);
             }
         }
         if let Some(s3) = &route.s3 {
-            let m = &session.req_header().method;
-            let safe = *m == Method::GET || *m == Method::HEAD;
             if !safe && !s3.allow_writes {
-                ctx.route = Some(route.clone());
                 ctx.status = CacheStatus::fwd("method");
                 ctx.status.detail = Some("read-only".into());
                 let mut resp = ResponseHeader::build(StatusCode::METHOD_NOT_ALLOWED, Some(3))?;
@@ -131,7 +130,6 @@ impl ProxyHttp for StrataProxy {
         }
         let req = session.req_header();
         let raw = req.uri.path();
-        let safe = req.method == Method::GET || req.method == Method::HEAD;
         // S3 keys are opaque (a double slash is part of the key): the raw path, unless it only
         // reached this route once normalised. Queries on S3 reads would reach bucket APIs
         // (listing, ACLs, versions) with Strata's credentials: dropped.
@@ -144,7 +142,6 @@ impl ProxyHttp for StrataProxy {
             _ => base.to_string(),
         };
         ctx.upstream_path = route.upstream_path(&pq);
-        ctx.route = Some(route.clone());
         if route.s3.is_some() && ctx.upstream_path.split('?').next() == Some("/") {
             // An empty key would address the bucket itself (a listing).
             ctx.status = CacheStatus::fwd("bypass");
@@ -152,8 +149,7 @@ impl ProxyHttp for StrataProxy {
             respond_error(session, StatusCode::NOT_FOUND, &ctx.status, "no object key").await?;
             return Ok(true);
         }
-        ctx.route = Some(route.clone());
-        if req.method == Method::GET || req.method == Method::HEAD {
+        if safe {
             match self
                 .cached
                 .handle(session, &route, &ctx.upstream_path)
@@ -181,11 +177,7 @@ impl ProxyHttp for StrataProxy {
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
         // Writes and uncached reads of an S3 route go to the primary bucket.
-        let peer = match &route.s3 {
-            Some(s3) => s3.primary().endpoint.peer().await,
-            None => route.peer().await,
-        };
-        match peer {
+        match route.peer().await {
             Ok(p) => Ok(Box::new(p)),
             Err(e) => Error::e_explain(ErrorType::ConnectNoRoute, e),
         }

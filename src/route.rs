@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pingora::upstreams::peer::HttpPeer;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::auth::JwtAuth;
 use crate::config::RouteConfig;
@@ -99,25 +99,36 @@ pub struct Route {
     pub auth: Option<JwtAuth>,
     /// `routes[].s3`: the bucket(s) behind the route.
     pub s3: Option<S3Backend>,
-    endpoint: Endpoint,
+    /// Where requests go: the origin, or the primary bucket's endpoint (one DNS cache each).
+    endpoint: Arc<Endpoint>,
+    key_base: String,
 }
 
 impl Route {
     /// Builds a route from validated configuration.
     pub fn new(cfg: &RouteConfig) -> Result<Route, String> {
-        let (origin, s3) = match (&cfg.origin, &cfg.s3) {
-            (Some(o), None) => (Origin::parse(o)?, None),
+        let (endpoint, s3) = match (&cfg.origin, &cfg.s3) {
+            (Some(o), None) => (Arc::new(Endpoint::new(Origin::parse(o)?)), None),
             (None, Some(s)) => {
                 let backend = S3Backend::new(s)?;
-                (backend.primary().endpoint.origin.clone(), Some(backend))
+                (backend.primary().endpoint.clone(), Some(backend))
             }
             _ => return Err("give exactly one of origin and s3".into()),
         };
+        // Cache keys start with the origin's URL (for an S3 route, the primary bucket's, so two
+        // buckets behind one endpoint never share keys).
+        let scheme = if endpoint.origin.tls { "https" } else { "http" };
+        let bucket = s3
+            .as_ref()
+            .map(|s| s.primary().request_path(""))
+            .unwrap_or_default();
+        let key_base = format!("{scheme}://{}{bucket}", endpoint.origin.host_header());
         Ok(Route {
+            key_base,
             name: cfg.name.clone(),
             prefix: cfg.path_prefix.clone(),
-            endpoint: Endpoint::new(origin.clone()),
-            origin,
+            origin: endpoint.origin.clone(),
+            endpoint,
             overrides: Overrides {
                 default_ttl: cfg.default_ttl.map(|d| d.0),
                 negative_ttl: cfg.negative_ttl.map(|d| d.0),
@@ -155,21 +166,14 @@ impl Route {
         format!("{}{}", self.origin.base_path, rest)
     }
 
-    /// A peer for the origin.
+    /// A peer for the origin (an S3 route's primary bucket).
     pub async fn peer(&self) -> Result<HttpPeer, String> {
         self.endpoint.peer().await
     }
 
-    /// What cache keys of this route start with: the origin's URL (for an S3 route, the primary
-    /// bucket's, so two buckets behind one endpoint never share keys).
-    pub fn key_base(&self) -> String {
-        let scheme = if self.origin.tls { "https" } else { "http" };
-        let bucket = self
-            .s3
-            .as_ref()
-            .map(|s| s.primary().request_path(""))
-            .unwrap_or_default();
-        format!("{scheme}://{}{bucket}", self.origin.host_header())
+    /// What cache keys of this route start with.
+    pub fn key_base(&self) -> &str {
+        &self.key_base
     }
 }
 

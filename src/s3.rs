@@ -170,7 +170,7 @@ const DOWN_FOR: Duration = Duration::from_secs(30);
 /// One bucket Strata talks to.
 pub struct S3Target {
     /// Where requests go (the bucket's host under virtual-hosted addressing).
-    pub endpoint: Endpoint,
+    pub endpoint: Arc<Endpoint>,
     bucket: String,
     region: String,
     identity: Option<Identity>,
@@ -214,7 +214,7 @@ impl S3Target {
             _ => None,
         };
         Ok(S3Target {
-            endpoint: Endpoint::new(origin),
+            endpoint: Arc::new(Endpoint::new(origin)),
             bucket: cfg.bucket.clone(),
             region: cfg.region.clone(),
             identity,
