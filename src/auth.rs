@@ -4,7 +4,7 @@
 //! client without a valid token. The token is removed from the request once checked: it is not
 //! part of the cache key (the query parameter form) and is not sent to the origin.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use http::{header, HeaderName};
@@ -66,7 +66,9 @@ pub enum Source {
 #[derive(Clone)]
 enum Keys {
     One(DecodingKey),
-    Set(JwkSet),
+    /// JWKS keys by `kid` (the first of a kid wins), converted once; a key that does not
+    /// convert refuses the tokens that name it.
+    Set(HashMap<String, Result<DecodingKey, String>>),
 }
 
 /// A configured JWT check.
@@ -177,7 +179,15 @@ impl JwtAuth {
             let json = read("jwks_file", path)?;
             let set: JwkSet = serde_json::from_slice(&json)
                 .map_err(|e| bad("jwks_file", format!("not a JWKS document: {e}")))?;
-            Keys::Set(set)
+            let mut by_kid = HashMap::new();
+            for jwk in &set.keys {
+                if let Some(kid) = &jwk.common.key_id {
+                    by_kid
+                        .entry(kid.clone())
+                        .or_insert_with(|| DecodingKey::from_jwk(jwk).map_err(|e| e.to_string()));
+                }
+            }
+            Keys::Set(by_kid)
         } else {
             unreachable!("exactly one key source was checked above")
         };
@@ -227,20 +237,21 @@ impl JwtAuth {
         let header =
             jsonwebtoken::decode_header(&token).map_err(|e| Refusal::Invalid(e.to_string()))?;
         let key = match &self.keys {
-            Keys::One(k) => k.clone(),
-            Keys::Set(set) => {
+            Keys::One(k) => k,
+            Keys::Set(by_kid) => {
                 let kid = header
                     .kid
                     .as_deref()
                     .ok_or(Refusal::Invalid("token has no kid".into()))?;
-                let jwk = set
-                    .find(kid)
-                    .ok_or(Refusal::Invalid(format!("unknown kid {kid}")))?;
-                DecodingKey::from_jwk(jwk).map_err(|e| Refusal::Invalid(e.to_string()))?
+                by_kid
+                    .get(kid)
+                    .ok_or(Refusal::Invalid(format!("unknown kid {kid}")))?
+                    .as_ref()
+                    .map_err(|e| Refusal::Invalid(e.clone()))?
             }
         };
         let data =
-            jsonwebtoken::decode::<serde_json::Map<String, Value>>(&token, &key, &self.validation)
+            jsonwebtoken::decode::<serde_json::Map<String, Value>>(&token, key, &self.validation)
                 .map_err(|e| Refusal::Invalid(e.to_string()))?;
         for (name, accepted) in &self.claims {
             let ok = match data.claims.get(name) {

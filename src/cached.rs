@@ -20,7 +20,7 @@ use strata_storage::TieredCache;
 use crate::cache_status::CacheStatus;
 use crate::coalesce::{wait_discovery, Coalescer, Discovery, Interest, Role, SliceReader, Step};
 use crate::conditional::{self, NOT_MODIFIED_HEADERS};
-use crate::freshness::{Policy, Reuse};
+use crate::freshness::Reuse;
 use crate::headers::cache_control;
 use crate::metrics::Metrics;
 use crate::object::{meta_key, ObjectMeta, Record};
@@ -192,10 +192,10 @@ impl CachedPath {
         // RFC 9211: "stale" when the response needs validation, "request" when only the
         // request's directives forbid using it.
         let fwd = if by_request { "request" } else { "stale" };
-        let conditionals = Policy::conditionals(&meta.header_map());
         if only_if_cached(&job.headers) {
             return self.gateway_timeout(session, fwd).await;
         }
+        let conditionals = meta.conditionals();
         if while_revalidate {
             // Served stale now; one background revalidation, shared by everyone who asks meanwhile.
             if let Role::Leader(guard) = self.coalescer.discover(&job.key) {

@@ -129,20 +129,25 @@ fn request_directives(req: &HeaderMap) -> Directives {
 impl Policy {
     /// The policy of a response (`status`, `resp`) received at `now`.
     pub fn new(status: StatusCode, resp: &HeaderMap, now: SystemTime, ov: Overrides) -> Policy {
-        let mut view = resp.clone();
-        if ov.ignore_cache_control {
-            view.remove(header::CACHE_CONTROL);
-            view.remove(header::EXPIRES);
-            view.remove(header::PRAGMA);
-        }
-        let d = cache_control(&view);
+        // A copy only when the route ignores the origin's caching headers.
+        let view = if ov.ignore_cache_control {
+            let mut stripped = resp.clone();
+            stripped.remove(header::CACHE_CONTROL);
+            stripped.remove(header::EXPIRES);
+            stripped.remove(header::PRAGMA);
+            std::borrow::Cow::Owned(stripped)
+        } else {
+            std::borrow::Cow::Borrowed(resp)
+        };
+        let view = view.as_ref();
+        let d = cache_control(view);
         let status = if status == StatusCode::PARTIAL_CONTENT {
             200
         } else {
             status.as_u16()
         };
         let response_time = unix(now);
-        let date_value = date(&view, header::DATE).unwrap_or(response_time);
+        let date_value = date(view, header::DATE).unwrap_or(response_time);
         // §4.2.3 (the request was sent just before the response arrived: no response_delay).
         let apparent_age = response_time.saturating_sub(date_value);
         let age_value = view
@@ -157,11 +162,11 @@ impl Policy {
             .or_else(|| {
                 view.get(header::EXPIRES).map(|_| {
                     // An invalid Expires (e.g. "0") means "already expired".
-                    date(&view, header::EXPIRES).map_or(0, |e| e.saturating_sub(date_value))
+                    date(view, header::EXPIRES).map_or(0, |e| e.saturating_sub(date_value))
                 })
             });
         let heuristic = || {
-            let lm = date(&view, header::LAST_MODIFIED)?;
+            let lm = date(view, header::LAST_MODIFIED)?;
             let since = date_value.saturating_sub(lm) as f64;
             Some(((since * HEURISTIC_FRACTION) as u64).min(HEURISTIC_MAX))
         };
@@ -332,18 +337,6 @@ impl Policy {
         }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
         Some((Policy::new(status, &merged, now, ov), merged))
-    }
-
-    /// Validators to send when revalidating a stored response with these headers.
-    pub fn conditionals(stored: &HeaderMap) -> Vec<(header::HeaderName, header::HeaderValue)> {
-        let mut c = Vec::new();
-        if let Some(e) = stored.get(header::ETAG) {
-            c.push((header::IF_NONE_MATCH, e.clone()));
-        }
-        if let Some(lm) = stored.get(header::LAST_MODIFIED) {
-            c.push((header::IF_MODIFIED_SINCE, lm.clone()));
-        }
-        c
     }
 
     /// Serialised form, kept in the object's metadata record (little-endian, length-prefixed;

@@ -70,6 +70,20 @@ impl ObjectMeta {
         self.header("etag").filter(|e| e.starts_with(b"\""))
     }
 
+    /// The validators to revalidate this response with (If-None-Match, If-Modified-Since).
+    pub fn conditionals(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        [
+            ("etag", http::header::IF_NONE_MATCH),
+            ("last-modified", http::header::IF_MODIFIED_SINCE),
+        ]
+        .into_iter()
+        .filter_map(|(stored, ask)| {
+            let v = http::HeaderValue::from_bytes(self.header(stored)?).ok()?;
+            Some((ask, v))
+        })
+        .collect()
+    }
+
     /// The stored headers as a map.
     pub fn header_map(&self) -> HeaderMap {
         let mut h = HeaderMap::with_capacity(self.headers.len());
