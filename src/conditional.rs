@@ -2,6 +2,7 @@
 
 use http::{header, HeaderMap, Method, StatusCode};
 
+use crate::headers::http_date;
 use crate::object::ObjectMeta;
 
 /// `Some(304 or 412)` when the preconditions say the stored response must not be sent.
@@ -10,15 +11,8 @@ pub fn evaluate(method: &Method, req: &HeaderMap, meta: &ObjectMeta) -> Option<S
         return None;
     }
     let etag = meta.header("etag");
-    let last_modified = meta
-        .header("last-modified")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
-    let date = |name: header::HeaderName| {
-        req.get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
-    };
+    let last_modified = meta.header("last-modified").and_then(http_date);
+    let date = |name: header::HeaderName| req.get(name).and_then(|v| http_date(v.as_bytes()));
     // 1. If-Match (strong comparison), else 2. If-Unmodified-Since.
     if let Some(im) = req.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         if !list_matches(im, etag, true) {

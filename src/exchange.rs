@@ -18,9 +18,9 @@ use crate::cache_status::CacheStatus;
 use crate::cached::{hold, respond_error, CachedPath, Job, Outcome};
 use crate::coalesce::{Discovery, DiscoveryGuard, Inflight, Run};
 use crate::fill::SliceFill;
-use crate::freshness::Policy;
+use crate::freshness::{unix, Policy};
 use crate::headers::{content_length, end_to_end};
-use crate::object::{meta_key, object_id, ObjectMeta, Record};
+use crate::object::{is_strong_etag, meta_key, object_id, ObjectMeta, Record};
 use crate::range::{self, parse_content_range, ByteRange, RangeHint, RangeRequest};
 use crate::slicefetch::RunFill;
 use crate::upstream::{OriginResponse, UpstreamError};
@@ -46,7 +46,7 @@ const NOT_FORWARDED: [HeaderName; 7] = [
 ];
 
 /// Where a response body starts in the object and the object's length, when it says.
-fn layout(resp: &ResponseHeader) -> Option<(u64, u64)> {
+pub(crate) fn layout(resp: &ResponseHeader) -> Option<(u64, u64)> {
     match resp.status {
         StatusCode::PARTIAL_CONTENT => resp
             .headers
@@ -79,10 +79,6 @@ fn stored_headers(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
         })
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
         .collect()
-}
-
-fn now_secs() -> u64 {
-    Policy::unix(SystemTime::now())
 }
 
 impl CachedPath {
@@ -216,7 +212,7 @@ impl CachedPath {
         let meta = ObjectMeta {
             headers: stored_headers(&merged),
             policy,
-            stored_at: Policy::unix(now),
+            stored_at: unix(now),
             ..old.clone()
         };
         if let Err(e) = self.cache.insert(&meta_key(&job.key), meta.encode()).await {
@@ -257,7 +253,7 @@ impl CachedPath {
         let strong = oh
             .headers
             .get(header::ETAG)
-            .is_some_and(|e| e.as_bytes().starts_with(b"\""));
+            .is_some_and(|e| is_strong_etag(e.as_bytes()));
         match (verdict, layout) {
             (Ok(()), Some(l)) if sliceable(l) && (strong || covers_need(l)) => {
                 let (meta, run) = self.describe(job, &origin.header, policy, l).await;
@@ -309,7 +305,7 @@ impl CachedPath {
             length: total,
             slice_size,
             id: object_id(&job.key, etag, Some(total), slice_size),
-            stored_at: now_secs(),
+            stored_at: unix(SystemTime::now()),
             policy,
         });
         // Visible from memory at once; the disk write does not hold up the first byte.
@@ -584,7 +580,7 @@ impl CachedPath {
             length: 0,
             slice_size: self.slice_size as u32,
             id,
-            stored_at: now_secs(),
+            stored_at: unix(SystemTime::now()),
             policy,
         };
         let mut fill = SliceFill::new(self.cache.clone(), id, self.slice_size as usize);

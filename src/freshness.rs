@@ -8,9 +8,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use bytes::Buf;
 use http::{header, HeaderMap, StatusCode};
 
-use crate::headers::cache_control;
+use crate::headers::{cache_control, decimal, http_date};
+use crate::object::take;
 
 /// Per-route deviations from the origin's caching instructions.
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,11 +84,7 @@ const DELTA_MAX: u64 = 1 << 31;
 
 /// A delta-seconds value: digits only, clamped to [`DELTA_MAX`].
 fn delta(v: &str) -> Option<u64> {
-    let v = v.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(v.parse::<u64>().unwrap_or(DELTA_MAX).min(DELTA_MAX))
+    decimal(v.trim()).map(|n| n.min(DELTA_MAX))
 }
 
 fn secs(d: &Directives, name: &str) -> Option<u64> {
@@ -95,15 +93,15 @@ fn secs(d: &Directives, name: &str) -> Option<u64> {
         .and_then(|(_, v)| delta(v.as_deref()?))
 }
 
-fn unix(t: SystemTime) -> u64 {
+/// Seconds since the Unix epoch (0 before it).
+pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
 fn date(h: &HeaderMap, name: header::HeaderName) -> Option<u64> {
-    let v = h.get(name)?.to_str().ok()?;
-    httpdate::parse_http_date(v.trim()).ok().map(unix)
+    http_date(h.get(name)?.as_bytes()).map(unix)
 }
 
 /// Request directives, with `Pragma: no-cache` standing for `no-cache` only when the request
@@ -218,13 +216,7 @@ impl Policy {
         if self.lifetime <= self.initial_age && !self.validators {
             return Err("no-lifetime");
         }
-        let vary_star = resp
-            .get_all(header::VARY)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|v| v.trim() == "*");
-        if vary_star {
+        if crate::vary::names(resp).is_none() {
             return Err("vary-star");
         }
         // Strata's choice: a response setting a cookie is someone's session; never shared.
@@ -372,34 +364,23 @@ impl Policy {
 
     /// Parses the serialised form; `None` when it is not one.
     pub fn decode(mut b: &[u8]) -> Option<Policy> {
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-            let (h, t) = (b.get(..n)?, b.get(n..)?);
-            *b = t;
-            Some(h)
-        }
-        fn u64_at(b: &mut &[u8]) -> Option<u64> {
-            Some(u64::from_le_bytes(take(b, 8)?.try_into().ok()?))
-        }
-        fn u16_at(b: &mut &[u8]) -> Option<u16> {
-            Some(u16::from_le_bytes(take(b, 2)?.try_into().ok()?))
-        }
-        if take(&mut b, 1)? != [POLICY_FORMAT] {
+        if b.try_get_u8().ok()? != POLICY_FORMAT {
             return None;
         }
-        let response_time = u64_at(&mut b)?;
-        let initial_age = u64_at(&mut b)?;
-        let lifetime = u64_at(&mut b)?;
-        let status = u16_at(&mut b)?;
-        let flags = take(&mut b, 1)?[0];
-        let n = u16_at(&mut b)?;
+        let response_time = b.try_get_u64_le().ok()?;
+        let initial_age = b.try_get_u64_le().ok()?;
+        let lifetime = b.try_get_u64_le().ok()?;
+        let status = b.try_get_u16_le().ok()?;
+        let flags = b.try_get_u8().ok()?;
+        let n = b.try_get_u16_le().ok()?;
         let mut directives = Vec::with_capacity(n.min(64) as usize);
         for _ in 0..n {
-            let kl = take(&mut b, 1)?[0] as usize;
+            let kl = b.try_get_u8().ok()? as usize;
             let k = std::str::from_utf8(take(&mut b, kl)?).ok()?.to_string();
-            let v = match take(&mut b, 1)?[0] {
+            let v = match b.try_get_u8().ok()? {
                 0 => None,
                 _ => {
-                    let vl = u16_at(&mut b)? as usize;
+                    let vl = b.try_get_u16_le().ok()? as usize;
                     Some(std::str::from_utf8(take(&mut b, vl)?).ok()?.to_string())
                 }
             };
@@ -414,11 +395,6 @@ impl Policy {
             status,
             validators: flags & 2 != 0,
         })
-    }
-
-    /// Unix seconds of `now`.
-    pub fn unix(now: SystemTime) -> u64 {
-        unix(now)
     }
 }
 

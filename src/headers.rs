@@ -2,6 +2,22 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
+/// A number of decimal digits only (no sign, no spaces), saturating: a value beyond any
+/// length or lifetime still means "beyond".
+pub fn decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.bytes().fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add((d - b'0') as u64)
+    }))
+}
+
+/// An HTTP date (RFC 9110 §5.6.7), surrounding whitespace ignored.
+pub fn http_date(v: &[u8]) -> Option<std::time::SystemTime> {
+    httpdate::parse_http_date(std::str::from_utf8(v).ok()?.trim()).ok()
+}
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded, never stored.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",

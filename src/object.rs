@@ -2,7 +2,7 @@
 //! slice; a response that varies puts a Vary record at the URL's key and its variants at keys
 //! derived from the request headers it names.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 
 use crate::freshness::Policy;
@@ -67,7 +67,7 @@ impl ObjectMeta {
 
     /// The ETag if it is a strong one (usable in If-Range).
     pub fn strong_etag(&self) -> Option<&[u8]> {
-        self.header("etag").filter(|e| e.starts_with(b"\""))
+        self.header("etag").filter(|e| is_strong_etag(e))
     }
 
     /// The validators to revalidate this response with (If-None-Match, If-Modified-Since).
@@ -121,20 +121,20 @@ impl ObjectMeta {
     }
 
     fn decode_body(mut b: &[u8]) -> Option<ObjectMeta> {
-        let status = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?);
-        let slice_size = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?);
-        let length = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
-        let id = u128::from_le_bytes(take(&mut b, 16)?.try_into().ok()?);
-        let stored_at = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
-        let n = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?);
+        let status = b.try_get_u16_le().ok()?;
+        let slice_size = b.try_get_u32_le().ok()?;
+        let length = b.try_get_u64_le().ok()?;
+        let id = b.try_get_u128_le().ok()?;
+        let stored_at = b.try_get_u64_le().ok()?;
+        let n = b.try_get_u16_le().ok()?;
         let mut headers = Vec::with_capacity(n.min(256) as usize);
         for _ in 0..n {
-            let nl = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?) as usize;
+            let nl = b.try_get_u16_le().ok()? as usize;
             let name = std::str::from_utf8(take(&mut b, nl)?).ok()?.to_string();
-            let vl = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+            let vl = b.try_get_u32_le().ok()? as usize;
             headers.push((name, take(&mut b, vl)?.to_vec()));
         }
-        let pl = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+        let pl = b.try_get_u32_le().ok()? as usize;
         let policy = Policy::decode(take(&mut b, pl)?)?;
         if slice_size == 0 || !b.is_empty() {
             return None;
@@ -173,17 +173,18 @@ impl Record {
         if magic != VARY_MAGIC {
             return None;
         }
-        let n = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
+        let n = rest.try_get_u16_le().ok()?;
         let mut names = Vec::with_capacity(n.min(64) as usize);
         for _ in 0..n {
-            let l = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?) as usize;
+            let l = rest.try_get_u16_le().ok()? as usize;
             names.push(std::str::from_utf8(take(&mut rest, l)?).ok()?.to_string());
         }
         rest.is_empty().then_some(Record::Vary(names))
     }
 }
 
-fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+/// The next `n` bytes of a record being decoded; `None` when it is shorter.
+pub(crate) fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     if b.len() < n {
         return None;
     }
@@ -205,6 +206,12 @@ pub fn slice_key(id: u128, idx: u64) -> Vec<u8> {
     format!("s:{id:032x}:{idx}").into_bytes()
 }
 
+/// True for a strong entity tag (`"…"`, not `W/"…"`): the only kind that proves two responses
+/// carry the same bytes.
+pub fn is_strong_etag(etag: &[u8]) -> bool {
+    etag.starts_with(b"\"")
+}
+
 /// Identity of an object version's slices. Only a strong ETag proves two responses carry the
 /// same bytes (RFC 9111 §3.4), so only then is the identity derived (a refetch of that version
 /// finds its slices); otherwise it is random, and two versions can never mix.
@@ -214,7 +221,7 @@ pub fn object_id(
     length: Option<u64>,
     slice_size: u32,
 ) -> u128 {
-    let Some(etag) = etag.filter(|e| e.starts_with(b"\"")) else {
+    let Some(etag) = etag.filter(|e| is_strong_etag(e)) else {
         return rand::random();
     };
     let mut h = xxhash_rust::xxh3::Xxh3::new();

@@ -1,5 +1,7 @@
 //! Client byte ranges (RFC 9110 §14): parsing `Range`, evaluating `If-Range`, slice arithmetic.
 
+use crate::headers::decimal;
+
 /// An inclusive byte range within a representation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {
@@ -52,16 +54,6 @@ enum Spec {
     Suffix(u64),
 }
 
-/// Digits to u64, saturating: a position beyond any length still means "beyond the end".
-fn number(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(s.bytes().fold(0u64, |n, d| {
-        n.saturating_mul(10).saturating_add((d - b'0') as u64)
-    }))
-}
-
 fn parse_specs(value: &str) -> Option<Vec<Spec>> {
     let (unit, set) = value.split_once('=')?;
     if !unit.trim().eq_ignore_ascii_case("bytes") {
@@ -80,10 +72,14 @@ fn parse_specs(value: &str) -> Option<Vec<Spec>> {
         let (a, b) = part.split_once('-')?;
         let (a, b) = (a.trim(), b.trim());
         let spec = if a.is_empty() {
-            Spec::Suffix(number(b)?)
+            Spec::Suffix(decimal(b)?)
         } else {
-            let first = number(a)?;
-            let last = if b.is_empty() { None } else { Some(number(b)?) };
+            let first = decimal(a)?;
+            let last = if b.is_empty() {
+                None
+            } else {
+                Some(decimal(b)?)
+            };
             if last.is_some_and(|l| l < first) {
                 // An invalid range-spec: the whole header is ignored (RFC 9110 §14.2 allows it).
                 return None;
@@ -156,26 +152,14 @@ pub fn if_range_matches(
     etag: Option<&[u8]>,
     last_modified: Option<&[u8]>,
 ) -> bool {
-    let v = trim(if_range);
+    let v = if_range.trim_ascii();
     if v.starts_with(b"W/") {
         return false;
     }
     if v.starts_with(b"\"") {
-        return etag.is_some_and(|e| !e.starts_with(b"W/") && trim(e) == v);
+        return etag.is_some_and(|e| !e.starts_with(b"W/") && e.trim_ascii() == v);
     }
-    last_modified.is_some_and(|lm| trim(lm) == v)
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let s = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let e = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(s, |p| p + 1);
-    &b[s..e.max(s)]
+    last_modified.is_some_and(|lm| lm.trim_ascii() == v)
 }
 
 /// Parses an origin's `Content-Range: bytes a-b/len`; `None` unless all three are numbers.

@@ -188,10 +188,7 @@ impl std::fmt::Debug for S3Target {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::freshness::unix(SystemTime::now())
 }
 
 impl S3Target {
@@ -344,17 +341,16 @@ impl S3Backend {
 /// byte but unreserved ones and `/` percent-encoded, once (`+` is a plus, not a space).
 pub fn encode_key(client_path: &str) -> String {
     let raw: Vec<u8> = percent_encoding::percent_decode_str(client_path).collect();
-    let mut out = String::with_capacity(raw.len() * 3 / 2);
-    for b in raw {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    percent_encoding::percent_encode(&raw, KEY_ESCAPES).to_string()
 }
+
+/// What S3 wants escaped in a key: everything but unreserved bytes and `/`.
+const KEY_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 
 /// The `<Code>` of an S3 XML error body.
 pub fn error_code(body: &[u8]) -> Option<String> {

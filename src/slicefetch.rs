@@ -13,10 +13,9 @@ use pingora::http::RequestHeader;
 use strata_storage::TieredCache;
 
 use crate::coalesce::{Coalescer, Inflight, Run};
-use crate::headers::content_length;
+use crate::exchange::layout;
 use crate::metrics::Metrics;
 use crate::object::{meta_key, ObjectMeta};
-use crate::range::parse_content_range;
 use crate::route::Route;
 use crate::upstream::{OriginResponse, Upstream};
 
@@ -98,15 +97,14 @@ impl RunFill {
             == h.headers.get(header::ETAG).map(|v| v.as_bytes())
             && self.meta.header("last-modified")
                 == h.headers.get(header::LAST_MODIFIED).map(|v| v.as_bytes());
-        let body_start = match h.status {
-            StatusCode::PARTIAL_CONTENT => h
-                .headers
-                .get(header::CONTENT_RANGE)
-                .and_then(|v| parse_content_range(v.as_bytes()))
-                .filter(|(r, total)| r.start == self.start() && *total == self.meta.length)
-                .map(|_| self.start()),
+        let body_start = match (h.status, layout(h)) {
+            (StatusCode::PARTIAL_CONTENT, Some((start, total)))
+                if start == self.start() && total == self.meta.length =>
+            {
+                Some(start)
+            }
             // An origin that ignores Range: usable from its first byte if it is the same object.
-            StatusCode::OK => (content_length(&h.headers) == Some(self.meta.length)).then_some(0),
+            (StatusCode::OK, Some((0, total))) if total == self.meta.length => Some(0),
             _ => None,
         };
         match body_start {
