@@ -77,6 +77,21 @@ pub(crate) struct Job {
     pub held: Vec<Interest>,
 }
 
+impl Job {
+    /// The bytes of an object of `len` bytes this request needs: its range when the object
+    /// is a representation (status 200), else all of it; `None` when the object is empty.
+    pub fn needed(&self, status: u16, len: u64) -> Option<ByteRange> {
+        let last = len.checked_sub(1)?;
+        Some(match self.range.as_ref().map(|r| range::evaluate(r, len)) {
+            Some(RangeRequest::Single(r)) if status == 200 => r,
+            _ => ByteRange {
+                start: 0,
+                end: last,
+            },
+        })
+    }
+}
+
 /// What the cache holds for a request.
 enum Found {
     Object(Box<ObjectMeta>),
@@ -150,15 +165,11 @@ impl CachedPath {
     /// without a strong ETag can only be served from what one fetch stored: slices of two
     /// fetches may belong to two versions (RFC 9111 §3.4).
     fn slices_available(&self, job: &Job, meta: &ObjectMeta) -> bool {
-        if meta.length == 0 || job.is_head || meta.strong_etag().is_some() {
+        if job.is_head || meta.strong_etag().is_some() {
             return true;
         }
-        let r = match job.range.as_ref().map(|r| range::evaluate(r, meta.length)) {
-            Some(RangeRequest::Single(r)) if meta.status == 200 => r,
-            _ => ByteRange {
-                start: 0,
-                end: meta.length - 1,
-            },
+        let Some(r) = job.needed(meta.status, meta.length) else {
+            return true;
         };
         let (a, b) = r.slices(meta.slice_size as u64);
         (a..=b).all(|i| {

@@ -244,11 +244,9 @@ impl CachedPath {
         // client asked for.
         let covers_need = |(start, total): (u64, u64)| {
             let body_end = body_end(oh, total);
-            let need = match job.range.as_ref().map(|r| range::evaluate(r, total)) {
-                Some(RangeRequest::Single(r)) => (r.start, r.end),
-                _ => (0, total.saturating_sub(1)),
-            };
-            start <= need.0 && need.1 <= body_end
+            // Whatever the status, the client's range is what it asked of this response.
+            job.needed(200, total)
+                .is_none_or(|n| start <= n.start && n.end <= body_end)
         };
         let strong = oh
             .headers
@@ -326,10 +324,7 @@ impl CachedPath {
         });
         let s = meta.slice_size as u64;
         let first = body_start / s;
-        let wanted_last = match job.range.as_ref().map(|r| range::evaluate(r, total)) {
-            Some(RangeRequest::Single(r)) if meta.status == 200 => r.end / s,
-            _ => meta.slice_count().saturating_sub(1),
-        };
+        let wanted_last = job.needed(meta.status, total).map_or(0, |r| r.end / s);
         // A one-byte probe covers no slice (unless the object is one byte long).
         let covers = total > 0
             && (oh.status != StatusCode::PARTIAL_CONTENT
