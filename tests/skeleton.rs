@@ -88,6 +88,15 @@ async fn a_corrupt_l2_item_is_a_miss_refetched_from_the_origin() {
         "strata; fwd=uri-miss; stored"
     );
     assert_eq!(get(&node.url("/c.bin")).await.1, "strata; hit");
+    // A slice is served before its disk write lands: wait for the write.
+    let written = node
+        .wait_metric(
+            "strata_storage{stat=\"insert_bytes\",tier=\"disk\"}",
+            body.len() as f64,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(written, "the slice never reached the disk");
 
     // Flip one byte in the middle of the stored body, in the cache file itself.
     let img = node.dir.path().join("cache.img");
@@ -272,10 +281,10 @@ async fn sigterm_waits_for_in_flight_requests_then_exits_promptly() {
     let url = node.url("/slow");
     let req = tokio::spawn(async move { get(&url).await });
     // Wait until the request has reached the origin, then ask the node to stop.
-    while origin.hits("/slow") == 0 {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(
+        origin.wait_hits("/slow", 1, Duration::from_secs(10)).await,
+        "the request never reached the origin"
+    );
     let took = tokio::task::spawn_blocking(move || node.terminate())
         .await
         .unwrap();

@@ -161,6 +161,17 @@ impl Strata {
             .unwrap_or(0.0)
     }
 
+    /// Waits until the metric starting with `prefix` reaches `at_least`; false on timeout.
+    /// Metrics are only visible through the admin port, so this asks it every few ms.
+    pub async fn wait_metric(&self, prefix: &str, at_least: f64, timeout: Duration) -> bool {
+        let wait = async {
+            while self.metric(prefix).await < at_least {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
     /// Sends SIGTERM and waits for the exit; returns how long it took.
     pub fn terminate(&mut self) -> Duration {
         let t = Instant::now();
