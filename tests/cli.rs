@@ -1,19 +1,16 @@
 //! `strata check`: configuration errors name the key and exit non-zero.
 
+mod common;
+
 use std::process::Command;
+
+use common::strata_cmd;
 
 fn check(yaml: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.yaml");
     std::fs::write(&p, yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["check", "--config"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    strata_cmd(&["check"], &p)
 }
 
 const GOOD: &str = "listen: 127.0.0.1:8080
@@ -37,16 +34,8 @@ fn the_example_config_is_valid() {
     let (ok, text) = check(GOOD);
     assert!(ok, "{text}");
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["check", "--config"])
-        .arg(example)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = strata_cmd(&["check"], &example);
+    assert!(ok, "{text}");
 }
 
 #[test]
@@ -102,19 +91,7 @@ fn format_then_inspect_a_cache_file() {
             .replace("size: 2GiB", "size: 16MiB\n    region_size: 4MiB"),
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(args)
-            .arg("--config")
-            .arg(&conf)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let run = |args: &[&str]| strata_cmd(args, &conf);
     let (ok, text) = run(&["inspect"]);
     assert!(!ok && text.contains("not a Strata cache"), "{text}");
     let (ok, text) = run(&["format"]);

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -12,17 +11,6 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 const SECRET: &str = "0123456789abcdef-secret";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl")
-        .success();
-    assert!(ok, "openssl {args:?}");
-}
 
 /// Private and public PEM of a fresh key (`genpkey` arguments).
 fn keypair(dir: &Path, name: &str, gen: &[&str]) -> (Vec<u8>, String) {
@@ -515,15 +503,7 @@ fn a_bad_jwt_config_is_named() {
             format!("listen: 127.0.0.1:1\ncache:\n  memory: 1MiB\nroutes:\n  - name: a\n    path_prefix: /\n    origin: http://127.0.0.1:2/\n    auth:\n      jwt:\n{auth}"),
         )
         .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["check", "--config"])
-            .arg(&conf)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        strata_cmd(&["check"], &conf)
     };
     for (auth, key) in [
         ("        algorithms: [HS999]\n        secret: 0123456789abcdef\n", "routes[0].auth.jwt.algorithms"),

@@ -13,6 +13,7 @@ use common::*;
 type Check = Arc<dyn Fn(&reqwest::Response) -> Result<(), String> + Send + Sync>;
 type Mutation = Arc<dyn Fn(&TestOrigin, &str) + Send + Sync>;
 
+#[derive(Default)]
 struct Step {
     method: &'static str,
     headers: Vec<(String, String)>,
@@ -53,12 +54,10 @@ impl Case {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            before: None,
-            wait_origin: None,
             status,
             cs: cs.to_string(),
             origin,
-            check: None,
+            ..Step::default()
         });
         self
     }
@@ -68,28 +67,16 @@ impl Case {
     /// Changes the origin before the next step.
     fn then(mut self, f: impl Fn(&TestOrigin, &str) + Send + Sync + 'static) -> Self {
         self.steps.push(Step {
-            method: "",
-            headers: vec![],
             before: Some(Arc::new(f)),
-            wait_origin: None,
-            status: 0,
-            cs: String::new(),
-            origin: 0,
-            check: None,
+            ..Step::default()
         });
         self
     }
     /// Waits until the origin has seen `n` requests for the path (background work).
     fn wait_origin(mut self, n: usize) -> Self {
         self.steps.push(Step {
-            method: "",
-            headers: vec![],
-            before: None,
             wait_origin: Some(n),
-            status: 0,
-            cs: String::new(),
-            origin: 0,
-            check: None,
+            ..Step::default()
         });
         self
     }
@@ -98,13 +85,10 @@ impl Case {
     fn eventually(mut self, cs: &str, origin: usize) -> Self {
         self.steps.push(Step {
             method: "EVENTUALLY",
-            headers: vec![],
-            before: None,
-            wait_origin: None,
             status: 200,
             cs: cs.to_string(),
             origin,
-            check: None,
+            ..Step::default()
         });
         self
     }

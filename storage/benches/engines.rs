@@ -7,6 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{bench_dir, runtime};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
 use strata_storage::{DiskConfig, DiskStore, EngineKind, EvictionPolicy};
@@ -14,17 +17,9 @@ use strata_storage::{DiskConfig, DiskStore, EngineKind, EvictionPolicy};
 const FILE: u64 = 1 << 30;
 const DEPTH: usize = 32;
 
-fn bench_dir() -> std::path::PathBuf {
-    std::env::var_os("STRATA_BENCH_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data")
-        })
-}
-
 /// Value length whose item (header + key + value) fills exactly `padded` bytes.
 fn value_len(padded: usize, key: &[u8]) -> usize {
-    padded - 32 - key.len()
+    padded - strata_storage::item::HEADER_LEN - key.len()
 }
 
 fn key(i: u64) -> Vec<u8> {
@@ -39,9 +34,7 @@ fn rng(x: &mut u64) -> u64 {
 }
 
 async fn open(engine: EngineKind, name: &str) -> DiskStore {
-    let dir = bench_dir();
-    std::fs::create_dir_all(&dir).expect("bench dir");
-    let path = dir.join(name);
+    let path = bench_dir().join(name);
     let _ = std::fs::remove_file(&path);
     let mut cfg = DiskConfig::new(path, FILE);
     cfg.engine = engine;
@@ -92,11 +85,7 @@ where
 }
 
 fn reads(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     for (label, padded) in [("4KiB", 4096usize), ("1MiB", 1 << 20)] {
         let mut g = c.benchmark_group(format!("random_read_{label}"));
         g.throughput(Throughput::Bytes(padded as u64));
@@ -125,11 +114,7 @@ fn reads(c: &mut Criterion) {
 }
 
 fn writes(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let padded = 1usize << 20;
     let mut g = c.benchmark_group("sequential_write_1MiB");
     g.throughput(Throughput::Bytes(padded as u64));

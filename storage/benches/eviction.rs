@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p strata-storage --bench eviction`
 
+mod common;
+
+use common::{bench_dir, runtime};
 use strata_storage::{DiskConfig, DiskStore, EngineKind, EvictionPolicy};
 
 const KEYS: u64 = 20_000;
@@ -43,7 +46,7 @@ fn rng(x: &mut u64) -> f64 {
 }
 
 async fn run(policy: EvictionPolicy, disk_mb: u64, s: f64) -> f64 {
-    let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("dir");
+    let dir = tempfile::tempdir_in(bench_dir()).expect("dir");
     let mut cfg = DiskConfig::new(dir.path().join("zipf.img"), disk_mb << 20);
     cfg.region_size = 4 << 20;
     cfg.engine = EngineKind::Auto;
@@ -70,11 +73,7 @@ async fn run(policy: EvictionPolicy, disk_mb: u64, s: f64) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     println!(
         "Zipf over {KEYS} keys of {} KiB ({} MiB), {REQUESTS} measured requests after {WARMUP} warm-up",
         ITEM / 1024,

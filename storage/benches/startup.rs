@@ -3,20 +3,18 @@
 //!
 //! `cargo bench -p strata-storage --bench startup`
 
+mod common;
+
 use std::time::Instant;
+
+use common::{bench_dir, runtime};
 
 use futures::future::join_all;
 use strata_storage::{DiskConfig, DiskStore, EngineKind};
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("startup.img");
+    let rt = runtime();
+    let path = bench_dir().join("startup.img");
     let _ = std::fs::remove_file(&path);
     let mut cfg = DiskConfig::new(&path, 4 << 30);
     cfg.engine = EngineKind::Auto;

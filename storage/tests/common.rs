@@ -47,9 +47,6 @@ pub fn key(n: u64) -> Vec<u8> {
     format!("key-{n}").into_bytes()
 }
 
-/// Both engines, for suites that must pass on each.
-pub const ENGINES: [EngineKind; 2] = [EngineKind::Psync, EngineKind::IoUring];
-
 /// Checksum of the first MiB of a file.
 pub fn head_digest(path: &PathBuf) -> Vec<u8> {
     let data = std::fs::read(path).expect("read");

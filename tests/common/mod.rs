@@ -13,6 +13,40 @@ use std::time::{Duration, Instant};
 
 pub use origin::{random_bytes, Object, TestOrigin};
 
+/// Waits until something listens on loopback `port`; panics naming `what` after 10 s.
+pub fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `openssl args` in `dir`; panics if it fails.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let st = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success(), "openssl {args:?} failed");
+}
+
+/// Runs `strata ARGS --config CONF`: whether it succeeded, and what it printed.
+pub fn strata_cmd(args: &[&str], conf: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .arg("--config")
+        .arg(conf)
+        .output()
+        .expect("run strata");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 /// A free loopback port (bound and released; the proxy binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

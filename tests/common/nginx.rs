@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use super::free_port;
 
@@ -57,11 +56,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn nginx");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_port(port, "nginx");
         Nginx { child, port, dir }
     }
 
@@ -86,16 +81,7 @@ impl Drop for Nginx {
 /// `dir`: returns (ca certificate, server certificate, server key).
 pub fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let p = |n: &str| dir.join(n);
-    let run = |args: &[&str]| {
-        let st = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(st.success(), "openssl {args:?} failed");
-    };
+    let run = |args: &[&str]| super::openssl(dir, args);
     run(&[
         "req",
         "-x509",

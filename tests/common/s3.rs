@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use super::free_port;
 
@@ -32,11 +31,7 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("s3s-fs is installed by scripts/test (cargo install s3s-fs@0.14.1 --features binary)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_port(port, "s3s-fs");
         S3Server { child, port, root }
     }
 
