@@ -13,7 +13,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -56,77 +56,36 @@ pub(crate) struct Request {
 }
 
 impl Request {
+    /// A request, and the future its caller awaits for the outcome and the buffer.
+    pub fn new(op: Op, offset: u64, buf: AlignedBuf, done: Option<Done>) -> (Self, IoFuture) {
+        let (reply, rx) = oneshot::channel();
+        let fut = Box::pin(async move {
+            match rx.await {
+                Ok(res) => res,
+                // The engine lost the request with its buffer (after a fatal device error);
+                // hand back a fresh one so the contract (a buffer is always returned) holds.
+                Err(_) => (
+                    Err(io::Error::other("io engine failed")),
+                    AlignedBuf::zeroed(1, 1),
+                ),
+            }
+        });
+        let req = Request {
+            op,
+            offset,
+            buf,
+            reply,
+            done,
+        };
+        (req, fut)
+    }
+
     /// Reports the outcome: first the completion hook, then the waiting caller (if any).
     pub fn complete(mut self, res: std::io::Result<()>) {
         if let Some(d) = self.done.take() {
             d();
         }
         let _ = self.reply.send((res, self.buf));
-    }
-}
-
-/// The submitting side shared by the engines: requests go to IO threads over a channel.
-pub(crate) struct Queue {
-    tx: Mutex<Option<mpsc::Sender<Request>>>,
-}
-
-impl Queue {
-    pub fn new(tx: mpsc::Sender<Request>) -> Self {
-        Queue {
-            tx: Mutex::new(Some(tx)),
-        }
-    }
-
-    /// Queues an IO; `queued` runs once it is on the channel (to wake the IO thread).
-    pub fn submit(
-        &self,
-        op: Op,
-        offset: u64,
-        buf: AlignedBuf,
-        hook: Option<Done>,
-        queued: impl FnOnce(),
-    ) -> IoFuture {
-        let (reply, done) = oneshot::channel();
-        let req = Request {
-            op,
-            offset,
-            buf,
-            reply,
-            done: hook,
-        };
-        let sent = match self.tx.lock() {
-            Ok(g) => match g.as_ref() {
-                Some(tx) => tx.send(req).map_err(|e| e.0),
-                None => Err(req),
-            },
-            Err(_) => Err(req),
-        };
-        match sent {
-            Ok(()) => {
-                queued();
-                Box::pin(async move {
-                    match done.await {
-                        Ok(res) => res,
-                        // The IO thread died with the buffer; hand back a fresh one so the
-                        // contract (a buffer is always returned) holds.
-                        Err(_) => (
-                            Err(io::Error::other("io thread exited")),
-                            AlignedBuf::zeroed(1, 1),
-                        ),
-                    }
-                })
-            }
-            Err(req) => {
-                Box::pin(async move { (Err(io::Error::other("io engine stopped")), req.buf) })
-            }
-        }
-    }
-
-    /// Closes the channel: IO threads finish what is queued and exit.
-    pub fn close(&self) {
-        if let Ok(mut g) = self.tx.lock() {
-            g.take();
-        }
     }
 }
 

@@ -1,24 +1,27 @@
-//! An io_uring engine: one ring owned by a dedicated thread, requests from any task.
+//! An io_uring engine whose completions are reaped on the tokio runtime that waits for them.
 //!
-//! Callers queue a request (with its owned buffer) on a channel and wake the ring thread through
-//! an eventfd; the thread keeps a read armed on that eventfd, so it only ever blocks inside
-//! `submit_and_wait`, never in a busy loop. Completions go back on oneshot channels, so no tokio
-//! worker thread blocks on IO. The ring holds each buffer until the kernel is done with it,
-//! which keeps a cancelled caller memory-safe.
+//! Any task submits: it puts its request into the shared ring under a short lock and enters the
+//! kernel once (no hand-off to another thread). Each runtime that submits gets one reaper task,
+//! which waits on the ring's descriptor through tokio's reactor and completes whatever has
+//! finished. A completion therefore wakes one runtime worker, not a ring thread that then wakes
+//! a worker: on a small machine that second wake-up was most of the latency of a 4 KiB read.
+//! The ring holds each buffer until the kernel is done with it, which keeps a cancelled caller
+//! memory-safe.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Weak};
 
-use super::{Done, IoEngine, IoFuture, Op, Queue, Request};
-use crate::aligned::AlignedBuf;
 use io_uring::{opcode, squeue, types, IoUring};
+use parking_lot::{Mutex, MutexGuard};
+use tokio::io::unix::AsyncFd;
+use tokio::runtime::{self, Handle};
+use tokio::sync::oneshot;
 
-/// user_data of the eventfd read that wakes the ring thread.
-const WAKE: u64 = u64::MAX;
+use super::{Done, IoEngine, IoFuture, Op, Request};
+use crate::aligned::AlignedBuf;
 
 /// An IO in flight: the request plus how much of it is done (short transfers are resumed).
 struct InFlight {
@@ -26,96 +29,294 @@ struct InFlight {
     transferred: usize,
 }
 
+/// The ring and what is in it; always used under the engine's lock.
+struct State {
+    ring: IoUring,
+    slots: Vec<Option<InFlight>>,
+    free: Vec<usize>,
+    /// Requests waiting for a free slot.
+    backlog: VecDeque<Request>,
+    /// Completions being handled (kept to reuse its allocation).
+    cqes: Vec<(u64, i32)>,
+    /// Runtimes with a reaper; dropping a sender stops that reaper.
+    reapers: Vec<(runtime::Id, oneshot::Sender<()>)>,
+    /// Set after a fatal ring error: new requests fail at once.
+    failed: bool,
+}
+
+struct Shared {
+    fd: RawFd,
+    /// Keeps `fd` open while the ring may still use it.
+    _file: Arc<File>,
+    state: Mutex<State>,
+}
+
 /// Positional IO through io_uring.
 pub struct UringEngine {
-    queue: Queue,
-    wake: Arc<OwnedFd>,
-    /// Set while the ring thread will look at the queue anyway (it is awake, or a wake-up is
-    /// pending): submitters then skip the eventfd write (a syscall and a wake-up).
-    woken: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 impl UringEngine {
     /// Starts a ring of `depth` entries on `file`; fails if the kernel refuses io_uring.
     pub fn new(file: Arc<File>, depth: u32) -> io::Result<Self> {
         let depth = depth.clamp(2, 4096);
-        // SAFETY: eventfd returns a new descriptor (or -1), which we own from here on.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if efd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: efd is a fresh, valid descriptor not owned elsewhere.
-        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
-        let (tx, rx) = mpsc::channel();
-        let thread_wake = wake.clone();
-        let woken = Arc::new(AtomicBool::new(false));
-        let thread_woken = woken.clone();
-        // The ring is created on its own thread: with SINGLE_ISSUER only its creator may submit.
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = thread::Builder::new()
-            .name("strata-uring".into())
-            .spawn(move || {
-                let ring = match new_ring(depth + 1) {
-                    Ok(r) => {
-                        let _ = ready_tx.send(Ok(()));
-                        r
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let mut slots: Vec<Option<InFlight>> = (0..depth as usize).map(|_| None).collect();
-                let r = ring_loop(ring, &file, &thread_wake, &thread_woken, &rx, &mut slots);
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "io_uring thread failed; the disk tier stops");
-                    abandon_in_flight(slots);
-                }
-            })?;
-        ready_rx
-            .recv()
-            .map_err(|_| io::Error::other("io_uring thread exited at start"))??;
+        // No SINGLE_ISSUER or COOP_TASKRUN: every runtime worker submits, and a worker parked
+        // in its reactor must be interrupted to post its completions.
+        let ring = IoUring::new(depth)?;
+        let state = State {
+            ring,
+            slots: (0..depth as usize).map(|_| None).collect(),
+            free: (0..depth as usize).rev().collect(),
+            backlog: VecDeque::new(),
+            cqes: Vec::with_capacity(depth as usize * 2),
+            reapers: Vec::new(),
+            failed: false,
+        };
         Ok(UringEngine {
-            queue: Queue::new(tx),
-            wake,
-            woken,
-            thread: Some(thread),
+            shared: Arc::new(Shared {
+                fd: file.as_raw_fd(),
+                _file: file,
+                state: Mutex::new(state),
+            }),
         })
     }
 
     fn submit(&self, op: Op, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
-        self.queue.submit(op, offset, buf, done, || {
-            if !self.woken.swap(true, Ordering::AcqRel) {
-                notify(self.wake.as_raw_fd());
+        let (req, fut) = Request::new(op, offset, buf, done);
+        let mut st = self.shared.lock();
+        let refused = if st.failed {
+            Some(io::Error::other("io_uring failed earlier"))
+        } else {
+            attach_reaper(&self.shared, &mut st).err()
+        };
+        let finished = match refused {
+            Some(e) => vec![(req, Err(e))],
+            None => {
+                st.backlog.push_back(req);
+                st.pump(self.shared.fd)
             }
-        })
+        };
+        drop(st);
+        complete_all(finished);
+        fut
     }
 }
 
-/// A ring tuned for one submitting thread; falls back to defaults on older kernels.
-fn new_ring(entries: u32) -> io::Result<IoUring> {
-    IoUring::builder()
-        .setup_single_issuer()
-        .setup_coop_taskrun()
-        .setup_defer_taskrun()
-        .build(entries)
-        .or_else(|_| IoUring::new(entries))
+/// Finished requests with their outcome, completed once the lock is released.
+type Finished = Vec<(Request, io::Result<()>)>;
+
+fn complete_all(finished: Finished) {
+    for (req, res) in finished {
+        req.complete(res);
+    }
 }
 
-fn notify(fd: RawFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own; failure only means the
-    // counter is saturated, in which case the ring thread is awake anyway.
-    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
+    }
+
+    /// Reaps and submits; called by reapers when the ring's descriptor is readable.
+    fn reap(&self) {
+        let finished = self.lock().pump(self.fd);
+        complete_all(finished);
+    }
 }
 
-impl Drop for UringEngine {
+/// Makes sure the runtime the caller runs on has a reaper for this ring.
+fn attach_reaper(shared: &Arc<Shared>, st: &mut State) -> io::Result<()> {
+    let handle = Handle::try_current()
+        .map_err(|_| io::Error::other("the io_uring engine is used outside a tokio runtime"))?;
+    let id = handle.id();
+    if st.reapers.iter().any(|(r, _)| *r == id) {
+        return Ok(());
+    }
+    // A descriptor of its own, so the reaper can outlive the ring without touching a reused fd.
+    // SAFETY: dup of the ring's valid descriptor; the new one is owned by `fd` from here on.
+    let raw = unsafe { libc::fcntl(st.ring.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: the AsyncFd owns `fd`, which stays open and unchanged for its whole life.
+    // Registering needs a runtime with IO enabled: every runtime Strata builds has it.
+    let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    handle.spawn(reaper(Arc::downgrade(shared), afd, stop_rx));
+    st.reapers.push((id, stop_tx));
+    Ok(())
+}
+
+/// Completes IOs whenever the ring's completion queue gets entries, until the engine is gone.
+async fn reaper(shared: Weak<Shared>, afd: AsyncFd<OwnedFd>, mut stop: oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            ready = afd.readable() => match ready {
+                // Cleared before reaping: an entry posted after the reap raises a new edge.
+                Ok(mut guard) => guard.clear_ready(),
+                Err(e) => {
+                    tracing::error!(error = %e, "io_uring reaper cannot wait on its ring");
+                    return;
+                }
+            },
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.reap();
+    }
+}
+
+impl State {
+    fn in_flight(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Takes finished IOs off the completion queue, moves waiting requests into free slots and
+    /// hands new entries to the kernel; returns what finished.
+    fn pump(&mut self, fd: RawFd) -> Finished {
+        let mut finished = Vec::new();
+        let mut tries = 0;
+        loop {
+            // Entering the kernel runs this thread's pending completions, and completions free
+            // slots for waiting requests: reap and fill again after every submission.
+            self.reap_into(fd, &mut finished);
+            self.fill(fd, &mut finished);
+            if self.failed || self.ring.submission().is_empty() {
+                break;
+            }
+            match self.ring.submit() {
+                Ok(_) => {}
+                // Interrupted, or short of memory for a moment: try again at once, a few times.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN))
+                        && tries < 3 =>
+                {
+                    tries += 1;
+                }
+                // Completions are waiting for room (EBUSY) or memory stays short: the entries
+                // stay queued and go with the next submission or reap.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {
+                    break
+                }
+                Err(e) => self.fail(e, &mut finished),
+            }
+        }
+        finished
+    }
+
+    /// Moves waiting requests into free slots.
+    fn fill(&mut self, fd: RawFd, finished: &mut Finished) {
+        while let Some(&slot) = self.free.last() {
+            let Some(req) = self.backlog.pop_front() else {
+                break;
+            };
+            self.free.pop();
+            self.start(
+                fd,
+                slot,
+                InFlight {
+                    req,
+                    transferred: 0,
+                },
+                finished,
+            );
+        }
+    }
+
+    /// Puts the (rest of the) IO of `f` on the submission queue, in `slot`.
+    fn start(&mut self, fd: RawFd, slot: usize, mut f: InFlight, finished: &mut Finished) {
+        let sqe = sqe_for(fd, &mut f, slot);
+        self.slots[slot] = Some(f);
+        // SAFETY: see sqe_for.
+        if unsafe { self.ring.submission().push(&sqe) }.is_err() {
+            // Cannot happen (one submission entry per slot), but never strand a caller.
+            if let Some(f) = self.slots[slot].take() {
+                finished.push((
+                    f.req,
+                    Err(io::Error::other("io_uring submission queue full")),
+                ));
+            }
+            self.free.push(slot);
+        }
+    }
+
+    fn reap_into(&mut self, fd: RawFd, finished: &mut Finished) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(ud, res) in &cqes {
+            let slot = ud as usize;
+            let Some(mut f) = self.slots.get_mut(slot).and_then(Option::take) else {
+                continue;
+            };
+            let outcome = if res < 0 {
+                Some(Err(io::Error::from_raw_os_error(-res)))
+            } else if res == 0 {
+                Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "io_uring transferred 0 bytes",
+                )))
+            } else {
+                f.transferred += res as usize;
+                (f.transferred >= f.req.buf.len()).then_some(Ok(()))
+            };
+            match outcome {
+                Some(r) => {
+                    finished.push((f.req, r));
+                    self.free.push(slot);
+                }
+                // A short transfer: resume where it stopped.
+                None => self.start(fd, slot, f, finished),
+            }
+        }
+        cqes.clear();
+        self.cqes = cqes;
+    }
+
+    /// After a fatal ring error: waiting requests fail; IOs in flight keep their buffers
+    /// (the kernel may still write into them) and their callers get an error.
+    fn fail(&mut self, e: io::Error, finished: &mut Finished) {
+        tracing::error!(error = %e, "io_uring submission failed; the disk tier stops");
+        self.failed = true;
+        for req in self.backlog.drain(..) {
+            finished.push((req, Err(io::Error::other("io_uring failed"))));
+        }
+        for f in self.slots.iter_mut().filter_map(Option::take) {
+            // The reply goes unsent: the caller gets an error and a fresh buffer.
+            let Request { buf, done, .. } = f.req;
+            std::mem::forget(buf);
+            if let Some(d) = done {
+                d();
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    /// Waits for every IO still in the ring: the kernel owns their buffers until then.
     fn drop(&mut self) {
-        self.queue.close();
-        notify(self.wake.as_raw_fd());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let fd = self.fd;
+        let st = self.state.get_mut();
+        st.reapers.clear();
+        while !st.failed && (st.in_flight() > 0 || !st.backlog.is_empty()) {
+            let finished = st.pump(fd);
+            let progressed = !finished.is_empty();
+            complete_all(finished);
+            if progressed || st.in_flight() == 0 {
+                continue;
+            }
+            match st.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => {
+                    let mut finished = Vec::new();
+                    st.fail(e, &mut finished);
+                    complete_all(finished);
+                }
+            }
         }
     }
 }
@@ -149,146 +350,4 @@ fn sqe_for(fd: RawFd, f: &mut InFlight, slot: usize) -> squeue::Entry {
             .build(),
     };
     entry.user_data(slot as u64)
-}
-
-/// After a fatal ring error: the kernel may still write into buffers of IOs in flight, so they
-/// are leaked rather than freed; their callers get an error (and a fresh buffer).
-fn abandon_in_flight(slots: Vec<Option<InFlight>>) {
-    for f in slots.into_iter().flatten() {
-        let Request {
-            buf, reply, done, ..
-        } = f.req;
-        std::mem::forget(buf);
-        if let Some(d) = done {
-            d();
-        }
-        let _ = reply.send((
-            Err(io::Error::other("io_uring failed")),
-            AlignedBuf::zeroed(1, 1),
-        ));
-    }
-}
-
-/// Moves queued requests into the ring while slots are free.
-fn take_requests(
-    ring: &mut IoUring,
-    fd: RawFd,
-    slots: &mut [Option<InFlight>],
-    free: &mut Vec<usize>,
-    rx: &mpsc::Receiver<Request>,
-    closed: &mut bool,
-) -> io::Result<()> {
-    while let Some(&slot) = free.last() {
-        match rx.try_recv() {
-            Ok(req) => {
-                free.pop();
-                let mut f = InFlight {
-                    req,
-                    transferred: 0,
-                };
-                let sqe = sqe_for(fd, &mut f, slot);
-                slots[slot] = Some(f);
-                // SAFETY: see sqe_for; the ring has depth + 1 entries, one per slot plus wake.
-                unsafe { ring.submission().push(&sqe) }
-                    .map_err(|_| io::Error::other("submission queue full"))?;
-            }
-            Err(mpsc::TryRecvError::Empty) => break,
-            Err(mpsc::TryRecvError::Disconnected) => {
-                *closed = true;
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn ring_loop(
-    mut ring: IoUring,
-    file: &File,
-    wake: &OwnedFd,
-    woken: &AtomicBool,
-    rx: &mpsc::Receiver<Request>,
-    slots: &mut [Option<InFlight>],
-) -> io::Result<()> {
-    let depth = slots.len();
-    let fd = file.as_raw_fd();
-    let efd = wake.as_raw_fd();
-    // Leaked on purpose (8 bytes per engine): the armed eventfd read may still be pending in
-    // the kernel when this thread returns, so its target must never be freed.
-    let wake_buf: &'static mut [u8; 8] = Box::leak(Box::new([0u8; 8]));
-    let arm_wake = |ring: &mut IoUring, buf: &mut [u8; 8]| -> io::Result<()> {
-        let e = opcode::Read::new(types::Fd(efd), buf.as_mut_ptr(), 8)
-            .build()
-            .user_data(WAKE);
-        // SAFETY: wake_buf is 'static, so the kernel's write target stays valid.
-        unsafe { ring.submission().push(&e) }.map_err(|_| io::Error::other("ring full"))
-    };
-    arm_wake(&mut ring, wake_buf)?;
-    let mut free: Vec<usize> = (0..depth).rev().collect();
-    let mut closed = false;
-    let mut completions = Vec::with_capacity(depth + 1);
-    loop {
-        take_requests(&mut ring, fd, slots, &mut free, rx, &mut closed)?;
-        // This thread is about to sleep until a completion or the eventfd. Submitters skip the
-        // eventfd write while the flag is set (this thread looks at the queue anyway), so it is
-        // cleared before every sleep, and a request that slipped in before the clear is taken
-        // now. Waiting for the next completion instead would hold a new request back for a
-        // whole interrupt-coalescing interval, which halves the device's effective depth.
-        woken.store(false, Ordering::Release);
-        take_requests(&mut ring, fd, slots, &mut free, rx, &mut closed)?;
-        if closed && free.len() == depth {
-            return Ok(());
-        }
-        match ring.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-            // Transient resource shortage: reap what completed and try again shortly.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOMEM)) => {
-                thread::sleep(std::time::Duration::from_millis(1));
-            }
-            Err(e) => return Err(e),
-        }
-        // Awake: requests queued from here on are taken at the top of the loop.
-        woken.store(true, Ordering::Release);
-        completions.clear();
-        completions.extend(ring.completion().map(|c| (c.user_data(), c.result())));
-        for &(ud, res) in &completions {
-            if ud == WAKE {
-                if !closed {
-                    arm_wake(&mut ring, wake_buf)?;
-                }
-                continue;
-            }
-            let slot = ud as usize;
-            let Some(mut f) = slots[slot].take() else {
-                continue;
-            };
-            let outcome = if res < 0 {
-                Some(Err(io::Error::from_raw_os_error(-res)))
-            } else if res == 0 {
-                Some(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "io_uring transferred 0 bytes",
-                )))
-            } else {
-                f.transferred += res as usize;
-                (f.transferred >= f.req.buf.len()).then_some(Ok(()))
-            };
-            match outcome {
-                Some(r) => {
-                    f.req.complete(r);
-                    free.push(slot);
-                }
-                None => {
-                    // A short transfer: resume where it stopped.
-                    let sqe = sqe_for(fd, &mut f, slot);
-                    slots[slot] = Some(f);
-                    // SAFETY: as above.
-                    unsafe { ring.submission().push(&sqe) }
-                        .map_err(|_| io::Error::other("submission queue full"))?;
-                }
-            }
-        }
-    }
 }

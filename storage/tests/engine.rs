@@ -1,0 +1,133 @@
+//! The io engines on their own: where their completions are delivered and what happens to IO
+//! whose caller stopped waiting.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_storage::aligned::AlignedBuf;
+use strata_storage::device::Device;
+use strata_storage::engine::{self, IoEngine};
+use strata_storage::{EngineKind, EngineOptions};
+
+const SIZE: u64 = 8 << 20;
+/// A bound on a wait that should take milliseconds; reaching it means an IO was never completed.
+const BOUND: Duration = Duration::from_secs(20);
+
+fn start(kind: EngineKind, dir: &tempfile::TempDir) -> (Arc<dyn IoEngine>, usize) {
+    let dev = Device::open(&dir.path().join("engine.img"), SIZE).expect("open device");
+    assert!(dev.direct, "the scratch file must take O_DIRECT");
+    let block = dev.block_size;
+    let engine = engine::start(kind, Arc::new(dev.file), EngineOptions::default())
+        .unwrap_or_else(|(name, e)| panic!("{name}: {e}"));
+    (engine, block)
+}
+
+fn pattern(i: u64, block: usize) -> AlignedBuf {
+    let mut b = AlignedBuf::zeroed(block, block);
+    for (j, x) in b.as_mut_slice().iter_mut().enumerate() {
+        *x = (i as usize * 31 + j * 7) as u8;
+    }
+    b
+}
+
+/// The node opens its store on a start-up runtime that is not driven while requests are served
+/// from others: IO submitted there must complete all the same.
+#[test]
+fn io_completes_on_a_runtime_other_than_the_opening_one() {
+    let dir = common::scratch();
+    let opening = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (engine, block) = opening.block_on(async {
+        let (engine, block) = start(EngineKind::IoUring, &dir);
+        let (res, _) = engine.write(0, pattern(0, block), None).await;
+        res.expect("write on the opening runtime");
+        (engine, block)
+    });
+    let serving = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    serving.block_on(async {
+        let blocks = SIZE / block as u64;
+        let tasks: Vec<_> = (0..64u64)
+            .map(|i| {
+                let engine = engine.clone();
+                tokio::spawn(async move {
+                    let at = (i % blocks) * block as u64;
+                    let (res, _) = engine.write(at, pattern(i, block), None).await;
+                    res.expect("write");
+                    let (res, back) = engine.read(at, AlignedBuf::zeroed(block, block)).await;
+                    res.expect("read");
+                    assert!(
+                        back.as_slice() == pattern(i, block).as_slice(),
+                        "block {i} read back different bytes"
+                    );
+                })
+            })
+            .collect();
+        for t in tasks {
+            tokio::time::timeout(BOUND, t)
+                .await
+                .expect("an IO was never completed")
+                .expect("task");
+        }
+    });
+    drop(engine);
+    drop(opening);
+}
+
+/// A write whose caller gave up still runs its completion hook once the device has it.
+async fn abandoned_write_still_finishes(kind: EngineKind) {
+    let dir = common::scratch();
+    let (engine, block) = start(kind, &dir);
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Mutex::new(Some(tx));
+    let hook = {
+        let finished = finished.clone();
+        Box::new(move || {
+            finished.fetch_add(1, Ordering::SeqCst);
+            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(());
+            }
+        })
+    };
+    drop(engine.write(0, pattern(7, block), Some(hook)));
+    tokio::time::timeout(BOUND, rx)
+        .await
+        .expect("the abandoned write's hook never ran")
+        .expect("hook dropped without running");
+    assert_eq!(finished.load(Ordering::SeqCst), 1);
+    let (res, back) = engine.read(0, AlignedBuf::zeroed(block, block)).await;
+    res.expect("read");
+    assert!(back.as_slice() == pattern(7, block).as_slice());
+}
+
+#[tokio::test]
+async fn abandoned_write_still_finishes_psync() {
+    abandoned_write_still_finishes(EngineKind::Psync).await;
+}
+
+#[tokio::test]
+async fn abandoned_write_still_finishes_io_uring() {
+    abandoned_write_still_finishes(EngineKind::IoUring).await;
+}
+
+/// Outside a tokio runtime nothing would reap io_uring completions: the IO fails at once and
+/// hands its buffer back instead of waiting forever.
+#[test]
+fn io_uring_outside_a_runtime_fails_clearly() {
+    let dir = common::scratch();
+    let (engine, block) = start(EngineKind::IoUring, &dir);
+    let fut = engine.read(0, AlignedBuf::zeroed(block, block));
+    let (res, buf) = futures::executor::block_on(fut);
+    let err = res.expect_err("no runtime, no IO");
+    assert!(err.to_string().contains("outside a tokio runtime"), "{err}");
+    assert_eq!(buf.len(), block);
+}
