@@ -3,9 +3,14 @@
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 
-/// A zero-initialised heap buffer whose address and length are multiples of its alignment.
+use crate::bufpool;
+
+/// A heap buffer whose address and length are multiples of its alignment; reused through
+/// [`crate::bufpool`] when dropped.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
+    len: usize,
+    /// The allocation: at least `len` bytes, all of them initialised.
     layout: Layout,
 }
 
@@ -15,24 +20,43 @@ unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
-    /// Allocates `len` zeroed bytes aligned to `align`; `len` is rounded up to a multiple of `align`.
+    /// `len` zeroed bytes aligned to `align`; `len` is rounded up to a multiple of `align`.
     ///
     /// Panics only on a non-power-of-two alignment (a programming error, never input-driven).
     pub fn zeroed(len: usize, align: usize) -> Self {
+        let (mut buf, fresh) = Self::alloc(len, align);
+        if !fresh {
+            buf.as_mut_slice().fill(0);
+        }
+        buf
+    }
+
+    /// `len` bytes aligned to `align` whose contents are unspecified (a reused buffer's): for
+    /// buffers that are overwritten whole, as by a read.
+    pub fn recycled(len: usize, align: usize) -> Self {
+        Self::alloc(len, align).0
+    }
+
+    /// A pooled buffer, or a fresh zeroed one (then true).
+    fn alloc(len: usize, align: usize) -> (Self, bool) {
         assert!(align.is_power_of_two(), "alignment must be a power of two");
         let len = align_up(len.max(1) as u64, align as u64) as usize;
-        let layout = Layout::from_size_align(len, align).expect("aligned layout");
+        let layout =
+            Layout::from_size_align(bufpool::capacity(len, align), align).expect("aligned layout");
+        if let Some(ptr) = bufpool::take(layout) {
+            return (AlignedBuf { ptr, len, layout }, false);
+        }
         // SAFETY: layout has a non-zero size (len >= align >= 1).
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
         };
-        AlignedBuf { ptr, layout }
+        (AlignedBuf { ptr, len, layout }, true)
     }
 
     /// Length in bytes (a multiple of the alignment).
     pub fn len(&self) -> usize {
-        self.layout.size()
+        self.len
     }
 
     /// Always false: a buffer holds at least one aligned block.
@@ -42,14 +66,14 @@ impl AlignedBuf {
 
     /// The bytes, read-only.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for layout.size() initialised bytes for the lifetime of self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+        // SAFETY: ptr is valid for layout.size() >= len initialised bytes while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and &mut self guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     /// Raw pointer for IO submission; valid while `self` is alive and not moved out of.
@@ -60,8 +84,10 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: ptr was allocated with exactly this layout and is freed once.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        if !bufpool::give(self.ptr, self.layout) {
+            // SAFETY: ptr was allocated with exactly this layout and is freed once.
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        }
     }
 }
 
@@ -97,6 +123,23 @@ mod tests {
         assert!(b.as_slice().iter().all(|&x| x == 0));
         b.as_mut_slice()[8191] = 7;
         assert_eq!(b.as_slice()[8191], 7);
+    }
+
+    #[test]
+    fn dropped_buffers_are_reused_and_zeroed_on_request() {
+        // An alignment no other test uses, so the pool's class is this test's alone.
+        let align = 1 << 14;
+        let mut a = AlignedBuf::recycled(3 * align, align);
+        let at = a.as_mut_ptr();
+        a.as_mut_slice().fill(0xee);
+        drop(a);
+        let mut b = AlignedBuf::zeroed(3 * align, align);
+        assert_eq!(b.as_mut_ptr(), at, "the idle buffer was not reused");
+        assert!(b.as_slice().iter().all(|&x| x == 0));
+        b.as_mut_slice().fill(0xee);
+        drop(b);
+        let c = AlignedBuf::recycled(3 * align, align);
+        assert_eq!(c.len(), 3 * align);
     }
 
     #[test]

@@ -265,7 +265,7 @@ impl DiskStore {
         let reads: Vec<_> = (0..self.region_count)
             .map(|r| {
                 self.engine
-                    .read(self.region_offset(r), AlignedBuf::zeroed(block, block))
+                    .read(self.region_offset(r), AlignedBuf::recycled(block, block))
             })
             .collect();
         let mut live = Vec::new();
@@ -427,7 +427,7 @@ impl DiskStore {
         let hash = key_hash(key);
         let entry = self.index.get(hash)?;
         let offset = DATA_OFFSET + entry.block as u64 * self.block as u64;
-        let buf = AlignedBuf::zeroed(entry.blocks() as usize * self.block, self.block);
+        let buf = AlignedBuf::recycled(entry.blocks() as usize * self.block, self.block);
         let (res, buf) = self.engine.read(offset, buf).await;
         if let Err(e) = res {
             self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
@@ -757,7 +757,7 @@ impl DiskStore {
         let reads: Vec<_> = hot
             .iter()
             .map(|e| {
-                let buf = AlignedBuf::zeroed(e.blocks as usize * self.block, self.block);
+                let buf = AlignedBuf::recycled(e.blocks as usize * self.block, self.block);
                 (e, self.engine.read(self.block_offset(region, e.block), buf))
             })
             .collect();

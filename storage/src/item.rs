@@ -94,8 +94,12 @@ pub fn encode_into(b: &mut [u8], key: &[u8], value: &[&[u8]], seq: u64, flags: u
 /// Builds the aligned on-disk image of an item whose version is its seq.
 pub fn encode(key: &[u8], value: &[&[u8]], seq: u64, flags: u16, block: usize) -> AlignedBuf {
     let value_len: usize = value.iter().map(|p| p.len()).sum();
-    let mut buf = AlignedBuf::zeroed(padded_len(key.len(), value_len, block), block);
-    encode_into(buf.as_mut_slice(), key, value, seq, flags);
+    let mut buf = AlignedBuf::recycled(padded_len(key.len(), value_len, block), block);
+    let b = buf.as_mut_slice();
+    encode_into(b, key, value, seq, flags);
+    // The padding is all a reused buffer does not overwrite: zero it, so no stale bytes reach
+    // the device.
+    b[HEADER_LEN + key.len() + value_len..].fill(0);
     buf
 }
 

@@ -10,9 +10,10 @@
 //! - [`index`]: the in-memory index of the disk store.
 //! - [`device`]: opening files and block devices with O_DIRECT.
 //! - [`engine`]: the io engines behind one trait.
-//! - [`aligned`]: aligned buffers for direct IO.
+//! - [`aligned`]: aligned buffers for direct IO, and [`bufpool`], which keeps idle ones for reuse.
 
 pub mod aligned;
+pub mod bufpool;
 pub mod device;
 pub mod disk;
 pub mod engine;
