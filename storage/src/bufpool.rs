@@ -91,7 +91,7 @@ mod tests {
         assert_eq!(capacity((1 << 20) + 4096, 4096), (5 << 20) / 4);
         for len in (4096..(4 << 20)).step_by(4096 * 7) {
             let c = capacity(len, 4096);
-            assert!(c >= len && c % 4096 == 0);
+            assert!(c >= len && c.is_multiple_of(4096));
             assert!(len <= 64 << 10 || c - len <= len / 4, "{len} -> {c}");
         }
     }
