@@ -41,17 +41,18 @@ impl AlignedBuf {
     fn alloc(len: usize, align: usize) -> (Self, bool) {
         assert!(align.is_power_of_two(), "alignment must be a power of two");
         let len = align_up(len.max(1) as u64, align as u64) as usize;
-        let layout =
-            Layout::from_size_align(bufpool::capacity(len, align), align).expect("aligned layout");
-        if let Some(ptr) = bufpool::take(layout) {
-            return (AlignedBuf { ptr, len, layout }, false);
+        let layout = bufpool::layout(len, align);
+        match bufpool::take(layout) {
+            Some(ptr) => (AlignedBuf { ptr, len, layout }, false),
+            None => (
+                AlignedBuf {
+                    ptr: bufpool::fresh(layout),
+                    len,
+                    layout,
+                },
+                true,
+            ),
         }
-        // SAFETY: layout has a non-zero size (len >= align >= 1).
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout)
-        };
-        (AlignedBuf { ptr, len, layout }, true)
     }
 
     /// Length in bytes (a multiple of the alignment).

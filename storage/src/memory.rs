@@ -93,6 +93,12 @@ impl MemoryTier {
         }
     }
 
+    /// True when an item of `key_len` + `value_len` bytes could be held (the tier is enabled and
+    /// the item not too large).
+    pub fn can_hold(&self, key_len: usize, value_len: usize) -> bool {
+        self.ufo.is_some() && key_len + value_len <= self.max_item
+    }
+
     /// Stores `value` bypassing the admission filter (for small records that must be found at
     /// once, while their disk write is still in flight).
     pub fn insert_forced(&self, key: &[u8], value: Bytes) {

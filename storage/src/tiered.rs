@@ -46,8 +46,8 @@ pub struct TieredCache {
     removals: AtomicU64,
 }
 
-/// Values below this size are copied into L1 rather than kept as views of a larger disk buffer,
-/// so L1's byte budget counts what it really holds.
+/// A caller's values below this size are copied into L1 rather than kept as views of a larger
+/// buffer, so L1's byte budget counts what it really holds.
 const COPY_BELOW: usize = 64 * 1024;
 
 fn compact(v: Bytes) -> Bytes {
@@ -56,6 +56,17 @@ fn compact(v: Bytes) -> Bytes {
     } else {
         v
     }
+}
+
+/// Where a value offered to L1 comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// The caller's own bytes.
+    Caller,
+    /// A view of a disk IO buffer: pooled memory, often larger than the value (a 1 MiB slice
+    /// sits in a 2 MiB huge page). L1 keeps a copy, so its budget counts what it holds and the
+    /// buffer goes back to the pool once the caller is done with it.
+    Disk,
 }
 
 impl TieredCache {
@@ -81,14 +92,20 @@ impl TieredCache {
         let generation = self.removals.load(Ordering::Acquire);
         let v = self.l2.as_ref()?.get(key).await?;
         match self.admission {
-            Admission::WriteThrough => self.offer_l1(key, v.clone(), generation),
+            Admission::WriteThrough => self.offer_l1(key, &v, Source::Disk, generation),
         }
         Some(v)
     }
 
-    fn offer_l1(&self, key: &[u8], v: Bytes, generation: u64) {
-        if self.removals.load(Ordering::Acquire) == generation {
-            self.l1.insert(key, compact(v));
+    fn offer_l1(&self, key: &[u8], v: &Bytes, source: Source, generation: u64) {
+        if self.removals.load(Ordering::Acquire) == generation
+            && self.l1.can_hold(key.len(), v.len())
+        {
+            let v = match source {
+                Source::Caller => compact(v.clone()),
+                Source::Disk => Bytes::copy_from_slice(v),
+            };
+            self.l1.insert(key, v);
         }
     }
 
@@ -101,7 +118,7 @@ impl TieredCache {
                     Some(d) => d.insert(key, &value).await,
                     None => Ok(()),
                 };
-                self.offer_l1(key, value, generation);
+                self.offer_l1(key, &value, Source::Caller, generation);
                 l2
             }
         }
@@ -116,7 +133,7 @@ impl TieredCache {
                     let generation = self.removals.load(Ordering::Acquire);
                     let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
                     let written = d.insert_parts(key, &slices).await?;
-                    self.offer_l1(key, written, generation);
+                    self.offer_l1(key, &written, Source::Disk, generation);
                     Ok(())
                 }
                 None => {
@@ -172,5 +189,31 @@ impl TieredCache {
             memory: self.l1.stats(),
             disk: self.l2.as_ref().map(|d| d.stats()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// L1 keeps a copy of a disk buffer's value (so the buffer returns to the pool) and a view
+    /// of a caller's large value (no copy needed).
+    #[tokio::test]
+    async fn memory_copies_disk_values_and_keeps_large_caller_values() {
+        let cache = TieredCache::open(TieredCacheConfig {
+            memory: 16 << 20,
+            disk: None,
+            admission: Default::default(),
+        })
+        .await
+        .expect("memory-only cache");
+        let big = Bytes::from(vec![7u8; 300_000]);
+        cache.offer_l1(b"disk", &big, Source::Disk, 0);
+        cache.offer_l1(b"caller", &big, Source::Caller, 0);
+        let disk = cache.l1.get(b"disk").expect("disk value in L1");
+        let caller = cache.l1.get(b"caller").expect("caller value in L1");
+        assert_eq!(disk, big);
+        assert_ne!(disk.as_ptr(), big.as_ptr(), "L1 kept a view of a disk buffer");
+        assert_eq!(caller.as_ptr(), big.as_ptr(), "a large caller value was copied");
     }
 }
