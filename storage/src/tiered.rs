@@ -213,7 +213,15 @@ mod tests {
         let disk = cache.l1.get(b"disk").expect("disk value in L1");
         let caller = cache.l1.get(b"caller").expect("caller value in L1");
         assert_eq!(disk, big);
-        assert_ne!(disk.as_ptr(), big.as_ptr(), "L1 kept a view of a disk buffer");
-        assert_eq!(caller.as_ptr(), big.as_ptr(), "a large caller value was copied");
+        assert_ne!(
+            disk.as_ptr(),
+            big.as_ptr(),
+            "L1 kept a view of a disk buffer"
+        );
+        assert_eq!(
+            caller.as_ptr(),
+            big.as_ptr(),
+            "a large caller value was copied"
+        );
     }
 }

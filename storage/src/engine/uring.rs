@@ -51,7 +51,8 @@ struct Shared {
     state: Mutex<State>,
 }
 
-/// Positional IO through io_uring.
+/// Positional IO through io_uring. IO is started from within a tokio runtime with IO enabled,
+/// whose reactor delivers the completions; outside any runtime it fails at once.
 pub struct UringEngine {
     shared: Arc<Shared>,
 }
