@@ -1,11 +1,12 @@
 //! The in-memory index of the disk store: key hash → where the newest item lives.
 //!
-//! 16 bytes per entry plus the 8-byte key hash (and the hash table's control byte and slack);
-//! hash collisions are resolved by the full key stored with the item, which every read compares.
-
-use std::collections::HashMap;
+//! 16 bytes per entry plus the 8-byte key hash, in tables that keep 64-80 % of their slots used
+//! (see [`crate::table`]): 30-38 bytes per item. Hash collisions are resolved by the full key
+//! stored with the item, which every read compares.
 
 use parking_lot::Mutex;
+
+use crate::table::Table;
 
 const HOT: u32 = 1 << 31;
 
@@ -20,6 +21,13 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The value of an empty table slot.
+    pub(crate) const ZERO: Entry = Entry {
+        block: 0,
+        blocks_hot: 0,
+        version: 0,
+    };
+
     /// A new, not yet accessed entry.
     pub fn new(block: u32, blocks: u32, version: u64) -> Entry {
         Entry {
@@ -46,34 +54,34 @@ impl Entry {
 
 const SHARDS: usize = 64;
 
-/// A sharded hash map so that lookups on different keys rarely contend.
+/// A sharded hash table so that lookups on different keys rarely contend.
 pub struct Index {
-    // parking_lot mutexes: critical sections are a hash-map probe, never an await.
-    shards: Vec<Mutex<HashMap<u64, Entry>>>,
+    // parking_lot mutexes: critical sections are a table probe, never an await.
+    shards: Vec<Mutex<Table>>,
 }
 
 impl Default for Index {
     fn default() -> Self {
         Index {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
         }
     }
 }
 
 impl Index {
-    fn shard(&self, hash: u64) -> &Mutex<HashMap<u64, Entry>> {
+    fn shard(&self, hash: u64) -> &Mutex<Table> {
         &self.shards[(hash >> 58) as usize % SHARDS]
     }
 
     /// The entry for `hash`, if any.
     pub fn get(&self, hash: u64) -> Option<Entry> {
-        self.shard(hash).lock().get(&hash).copied()
+        self.shard(hash).lock().get(hash).copied()
     }
 
     /// Records `entry` unless a newer version for the same hash is indexed.
     pub fn insert_if_newer(&self, hash: u64, entry: Entry) -> bool {
         let mut map = self.shard(hash).lock();
-        match map.get(&hash) {
+        match map.get(hash) {
             Some(cur) if cur.version > entry.version => false,
             _ => {
                 map.insert(hash, entry);
@@ -85,7 +93,7 @@ impl Index {
     /// Moves `hash` from `old` to `new` only if it still points at `old`.
     pub fn replace_if(&self, hash: u64, old: &Entry, new: Entry) -> bool {
         let mut map = self.shard(hash).lock();
-        match map.get_mut(&hash) {
+        match map.get_mut(hash) {
             Some(cur) if cur.same_place(old) => {
                 *cur = new;
                 true
@@ -96,7 +104,7 @@ impl Index {
 
     /// Marks the entry at `at` as read since written.
     pub fn mark_hot(&self, hash: u64, at: &Entry) {
-        if let Some(cur) = self.shard(hash).lock().get_mut(&hash) {
+        if let Some(cur) = self.shard(hash).lock().get_mut(hash) {
             if cur.same_place(at) {
                 cur.blocks_hot |= HOT;
             }
@@ -105,14 +113,14 @@ impl Index {
 
     /// Removes the entry for `hash` whatever it is.
     pub fn remove(&self, hash: u64) -> Option<Entry> {
-        self.shard(hash).lock().remove(&hash)
+        self.shard(hash).lock().remove(hash)
     }
 
     /// Removes the entry for `hash` only if it still points at `at`.
     pub fn remove_if(&self, hash: u64, at: &Entry) -> Option<Entry> {
         let mut map = self.shard(hash).lock();
-        match map.get(&hash) {
-            Some(cur) if cur.same_place(at) => map.remove(&hash),
+        match map.get(hash) {
+            Some(cur) if cur.same_place(at) => map.remove(hash),
             _ => None,
         }
     }
@@ -127,10 +135,9 @@ impl Index {
         self.len() == 0
     }
 
-    /// Heap bytes held by the index (table slots of key hash + entry, plus a control byte each).
+    /// Heap bytes held by the index (every table slot: key hash + entry).
     pub fn memory_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(u64, Entry)>() + 1;
-        self.shards.iter().map(|s| s.lock().capacity() * slot).sum()
+        self.shards.iter().map(|s| s.lock().memory_bytes()).sum()
     }
 }
 

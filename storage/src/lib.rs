@@ -7,7 +7,7 @@
 //! - [`region`], [`item`], [`summary`], [`superblock`]: the on-disk formats.
 //! - [`recovery`]: finding intact items after a restart or a crash.
 //! - [`inspect`]: a read-only report of a cache device.
-//! - [`index`]: the in-memory index of the disk store.
+//! - [`index`]: the in-memory index of the disk store, in [`table`]s of bounded slack.
 //! - [`device`]: opening files and block devices with O_DIRECT.
 //! - [`engine`]: the io engines behind one trait.
 //! - [`aligned`]: aligned buffers for direct IO, and [`bufpool`], which keeps idle ones for reuse.
@@ -27,6 +27,7 @@ pub mod recovery;
 pub mod region;
 pub mod summary;
 pub mod superblock;
+pub mod table;
 pub mod tiered;
 
 pub use disk::{DiskConfig, DiskStats, DiskStore, EvictionPolicy};
