@@ -1,6 +1,6 @@
 //! Device throughput of the disk store, per io engine: random 4 KiB and 1 MiB item reads and
-//! sequential 1 MiB item writes, on a 1 GiB file, with `DEPTH` requests in flight. The read
-//! stores are kept in the bench directory and reused by later runs.
+//! sequential 4 KiB and 1 MiB item writes, on a 1 GiB file, with `DEPTH` requests in flight.
+//! The read stores are kept in the bench directory and reused by later runs.
 //!
 //! Compare with fio on the same file, block size and queue depth: `scripts/bench-storage` runs
 //! both in one go and prints the ratios.
@@ -129,28 +129,29 @@ fn reads(c: &mut Criterion) {
 
 fn writes(c: &mut Criterion) {
     let rt = runtime();
-    let padded = 1usize << 20;
-    let mut g = c.benchmark_group("sequential_write_1MiB");
-    g.throughput(Throughput::Bytes(padded as u64));
-    g.sample_size(10);
-    for engine in [EngineKind::Psync, EngineKind::IoUring] {
-        let store = Arc::new(rt.block_on(open(engine, "write.img", false)));
-        let value = Arc::new(vec![0xa5u8; value_len(padded, &key(0))]);
-        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        g.bench_function(BenchmarkId::from_parameter(store.engine_name()), |b| {
-            b.to_async(&rt).iter_custom(|ops| {
-                let (store, value, next) = (store.clone(), value.clone(), next.clone());
-                closed_loop(ops, move |_| {
+    for (label, padded) in [("4KiB", 4096usize), ("1MiB", 1 << 20)] {
+        let mut g = c.benchmark_group(format!("sequential_write_{label}"));
+        g.throughput(Throughput::Bytes(padded as u64));
+        g.sample_size(10);
+        for engine in [EngineKind::Psync, EngineKind::IoUring] {
+            let store = Arc::new(rt.block_on(open(engine, "write.img", false)));
+            let value = Arc::new(vec![0xa5u8; value_len(padded, &key(0))]);
+            let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            g.bench_function(BenchmarkId::from_parameter(store.engine_name()), |b| {
+                b.to_async(&rt).iter_custom(|ops| {
                     let (store, value, next) = (store.clone(), value.clone(), next.clone());
-                    async move {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        store.insert(&key(i), &value).await.expect("write");
-                    }
+                    closed_loop(ops, move |_| {
+                        let (store, value, next) = (store.clone(), value.clone(), next.clone());
+                        async move {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            store.insert(&key(i), &value).await.expect("write");
+                        }
+                    })
                 })
-            })
-        });
+            });
+        }
+        g.finish();
     }
-    g.finish();
 }
 
 criterion_group!(benches, reads, writes);

@@ -32,13 +32,42 @@ struct Idle(NonNull<u8>);
 // SAFETY: an idle buffer is owned by the pool alone until taken out.
 unsafe impl Send for Idle {}
 
-#[derive(Default)]
+/// Idle buffers by layout, at most `limit` bytes of them.
 struct Pool {
     free: HashMap<(usize, usize), Vec<Idle>>,
     bytes: usize,
+    limit: usize,
 }
 
-static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(Default::default);
+impl Pool {
+    fn new(limit: usize) -> Self {
+        Pool {
+            free: HashMap::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    fn take(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        let idle = self.free.get_mut(&(layout.size(), layout.align()))?.pop()?;
+        self.bytes -= layout.size();
+        Some(idle.0)
+    }
+
+    fn give(&mut self, ptr: NonNull<u8>, layout: Layout) -> bool {
+        if self.bytes + layout.size() > self.limit {
+            return false;
+        }
+        self.bytes += layout.size();
+        self.free
+            .entry((layout.size(), layout.align()))
+            .or_default()
+            .push(Idle(ptr));
+        true
+    }
+}
+
+static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(Pool::new(IDLE_BYTES)));
 
 /// The allocation for a buffer of `len` bytes aligned to `align`: a power of two up to 64 KiB,
 /// then a multiple of an eighth of the next power of two (at most 25 % slack), and from
@@ -85,27 +114,12 @@ pub fn take(layout: Layout) -> Option<NonNull<u8>> {
     if !poolable(layout) {
         return None;
     }
-    let mut p = POOL.lock();
-    let idle = p.free.get_mut(&(layout.size(), layout.align()))?.pop()?;
-    p.bytes -= layout.size();
-    Some(idle.0)
+    POOL.lock().take(layout)
 }
 
 /// Keeps a buffer of this layout for reuse; false (and nothing kept) when the pool is full.
 pub fn give(ptr: NonNull<u8>, layout: Layout) -> bool {
-    if !poolable(layout) {
-        return false;
-    }
-    let mut p = POOL.lock();
-    if p.bytes + layout.size() > IDLE_BYTES {
-        return false;
-    }
-    p.bytes += layout.size();
-    p.free
-        .entry((layout.size(), layout.align()))
-        .or_default()
-        .push(Idle(ptr));
-    true
+    poolable(layout) && POOL.lock().give(ptr, layout)
 }
 
 #[cfg(test)]
@@ -114,6 +128,28 @@ mod tests {
 
     fn capacity(len: usize) -> usize {
         layout(len, 4096).size()
+    }
+
+    #[test]
+    fn buffers_are_reused_by_exact_layout_up_to_the_limit() {
+        let mut pool = Pool::new(8192);
+        let l4 = Layout::from_size_align(4096, 4096).expect("layout");
+        let l8 = Layout::from_size_align(8192, 4096).expect("layout");
+        let (a, b, c) = (
+            NonNull::<u8>::dangling(),
+            NonNull::dangling(),
+            NonNull::dangling(),
+        );
+        assert!(pool.give(a, l4));
+        assert!(pool.take(l8).is_none(), "another size class");
+        assert!(pool.give(b, l4));
+        assert!(!pool.give(c, l4), "over the limit");
+        assert!(pool.take(l4).is_some());
+        assert!(pool.take(l4).is_some());
+        assert!(pool.take(l4).is_none());
+        assert_eq!(pool.bytes, 0);
+        // Dangling pointers never reach the allocator: nothing is freed here.
+        std::mem::forget(pool);
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub fn padded_len(key_len: usize, value_len: usize, block: usize) -> usize {
     align_up((HEADER_LEN + key_len + value_len) as u64, block as u64) as usize
 }
 
-/// Writes the image of an item into `b` (at least `padded_len` bytes, zeroed).
+/// Writes the image of an item into the start of `b` (at least `padded_len` bytes); bytes past
+/// the value are left as they are.
 /// `value` is given as consecutive parts, so a value received in pieces needs no joining copy.
 pub fn encode_into(b: &mut [u8], key: &[u8], value: &[&[u8]], seq: u64, flags: u16) {
     let value_len: usize = value.iter().map(|p| p.len()).sum();

@@ -98,12 +98,12 @@ impl TieredCache {
     }
 
     fn offer_l1(&self, key: &[u8], v: &Bytes, source: Source, generation: u64) {
-        if self.removals.load(Ordering::Acquire) == generation
-            && self.l1.can_hold(key.len(), v.len())
-        {
+        if self.removals.load(Ordering::Acquire) == generation {
             let v = match source {
+                Source::Disk if self.l1.can_hold(key.len(), v.len()) => Bytes::copy_from_slice(v),
+                // Not copied for nothing: L1 is off, or counts the value as too large and drops it.
+                Source::Disk => v.clone(),
                 Source::Caller => compact(v.clone()),
-                Source::Disk => Bytes::copy_from_slice(v),
             };
             self.l1.insert(key, v);
         }

@@ -82,6 +82,43 @@ fn io_completes_on_a_runtime_other_than_the_opening_one() {
     drop(opening);
 }
 
+/// A future submitted on one runtime and awaited on another that never submitted anything (the
+/// first no longer driven) still completes: the waiting runtime gets a reaper too.
+#[test]
+fn io_awaited_on_a_runtime_that_did_not_submit_completes() {
+    let dir = common::scratch();
+    let (engine, block) = start(EngineKind::IoUring, &dir);
+    let submitting = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let waiting = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let write = {
+        let _in = submitting.enter();
+        engine.write(0, pattern(3, block), None)
+    };
+    let (res, _) = waiting.block_on(async {
+        tokio::time::timeout(BOUND, write)
+            .await
+            .expect("the IO was never completed")
+    });
+    res.expect("write");
+    let read = {
+        let _in = submitting.enter();
+        engine.read(0, AlignedBuf::zeroed(block, block))
+    };
+    let (res, back) = waiting.block_on(async {
+        tokio::time::timeout(BOUND, read)
+            .await
+            .expect("the IO was never completed")
+    });
+    res.expect("read");
+    assert!(back.as_slice() == pattern(3, block).as_slice());
+}
+
 /// A write whose caller gave up still runs its completion hook once the device has it.
 async fn abandoned_write_still_finishes(kind: EngineKind) {
     let dir = common::scratch();

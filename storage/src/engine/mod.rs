@@ -31,8 +31,8 @@ pub trait IoEngine: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Fills `buf` from the device at `offset`; a short read is an error.
     fn read(&self, offset: u64, buf: AlignedBuf) -> IoFuture;
-    /// Writes all of `buf` to the device at `offset`; `done` runs on the IO thread once the
-    /// device is finished with the write, even if the caller stopped waiting for it.
+    /// Writes all of `buf` to the device at `offset`; `done` runs (on whichever thread completes
+    /// the IO) once the device is finished with the write, even if the caller stopped waiting.
     fn write(&self, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture;
 }
 
@@ -46,7 +46,7 @@ pub(crate) enum Op {
     Write,
 }
 
-/// One IO on its way to an IO thread, with its owned buffer and where to send the result.
+/// One IO on its way to the device, with its owned buffer and where to send the result.
 pub(crate) struct Request {
     pub op: Op,
     pub offset: u64,

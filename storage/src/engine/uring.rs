@@ -1,9 +1,9 @@
-//! An io_uring engine whose completions are reaped on the tokio runtime that waits for them.
+//! An io_uring engine whose completions are reaped on tokio runtimes, not on a thread of its own.
 //!
 //! Any task submits: it puts its request into the shared ring under a short lock and enters the
-//! kernel once (no hand-off to another thread). Each runtime that submits gets one reaper task,
-//! which waits on the ring's descriptor through tokio's reactor and completes whatever has
-//! finished. A completion therefore wakes one runtime worker, not a ring thread that then wakes
+//! kernel once (no hand-off to another thread). Each runtime that submits or waits for IO gets
+//! one reaper task, which waits on the ring's descriptor through tokio's reactor and completes
+//! whatever has finished, whoever submitted it. A completion therefore wakes one runtime worker, not a ring thread that then wakes
 //! a worker: on a small machine that second wake-up was most of the latency of a 4 KiB read.
 //! The ring holds each buffer until the kernel is done with it, which keeps a cancelled caller
 //! memory-safe.
@@ -42,6 +42,9 @@ struct State {
     reapers: Vec<(runtime::Id, oneshot::Sender<()>)>,
     /// Set after a fatal ring error: new requests fail at once.
     failed: bool,
+    /// Set when the kernel kept refusing a submission for want of memory; entries wait in the
+    /// submission queue.
+    stalled: bool,
 }
 
 struct Shared {
@@ -51,8 +54,9 @@ struct Shared {
     state: Mutex<State>,
 }
 
-/// Positional IO through io_uring. IO is started from within a tokio runtime with IO enabled,
-/// whose reactor delivers the completions; outside any runtime it fails at once.
+/// Positional IO through io_uring. IO is started from within a tokio runtime, whose reactor
+/// delivers the completions; outside any runtime it fails at once, and a runtime without IO
+/// enabled panics, as with any tokio IO type.
 pub struct UringEngine {
     shared: Arc<Shared>,
 }
@@ -72,6 +76,7 @@ impl UringEngine {
             cqes: Vec::with_capacity(depth as usize * 2),
             reapers: Vec::new(),
             failed: false,
+            stalled: false,
         };
         Ok(UringEngine {
             shared: Arc::new(Shared {
@@ -91,24 +96,65 @@ impl UringEngine {
             attach_reaper(&self.shared, &mut st).err()
         };
         let finished = match refused {
-            Some(e) => vec![(req, Err(e))],
+            Some(e) => vec![Completion::Done(req, Err(e))],
             None => {
                 st.backlog.push_back(req);
                 st.pump(self.shared.fd)
             }
         };
+        let stalled = std::mem::take(&mut st.stalled);
         drop(st);
         complete_all(finished);
-        fut
+        if stalled {
+            retry_later(&self.shared);
+        }
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            // The runtime that waits may not be the one that submitted (a future can move
+            // between runtimes, and the submitting one may no longer be driven): it needs a
+            // reaper too. Failing here only means no runtime waits; the submitter's reaper then
+            // still completes the IO.
+            let _ = attach_reaper(&shared, &mut shared.lock());
+            fut.await
+        })
     }
 }
 
-/// Finished requests with their outcome, completed once the lock is released.
-type Finished = Vec<(Request, io::Result<()>)>;
+/// Submits again shortly after the kernel kept refusing for want of memory: with nothing else
+/// in flight no completion would trigger it. A thread, so no runtime timer is needed for this
+/// rare path.
+fn retry_later(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new()
+        .name("strata-uring-retry".into())
+        .spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            if let Some(s) = weak.upgrade() {
+                s.reap();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "io_uring: cannot schedule a submission retry");
+    }
+}
+
+/// What to report once the lock is released.
+enum Completion {
+    /// A request finished with this outcome.
+    Done(Request, io::Result<()>),
+    /// The completion hook of an IO abandoned after a fatal ring error (its buffer is leaked
+    /// and its caller gets an error from the dropped reply).
+    Abandoned(Done),
+}
+
+type Finished = Vec<Completion>;
 
 fn complete_all(finished: Finished) {
-    for (req, res) in finished {
-        req.complete(res);
+    for c in finished {
+        match c {
+            Completion::Done(req, res) => req.complete(res),
+            Completion::Abandoned(hook) => hook(),
+        }
     }
 }
 
@@ -118,9 +164,15 @@ impl Shared {
     }
 
     /// Reaps and submits; called by reapers when the ring's descriptor is readable.
-    fn reap(&self) {
-        let finished = self.lock().pump(self.fd);
+    fn reap(self: &Arc<Self>) {
+        let mut st = self.lock();
+        let finished = st.pump(self.fd);
+        let stalled = std::mem::take(&mut st.stalled);
+        drop(st);
         complete_all(finished);
+        if stalled {
+            retry_later(self);
+        }
     }
 }
 
@@ -129,6 +181,8 @@ fn attach_reaper(shared: &Arc<Shared>, st: &mut State) -> io::Result<()> {
     let handle = Handle::try_current()
         .map_err(|_| io::Error::other("the io_uring engine is used outside a tokio runtime"))?;
     let id = handle.id();
+    // Reapers of runtimes that shut down are gone; so is one that failed to wait on the ring.
+    st.reapers.retain(|(_, stop)| !stop.is_closed());
     if st.reapers.iter().any(|(r, _)| *r == id) {
         return Ok(());
     }
@@ -191,17 +245,15 @@ impl State {
             }
             match self.ring.submit() {
                 Ok(_) => {}
-                // Interrupted, or short of memory for a moment: try again at once, a few times.
-                Err(e)
-                    if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN))
-                        && tries < 3 =>
-                {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                // Short of memory for a moment: try again at once, a few times, then later.
+                // (EBUSY cannot happen: the completion queue has room for every slot twice.)
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY)) => {
                     tries += 1;
-                }
-                // Completions are waiting for room (EBUSY) or memory stays short: the entries
-                // stay queued and go with the next submission or reap.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {
-                    break
+                    if tries > 3 {
+                        self.stalled = true;
+                        break;
+                    }
                 }
                 Err(e) => self.fail(e, &mut finished),
             }
@@ -236,7 +288,7 @@ impl State {
         if unsafe { self.ring.submission().push(&sqe) }.is_err() {
             // Cannot happen (one submission entry per slot), but never strand a caller.
             if let Some(f) = self.slots[slot].take() {
-                finished.push((
+                finished.push(Completion::Done(
                     f.req,
                     Err(io::Error::other("io_uring submission queue full")),
                 ));
@@ -266,7 +318,7 @@ impl State {
             };
             match outcome {
                 Some(r) => {
-                    finished.push((f.req, r));
+                    finished.push(Completion::Done(f.req, r));
                     self.free.push(slot);
                 }
                 // A short transfer: resume where it stopped.
@@ -283,14 +335,19 @@ impl State {
         tracing::error!(error = %e, "io_uring submission failed; the disk tier stops");
         self.failed = true;
         for req in self.backlog.drain(..) {
-            finished.push((req, Err(io::Error::other("io_uring failed"))));
+            finished.push(Completion::Done(
+                req,
+                Err(io::Error::other("io_uring failed")),
+            ));
         }
         for f in self.slots.iter_mut().filter_map(Option::take) {
-            // The reply goes unsent: the caller gets an error and a fresh buffer.
+            // The reply goes unsent: the caller gets an error and a fresh buffer. The hook runs
+            // now, before the kernel is done: nothing is written after this failure anyway,
+            // and a hook that never ran would pin its region.
             let Request { buf, done, .. } = f.req;
             std::mem::forget(buf);
             if let Some(d) = done {
-                d();
+                finished.push(Completion::Abandoned(d));
             }
         }
     }
@@ -312,6 +369,9 @@ impl Drop for Shared {
             match st.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 Err(e) => {
                     let mut finished = Vec::new();
                     st.fail(e, &mut finished);
