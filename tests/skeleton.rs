@@ -285,13 +285,17 @@ async fn sigterm_waits_for_in_flight_requests_then_exits_promptly() {
         origin.wait_hits("/slow", 1, Duration::from_secs(10)).await,
         "the request never reached the origin"
     );
-    let took = tokio::task::spawn_blocking(move || node.terminate())
+    let (took, node) = tokio::task::spawn_blocking(move || (node.terminate(), node))
         .await
         .unwrap();
     let (s, _, b) = req.await.unwrap();
     assert_eq!(s, 200, "in-flight request must complete");
     assert_eq!(b, body);
-    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown took {took:?}: {}",
+        node.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

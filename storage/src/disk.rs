@@ -802,10 +802,14 @@ impl DiskStore {
         if let Some(region) = a.active.as_ref().map(|act| act.region) {
             // Wait (a little) for writes in flight, so the summary describes landed items.
             let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            // Their completions may have no one left to deliver them (a serving runtime that
+            // shut down first): deliver them from here.
+            self.engine.complete_finished();
             while self.pending[region as usize].load(Ordering::Acquire) > 0
                 && Instant::now() < deadline
             {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                self.engine.complete_finished();
             }
         }
         self.seal_active(&mut a).await;

@@ -34,6 +34,10 @@ pub trait IoEngine: Send + Sync + 'static {
     /// Writes all of `buf` to the device at `offset`; `done` runs (on whichever thread completes
     /// the IO) once the device is finished with the write, even if the caller stopped waiting.
     fn write(&self, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture;
+    /// Delivers whatever IO has finished, now, on the caller's thread: for a caller about to
+    /// wait on completion hooks of IO that other tasks (perhaps of a runtime since shut down)
+    /// started.
+    fn complete_finished(&self) {}
 }
 
 /// Work to run when an IO has finished on the device.

@@ -23,11 +23,24 @@ use tokio::sync::oneshot;
 use super::{Done, IoEngine, IoFuture, Op, Request};
 use crate::aligned::AlignedBuf;
 
-/// An IO in flight: the request plus how much of it is done (short transfers are resumed).
-struct InFlight {
-    req: Request,
-    transferred: usize,
+/// An IO in flight.
+enum InFlight {
+    /// One request, and how much of it is done (short transfers are resumed).
+    One { req: Request, transferred: usize },
+    /// Writes to consecutive offsets, merged into one vectored write.
+    Merged { reqs: Vec<Request>, iovecs: IoVecs },
 }
+
+/// The iovec array of a merged write; it points into the requests' buffers, which the same
+/// `InFlight` owns.
+struct IoVecs(Vec<libc::iovec>);
+// SAFETY: the pointers are only handed to the kernel; the buffers they point into are owned by
+// the same InFlight, which moves between threads as a whole.
+unsafe impl Send for IoVecs {}
+
+/// At most this many writes, and this many bytes, are merged into one IO.
+const MERGE_MAX_WRITES: usize = 256;
+const MERGE_MAX_BYTES: usize = 4 << 20;
 
 /// The ring and what is in it; always used under the engine's lock.
 struct State {
@@ -36,6 +49,12 @@ struct State {
     free: Vec<usize>,
     /// Requests waiting for a free slot.
     backlog: VecDeque<Request>,
+    /// Writes held back while another write is in flight, to go out merged when it completes:
+    /// a device (a virtual one most of all) pays per request, and a burst of small item writes
+    /// to consecutive blocks becomes one large write.
+    held: Vec<Request>,
+    /// Write IOs in flight.
+    writes_in_flight: usize,
     /// Completions being handled (kept to reuse its allocation).
     cqes: Vec<(u64, i32)>,
     /// Runtimes with a reaper; dropping a sender stops that reaper.
@@ -73,6 +92,8 @@ impl UringEngine {
             slots: (0..depth as usize).map(|_| None).collect(),
             free: (0..depth as usize).rev().collect(),
             backlog: VecDeque::new(),
+            held: Vec::new(),
+            writes_in_flight: 0,
             cqes: Vec::with_capacity(depth as usize * 2),
             reapers: Vec::new(),
             failed: false,
@@ -98,7 +119,7 @@ impl UringEngine {
         let finished = match refused {
             Some(e) => vec![Completion::Done(req, Err(e))],
             None => {
-                st.backlog.push_back(req);
+                st.queue(req);
                 st.pump(self.shared.fd)
             }
         };
@@ -261,37 +282,96 @@ impl State {
         finished
     }
 
-    /// Moves waiting requests into free slots.
+    /// Takes a new request: a write waits while another write is in flight.
+    fn queue(&mut self, req: Request) {
+        match req.op {
+            Op::Write if self.writes_in_flight > 0 => self.held.push(req),
+            _ => self.backlog.push_back(req),
+        }
+    }
+
+    /// Moves waiting requests into free slots, merging writes to consecutive offsets.
     fn fill(&mut self, fd: RawFd, finished: &mut Finished) {
+        if self.writes_in_flight == 0 && !self.held.is_empty() {
+            // Sorted by offset so consecutive items merge. Writes waiting together are
+            // independent: a caller that needs one before another awaits the first.
+            self.held.sort_by_key(|r| r.offset);
+            self.backlog.extend(self.held.drain(..));
+        }
         while let Some(&slot) = self.free.last() {
             let Some(req) = self.backlog.pop_front() else {
                 break;
             };
             self.free.pop();
-            self.start(
-                fd,
-                slot,
-                InFlight {
+            let f = match req.op {
+                Op::Write => self.merge(req),
+                Op::Read => InFlight::One {
                     req,
                     transferred: 0,
                 },
-                finished,
-            );
+            };
+            self.start(fd, slot, f, finished);
+        }
+    }
+
+    /// `first` and the writes after it in the backlog that continue it.
+    fn merge(&mut self, first: Request) -> InFlight {
+        let mut end = first.offset + first.buf.len() as u64;
+        let mut bytes = first.buf.len();
+        let mut reqs = vec![first];
+        while let Some(next) = self.backlog.front() {
+            let fits = reqs.len() < MERGE_MAX_WRITES && bytes + next.buf.len() <= MERGE_MAX_BYTES;
+            if !matches!(next.op, Op::Write) || next.offset != end || !fits {
+                break;
+            }
+            let Some(next) = self.backlog.pop_front() else {
+                break;
+            };
+            end += next.buf.len() as u64;
+            bytes += next.buf.len();
+            reqs.push(next);
+        }
+        if reqs.len() == 1 {
+            if let Some(req) = reqs.pop() {
+                return InFlight::One {
+                    req,
+                    transferred: 0,
+                };
+            }
+        }
+        let iovecs = reqs
+            .iter_mut()
+            .map(|r| libc::iovec {
+                iov_base: r.buf.as_mut_ptr().cast(),
+                iov_len: r.buf.len(),
+            })
+            .collect();
+        InFlight::Merged {
+            reqs,
+            iovecs: IoVecs(iovecs),
         }
     }
 
     /// Puts the (rest of the) IO of `f` on the submission queue, in `slot`.
     fn start(&mut self, fd: RawFd, slot: usize, mut f: InFlight, finished: &mut Finished) {
         let sqe = sqe_for(fd, &mut f, slot);
+        if f.is_write() {
+            self.writes_in_flight += 1;
+        }
         self.slots[slot] = Some(f);
         // SAFETY: see sqe_for.
         if unsafe { self.ring.submission().push(&sqe) }.is_err() {
             // Cannot happen (one submission entry per slot), but never strand a caller.
             if let Some(f) = self.slots[slot].take() {
-                finished.push(Completion::Done(
-                    f.req,
-                    Err(io::Error::other("io_uring submission queue full")),
-                ));
+                if f.is_write() {
+                    self.writes_in_flight -= 1;
+                }
+                for req in f.into_requests() {
+                    finished.push(Completion::Done(
+                        req,
+                        Err(io::Error::other("io_uring submission queue full")),
+                    ));
+                }
             }
             self.free.push(slot);
         }
@@ -302,27 +382,50 @@ impl State {
         cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
         for &(ud, res) in &cqes {
             let slot = ud as usize;
-            let Some(mut f) = self.slots.get_mut(slot).and_then(Option::take) else {
+            let Some(f) = self.slots.get_mut(slot).and_then(Option::take) else {
                 continue;
             };
-            let outcome = if res < 0 {
-                Some(Err(io::Error::from_raw_os_error(-res)))
-            } else if res == 0 {
-                Some(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "io_uring transferred 0 bytes",
-                )))
-            } else {
-                f.transferred += res as usize;
-                (f.transferred >= f.req.buf.len()).then_some(Ok(()))
+            if f.is_write() {
+                self.writes_in_flight -= 1;
+            }
+            // Every request of a failed IO gets its own copy of the error.
+            let error = |res: i32| {
+                if res < 0 {
+                    io::Error::from_raw_os_error(-res)
+                } else {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "io_uring transferred 0 bytes")
+                }
             };
-            match outcome {
-                Some(r) => {
-                    finished.push(Completion::Done(f.req, r));
+            match (f, res <= 0) {
+                (f, true) => {
+                    for req in f.into_requests() {
+                        finished.push(Completion::Done(req, Err(error(res))));
+                    }
                     self.free.push(slot);
                 }
-                // A short transfer: resume where it stopped.
-                None => self.start(fd, slot, f, finished),
+                (InFlight::One { req, transferred }, false) => {
+                    let transferred = transferred + res as usize;
+                    if transferred >= req.buf.len() {
+                        finished.push(Completion::Done(req, Ok(())));
+                        self.free.push(slot);
+                    } else {
+                        // A short transfer: resume where it stopped.
+                        self.start(fd, slot, InFlight::One { req, transferred }, finished);
+                    }
+                }
+                (InFlight::Merged { reqs, .. }, false) => {
+                    let total: usize = reqs.iter().map(|r| r.buf.len()).sum();
+                    if res as usize >= total {
+                        finished.extend(reqs.into_iter().map(|r| Completion::Done(r, Ok(()))));
+                    } else {
+                        // A short merged write: each write goes again on its own (rewriting
+                        // the same bytes where some already landed is harmless).
+                        for req in reqs.into_iter().rev() {
+                            self.backlog.push_front(req);
+                        }
+                    }
+                    self.free.push(slot);
+                }
             }
         }
         cqes.clear();
@@ -334,17 +437,18 @@ impl State {
     fn fail(&mut self, e: io::Error, finished: &mut Finished) {
         tracing::error!(error = %e, "io_uring submission failed; the disk tier stops");
         self.failed = true;
-        for req in self.backlog.drain(..) {
+        for req in self.backlog.drain(..).chain(self.held.drain(..)) {
             finished.push(Completion::Done(
                 req,
                 Err(io::Error::other("io_uring failed")),
             ));
         }
-        for f in self.slots.iter_mut().filter_map(Option::take) {
+        let in_flight: Vec<InFlight> = self.slots.iter_mut().filter_map(Option::take).collect();
+        for req in in_flight.into_iter().flat_map(InFlight::into_requests) {
             // The reply goes unsent: the caller gets an error and a fresh buffer. The hook runs
             // now, before the kernel is done: nothing is written after this failure anyway,
             // and a hook that never ran would pin its region.
-            let Request { buf, done, .. } = f.req;
+            let Request { buf, done, .. } = req;
             std::mem::forget(buf);
             if let Some(d) = done {
                 finished.push(Completion::Abandoned(d));
@@ -359,7 +463,7 @@ impl Drop for Shared {
         let fd = self.fd;
         let st = self.state.get_mut();
         st.reapers.clear();
-        while !st.failed && (st.in_flight() > 0 || !st.backlog.is_empty()) {
+        while !st.failed && (st.in_flight() > 0 || !st.backlog.is_empty() || !st.held.is_empty()) {
             let finished = st.pump(fd);
             let progressed = !finished.is_empty();
             complete_all(finished);
@@ -394,21 +498,54 @@ impl IoEngine for UringEngine {
     fn write(&self, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
         self.submit(Op::Write, offset, buf, done)
     }
+
+    fn complete_finished(&self) {
+        // IO whose runtime shut down has no reaper left: this runtime takes over from here.
+        let _ = attach_reaper(&self.shared, &mut self.shared.lock());
+        self.shared.reap();
+    }
+}
+
+impl InFlight {
+    fn is_write(&self) -> bool {
+        match self {
+            InFlight::One { req, .. } => matches!(req.op, Op::Write),
+            InFlight::Merged { .. } => true,
+        }
+    }
+
+    fn into_requests(self) -> Vec<Request> {
+        match self {
+            InFlight::One { req, .. } => vec![req],
+            InFlight::Merged { reqs, .. } => reqs,
+        }
+    }
 }
 
 fn sqe_for(fd: RawFd, f: &mut InFlight, slot: usize) -> squeue::Entry {
-    let len = f.req.buf.len() - f.transferred;
-    let offset = f.req.offset + f.transferred as u64;
-    // SAFETY: the pointer stays valid until the completion: the buffer lives in `slots` and is
-    // neither moved out nor dropped while its IO is in flight.
-    let ptr = unsafe { f.req.buf.as_mut_ptr().add(f.transferred) };
-    let entry = match f.req.op {
-        Op::Read => opcode::Read::new(types::Fd(fd), ptr, len as u32)
-            .offset(offset)
-            .build(),
-        Op::Write => opcode::Write::new(types::Fd(fd), ptr, len as u32)
-            .offset(offset)
-            .build(),
+    let entry = match f {
+        InFlight::One { req, transferred } => {
+            let len = req.buf.len() - *transferred;
+            let offset = req.offset + *transferred as u64;
+            // SAFETY: the pointer stays valid until the completion: the buffer lives in `slots`
+            // and is neither moved out nor dropped while its IO is in flight.
+            let ptr = unsafe { req.buf.as_mut_ptr().add(*transferred) };
+            match req.op {
+                Op::Read => opcode::Read::new(types::Fd(fd), ptr, len as u32)
+                    .offset(offset)
+                    .build(),
+                Op::Write => opcode::Write::new(types::Fd(fd), ptr, len as u32)
+                    .offset(offset)
+                    .build(),
+            }
+        }
+        // The iovecs (and the buffers they point into) live in `slots` until the completion.
+        InFlight::Merged { reqs, iovecs } => {
+            let offset = reqs.first().map_or(0, |r| r.offset);
+            opcode::Writev::new(types::Fd(fd), iovecs.0.as_ptr(), iovecs.0.len() as u32)
+                .offset(offset)
+                .build()
+        }
     };
     entry.user_data(slot as u64)
 }
