@@ -1,8 +1,10 @@
-//! A pread/pwrite engine on a small pool of blocking threads.
+//! A pread/pwrite engine on a small pool of blocking threads. As with io_uring, a write waits
+//! while another write runs, and waiting writes to consecutive offsets go out as one pwritev.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::thread;
@@ -12,13 +14,26 @@ use parking_lot::{Condvar, Mutex};
 use super::{Done, IoEngine, IoFuture, Op, Request};
 use crate::aligned::AlignedBuf;
 
-/// Requests waiting for a thread, and whether the engine is shutting down.
+/// Requests waiting for a thread.
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Request>,
+    /// Writes held back while another write runs, to go out merged after it (see `run`).
+    held: Vec<Request>,
+    writes_running: usize,
+    closed: bool,
+}
+
+/// The queue, and a condvar signalled once per queued job so exactly one idle thread wakes.
 #[derive(Default)]
 struct Jobs {
-    queue: Mutex<(VecDeque<Request>, bool)>,
-    /// Signalled once per queued request, so exactly one idle thread wakes for it.
+    queue: Mutex<Queue>,
     ready: Condvar,
 }
+
+/// At most this many writes, and this many bytes, are merged into one `pwritev`.
+const MERGE_MAX_WRITES: usize = 256;
+const MERGE_MAX_BYTES: usize = 4 << 20;
 
 /// Positional IO on dedicated threads; completions return to async callers through oneshots.
 pub struct PsyncEngine {
@@ -52,11 +67,13 @@ impl PsyncEngine {
     fn submit(&self, op: Op, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
         let (req, fut) = Request::new(op, offset, buf, done);
         let mut q = self.jobs.queue.lock();
-        if q.1 {
+        if q.closed {
             drop(q);
             req.complete(Err(io::Error::other("io engine stopped")));
+        } else if matches!(op, Op::Write) && q.writes_running > 0 {
+            q.held.push(req);
         } else {
-            q.0.push_back(req);
+            q.waiting.push_back(req);
             drop(q);
             self.jobs.ready.notify_one();
         }
@@ -66,7 +83,7 @@ impl PsyncEngine {
 
 /// Lets the threads exit once the queued requests are done.
 fn close(jobs: &Jobs) {
-    jobs.queue.lock().1 = true;
+    jobs.queue.lock().closed = true;
     jobs.ready.notify_all();
 }
 
@@ -83,24 +100,117 @@ impl Drop for PsyncEngine {
 
 fn worker(file: &File, jobs: &Jobs) {
     loop {
-        let mut job = {
+        let mut batch = {
             let mut q = jobs.queue.lock();
             loop {
-                if let Some(job) = q.0.pop_front() {
-                    break job;
+                if let Some(job) = q.waiting.pop_front() {
+                    let batch = take_batch(&mut q, job);
+                    // Pass the wake-up on while work is left (one wake per job, no herd).
+                    if !q.waiting.is_empty() {
+                        jobs.ready.notify_one();
+                    }
+                    break batch;
                 }
-                if q.1 {
+                if q.closed && q.held.is_empty() {
                     return;
                 }
                 jobs.ready.wait(&mut q);
             }
         };
-        let res = match job.op {
+        let is_write = batch.first().is_some_and(|r| matches!(r.op, Op::Write));
+        let res = run(file, &mut batch);
+        if is_write {
+            // Writes held meanwhile go out now, sorted so consecutive ones merge. Writes that
+            // wait together are independent: a caller needing one before another awaits it.
+            let mut q = jobs.queue.lock();
+            q.writes_running -= 1;
+            if q.writes_running == 0 && !q.held.is_empty() {
+                let mut held = std::mem::take(&mut q.held);
+                held.sort_by_key(|r| r.offset);
+                q.waiting.extend(held);
+                jobs.ready.notify_one();
+            }
+        }
+        for job in batch {
+            // Every request of a failed batch gets its own copy of the error.
+            let r = match &res {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.raw_os_error().map_or_else(
+                    || io::Error::new(e.kind(), e.to_string()),
+                    io::Error::from_raw_os_error,
+                )),
+            };
+            job.complete(r);
+        }
+    }
+}
+
+/// `first`, and for a write the waiting writes that continue it; counts a running write.
+fn take_batch(q: &mut Queue, first: Request) -> Vec<Request> {
+    if !matches!(first.op, Op::Write) {
+        return vec![first];
+    }
+    q.writes_running += 1;
+    let mut end = first.offset + first.buf.len() as u64;
+    let mut bytes = first.buf.len();
+    let mut batch = vec![first];
+    while let Some(next) = q.waiting.front() {
+        let fits = batch.len() < MERGE_MAX_WRITES && bytes + next.buf.len() <= MERGE_MAX_BYTES;
+        if !matches!(next.op, Op::Write) || next.offset != end || !fits {
+            break;
+        }
+        let Some(next) = q.waiting.pop_front() else {
+            break;
+        };
+        end += next.buf.len() as u64;
+        bytes += next.buf.len();
+        batch.push(next);
+    }
+    batch
+}
+
+/// Runs one request, or consecutive writes as one `pwritev`.
+fn run(file: &File, batch: &mut [Request]) -> io::Result<()> {
+    if let [job] = batch {
+        return match job.op {
             Op::Read => file.read_exact_at(job.buf.as_mut_slice(), job.offset),
             Op::Write => file.write_all_at(job.buf.as_slice(), job.offset),
         };
-        job.complete(res);
     }
+    let Some(first) = batch.first() else {
+        return Ok(());
+    };
+    let iov: Vec<libc::iovec> = batch
+        .iter()
+        .map(|r| libc::iovec {
+            iov_base: r.buf.as_slice().as_ptr() as *mut libc::c_void,
+            iov_len: r.buf.len(),
+        })
+        .collect();
+    let total: usize = batch.iter().map(|r| r.buf.len()).sum();
+    // SAFETY: the iovecs point into buffers borrowed for the whole call; pwritev only reads them.
+    let n = unsafe {
+        libc::pwritev(
+            file.as_raw_fd(),
+            iov.as_ptr(),
+            iov.len() as libc::c_int,
+            first.offset as libc::off_t,
+        )
+    };
+    if n >= 0 && n as usize == total {
+        return Ok(());
+    }
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    // Stopped short: each write again on its own (rewriting bytes that landed is harmless).
+    for r in batch.iter() {
+        file.write_all_at(r.buf.as_slice(), r.offset)?;
+    }
+    Ok(())
 }
 
 impl IoEngine for PsyncEngine {
