@@ -112,6 +112,9 @@ fn worker(file: &File, jobs: &Jobs) {
                     break batch;
                 }
                 if q.closed && q.held.is_empty() {
+                    // Threads that went back to sleep while held writes remained would
+                    // otherwise never see the end.
+                    jobs.ready.notify_all();
                     return;
                 }
                 jobs.ready.wait(&mut q);

@@ -53,6 +53,9 @@ struct State {
     /// a device (a virtual one most of all) pays per request, and a burst of small item writes
     /// to consecutive blocks becomes one large write.
     held: Vec<Request>,
+    /// Parts of a merged write that stopped short, to go again each on its own, with how much
+    /// of each already landed.
+    solo: VecDeque<(Request, usize)>,
     /// Write IOs in flight.
     writes_in_flight: usize,
     /// Completions being handled (kept to reuse its allocation).
@@ -93,6 +96,7 @@ impl UringEngine {
             free: (0..depth as usize).rev().collect(),
             backlog: VecDeque::new(),
             held: Vec::new(),
+            solo: VecDeque::new(),
             writes_in_flight: 0,
             cqes: Vec::with_capacity(depth as usize * 2),
             reapers: Vec::new(),
@@ -299,6 +303,11 @@ impl State {
             self.backlog.extend(self.held.drain(..));
         }
         while let Some(&slot) = self.free.last() {
+            if let Some((req, transferred)) = self.solo.pop_front() {
+                self.free.pop();
+                self.start(fd, slot, InFlight::One { req, transferred }, finished);
+                continue;
+            }
             let Some(req) = self.backlog.pop_front() else {
                 break;
             };
@@ -418,10 +427,19 @@ impl State {
                     if res as usize >= total {
                         finished.extend(reqs.into_iter().map(|r| Completion::Done(r, Ok(()))));
                     } else {
-                        // A short merged write: each write goes again on its own (rewriting
-                        // the same bytes where some already landed is harmless).
-                        for req in reqs.into_iter().rev() {
-                            self.backlog.push_front(req);
+                        // A short merged write: the writes that landed are done; the rest go
+                        // again each on its own, the first resumed where it stopped (merged
+                        // again, they could stop short at the same place for ever).
+                        let mut landed = res as usize;
+                        for req in reqs {
+                            let len = req.buf.len();
+                            if landed >= len {
+                                landed -= len;
+                                finished.push(Completion::Done(req, Ok(())));
+                            } else {
+                                self.solo.push_back((req, landed));
+                                landed = 0;
+                            }
                         }
                     }
                     self.free.push(slot);
@@ -437,14 +455,30 @@ impl State {
     fn fail(&mut self, e: io::Error, finished: &mut Finished) {
         tracing::error!(error = %e, "io_uring submission failed; the disk tier stops");
         self.failed = true;
-        for req in self.backlog.drain(..).chain(self.held.drain(..)) {
+        let solo = self.solo.drain(..).map(|(req, _)| req);
+        for req in self
+            .backlog
+            .drain(..)
+            .chain(self.held.drain(..))
+            .chain(solo)
+        {
             finished.push(Completion::Done(
                 req,
                 Err(io::Error::other("io_uring failed")),
             ));
         }
-        let in_flight: Vec<InFlight> = self.slots.iter_mut().filter_map(Option::take).collect();
-        for req in in_flight.into_iter().flat_map(InFlight::into_requests) {
+        let mut abandoned = Vec::new();
+        for f in self.slots.iter_mut().filter_map(Option::take) {
+            match f {
+                InFlight::One { req, .. } => abandoned.push(req),
+                InFlight::Merged { reqs, iovecs } => {
+                    // The kernel may still read the iovecs, like the buffers they point to.
+                    std::mem::forget(iovecs);
+                    abandoned.extend(reqs);
+                }
+            }
+        }
+        for req in abandoned {
             // The reply goes unsent: the caller gets an error and a fresh buffer. The hook runs
             // now, before the kernel is done: nothing is written after this failure anyway,
             // and a hook that never ran would pin its region.
@@ -463,7 +497,12 @@ impl Drop for Shared {
         let fd = self.fd;
         let st = self.state.get_mut();
         st.reapers.clear();
-        while !st.failed && (st.in_flight() > 0 || !st.backlog.is_empty() || !st.held.is_empty()) {
+        while !st.failed
+            && (st.in_flight() > 0
+                || !st.backlog.is_empty()
+                || !st.held.is_empty()
+                || !st.solo.is_empty())
+        {
             let finished = st.pump(fd);
             let progressed = !finished.is_empty();
             complete_all(finished);
