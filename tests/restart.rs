@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,6 +46,17 @@ async fn objects_survive_a_kill_9() {
     cfg.memory = "0".into();
     let mut node = Strata::start(&cfg);
     assert_eq!(get(&node.url("/k")).await.1, "strata; fwd=uri-miss; stored");
+    // A crash loses what was in flight: kill only once the description and the three slices
+    // are on disk.
+    assert!(
+        node.wait_metric(
+            "strata_storage{stat=\"inserts\",tier=\"disk\"}",
+            4.0,
+            Duration::from_secs(10),
+        )
+        .await,
+        "the object never reached the disk"
+    );
     node.child.kill().unwrap();
     node.child.wait().unwrap();
     let dir = std::mem::replace(&mut node.dir, tempfile::tempdir().unwrap());
