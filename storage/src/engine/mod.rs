@@ -9,6 +9,7 @@ mod uring;
 pub use psync::PsyncEngine;
 pub use uring::UringEngine;
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future;
 use std::io;
@@ -91,6 +92,31 @@ impl Request {
         }
         let _ = self.reply.send((res, self.buf));
     }
+}
+
+/// At most this many writes, and this many bytes, are merged into one vectored write.
+const MERGE_MAX_WRITES: usize = 256;
+const MERGE_MAX_BYTES: usize = 4 << 20;
+
+/// The write `first` and the writes at the front of `queue` that continue it, consecutive on
+/// the device: the engines send them as one vectored write.
+pub(crate) fn take_run(first: Request, queue: &mut VecDeque<Request>) -> Vec<Request> {
+    let mut end = first.offset + first.buf.len() as u64;
+    let mut bytes = first.buf.len();
+    let mut run = vec![first];
+    while let Some(next) = queue.front() {
+        let fits = run.len() < MERGE_MAX_WRITES && bytes + next.buf.len() <= MERGE_MAX_BYTES;
+        if !matches!(next.op, Op::Write) || next.offset != end || !fits {
+            break;
+        }
+        let Some(next) = queue.pop_front() else {
+            break;
+        };
+        end += next.buf.len() as u64;
+        bytes += next.buf.len();
+        run.push(next);
+    }
+    run
 }
 
 /// Which engine the operator asked for (`cache.disk.io`).

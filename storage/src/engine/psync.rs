@@ -11,7 +11,7 @@ use std::thread;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{Done, IoEngine, IoFuture, Op, Request};
+use super::{take_run, Done, IoEngine, IoFuture, Op, Request};
 use crate::aligned::AlignedBuf;
 
 /// Requests waiting for a thread.
@@ -30,10 +30,6 @@ struct Jobs {
     queue: Mutex<Queue>,
     ready: Condvar,
 }
-
-/// At most this many writes, and this many bytes, are merged into one `pwritev`.
-const MERGE_MAX_WRITES: usize = 256;
-const MERGE_MAX_BYTES: usize = 4 << 20;
 
 /// Positional IO on dedicated threads; completions return to async callers through oneshots.
 pub struct PsyncEngine {
@@ -154,22 +150,7 @@ fn take_batch(q: &mut Queue, first: Request) -> Vec<Request> {
         return vec![first];
     }
     q.writes_running += 1;
-    let mut end = first.offset + first.buf.len() as u64;
-    let mut bytes = first.buf.len();
-    let mut batch = vec![first];
-    while let Some(next) = q.waiting.front() {
-        let fits = batch.len() < MERGE_MAX_WRITES && bytes + next.buf.len() <= MERGE_MAX_BYTES;
-        if !matches!(next.op, Op::Write) || next.offset != end || !fits {
-            break;
-        }
-        let Some(next) = q.waiting.pop_front() else {
-            break;
-        };
-        end += next.buf.len() as u64;
-        bytes += next.buf.len();
-        batch.push(next);
-    }
-    batch
+    take_run(first, &mut q.waiting)
 }
 
 /// Runs one request, or consecutive writes as one `pwritev`.

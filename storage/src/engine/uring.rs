@@ -20,7 +20,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::runtime::{self, Handle};
 use tokio::sync::oneshot;
 
-use super::{Done, IoEngine, IoFuture, Op, Request};
+use super::{take_run, Done, IoEngine, IoFuture, Op, Request};
 use crate::aligned::AlignedBuf;
 
 /// An IO in flight.
@@ -37,10 +37,6 @@ struct IoVecs(Vec<libc::iovec>);
 // SAFETY: the pointers are only handed to the kernel; the buffers they point into are owned by
 // the same InFlight, which moves between threads as a whole.
 unsafe impl Send for IoVecs {}
-
-/// At most this many writes, and this many bytes, are merged into one IO.
-const MERGE_MAX_WRITES: usize = 256;
-const MERGE_MAX_BYTES: usize = 4 << 20;
 
 /// The ring and what is in it; always used under the engine's lock.
 struct State {
@@ -325,21 +321,7 @@ impl State {
 
     /// `first` and the writes after it in the backlog that continue it.
     fn merge(&mut self, first: Request) -> InFlight {
-        let mut end = first.offset + first.buf.len() as u64;
-        let mut bytes = first.buf.len();
-        let mut reqs = vec![first];
-        while let Some(next) = self.backlog.front() {
-            let fits = reqs.len() < MERGE_MAX_WRITES && bytes + next.buf.len() <= MERGE_MAX_BYTES;
-            if !matches!(next.op, Op::Write) || next.offset != end || !fits {
-                break;
-            }
-            let Some(next) = self.backlog.pop_front() else {
-                break;
-            };
-            end += next.buf.len() as u64;
-            bytes += next.buf.len();
-            reqs.push(next);
-        }
+        let mut reqs = take_run(first, &mut self.backlog);
         if reqs.len() == 1 {
             if let Some(req) = reqs.pop() {
                 return InFlight::One {
