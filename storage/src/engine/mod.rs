@@ -4,6 +4,7 @@
 //! caller that drops its future never leaves the kernel writing into freed memory.
 
 mod psync;
+mod ring;
 mod uring;
 
 pub use psync::PsyncEngine;
