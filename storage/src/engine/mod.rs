@@ -95,6 +95,58 @@ impl Request {
     }
 }
 
+/// Writes held back while another write is in flight, released together once none is, sorted
+/// by offset so consecutive ones merge (see [`take_run`]): a device, a virtual one most of all,
+/// pays per request, and a burst of small item writes to consecutive blocks becomes one large
+/// write. Writes that wait together are independent: a caller that needs one before another
+/// awaits the first.
+#[derive(Default)]
+pub(crate) struct HeldWrites {
+    held: Vec<Request>,
+    in_flight: usize,
+}
+
+impl HeldWrites {
+    /// `req` back if it may go now; a write is kept while another write is in flight.
+    pub fn admit(&mut self, req: Request) -> Option<Request> {
+        if matches!(req.op, Op::Write) && self.in_flight > 0 {
+            self.held.push(req);
+            return None;
+        }
+        Some(req)
+    }
+
+    /// A write IO went to the device.
+    pub fn started(&mut self) {
+        self.in_flight += 1;
+    }
+
+    /// A write IO came back from the device.
+    pub fn finished(&mut self) {
+        self.in_flight -= 1;
+    }
+
+    /// The held writes, sorted by offset, once no write is in flight (else none).
+    pub fn release(&mut self) -> Vec<Request> {
+        if self.in_flight > 0 {
+            return Vec::new();
+        }
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_by_key(|r| r.offset);
+        held
+    }
+
+    /// Every held write, whatever is in flight (the engine is failing).
+    pub fn take_all(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// True when no write is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
 /// At most this many writes, and this many bytes, are merged into one vectored write.
 const MERGE_MAX_WRITES: usize = 256;
 const MERGE_MAX_BYTES: usize = 4 << 20;

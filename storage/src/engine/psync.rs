@@ -11,16 +11,15 @@ use std::thread;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{take_run, Done, IoEngine, IoFuture, Op, Request};
+use super::{take_run, Done, HeldWrites, IoEngine, IoFuture, Op, Request};
 use crate::aligned::AlignedBuf;
 
 /// Requests waiting for a thread.
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Request>,
-    /// Writes held back while another write runs, to go out merged after it (see `run`).
-    held: Vec<Request>,
-    writes_running: usize,
+    /// Writes waiting for the write running (see `run`).
+    held: HeldWrites,
     closed: bool,
 }
 
@@ -66,9 +65,7 @@ impl PsyncEngine {
         if q.closed {
             drop(q);
             req.complete(Err(io::Error::other("io engine stopped")));
-        } else if matches!(op, Op::Write) && q.writes_running > 0 {
-            q.held.push(req);
-        } else {
+        } else if let Some(req) = q.held.admit(req) {
             q.waiting.push_back(req);
             drop(q);
             self.jobs.ready.notify_one();
@@ -119,14 +116,11 @@ fn worker(file: &File, jobs: &Jobs) {
         let is_write = batch.first().is_some_and(|r| matches!(r.op, Op::Write));
         let res = run(file, &mut batch);
         if is_write {
-            // Writes held meanwhile go out now, sorted so consecutive ones merge. Writes that
-            // wait together are independent: a caller needing one before another awaits it.
             let mut q = jobs.queue.lock();
-            q.writes_running -= 1;
-            if q.writes_running == 0 && !q.held.is_empty() {
-                let mut held = std::mem::take(&mut q.held);
-                held.sort_by_key(|r| r.offset);
-                q.waiting.extend(held);
+            q.held.finished();
+            let released = q.held.release();
+            if !released.is_empty() {
+                q.waiting.extend(released);
                 jobs.ready.notify_one();
             }
         }
@@ -149,7 +143,7 @@ fn take_batch(q: &mut Queue, first: Request) -> Vec<Request> {
     if !matches!(first.op, Op::Write) {
         return vec![first];
     }
-    q.writes_running += 1;
+    q.held.started();
     take_run(first, &mut q.waiting)
 }
 

@@ -9,7 +9,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use tokio::runtime;
 use tokio::sync::oneshot;
 
-use super::{take_run, Done, Op, Request};
+use super::{take_run, Done, HeldWrites, Op, Request};
 
 /// An IO in flight.
 enum InFlight {
@@ -33,16 +33,12 @@ pub(super) struct State {
     slots: Vec<Option<InFlight>>,
     free: Vec<usize>,
     /// Requests waiting for a free slot.
-    pub(super) backlog: VecDeque<Request>,
-    /// Writes held back while another write is in flight, to go out merged when it completes:
-    /// a device (a virtual one most of all) pays per request, and a burst of small item writes
-    /// to consecutive blocks becomes one large write.
-    pub(super) held: Vec<Request>,
+    backlog: VecDeque<Request>,
+    /// Writes waiting for the write IOs in flight.
+    held: HeldWrites,
     /// Parts of a merged write that stopped short, to go again each on its own, with how much
     /// of each already landed.
-    pub(super) solo: VecDeque<(Request, usize)>,
-    /// Write IOs in flight.
-    writes_in_flight: usize,
+    solo: VecDeque<(Request, usize)>,
     /// Completions being handled (kept to reuse its allocation).
     cqes: Vec<(u64, i32)>,
     /// Runtimes with a reaper; dropping a sender stops that reaper.
@@ -82,9 +78,8 @@ impl State {
             slots: (0..depth).map(|_| None).collect(),
             free: (0..depth).rev().collect(),
             backlog: VecDeque::new(),
-            held: Vec::new(),
+            held: HeldWrites::default(),
             solo: VecDeque::new(),
-            writes_in_flight: 0,
             cqes: Vec::with_capacity(depth * 2),
             reapers: Vec::new(),
             failed: false,
@@ -94,6 +89,14 @@ impl State {
 
     pub(super) fn in_flight(&self) -> usize {
         self.slots.len() - self.free.len()
+    }
+
+    /// True while any request is in flight or waiting.
+    pub(super) fn busy(&self) -> bool {
+        self.in_flight() > 0
+            || !self.backlog.is_empty()
+            || !self.held.is_empty()
+            || !self.solo.is_empty()
     }
 
     /// Takes finished IOs off the completion queue, moves waiting requests into free slots and
@@ -129,20 +132,14 @@ impl State {
 
     /// Takes a new request: a write waits while another write is in flight.
     pub(super) fn queue(&mut self, req: Request) {
-        match req.op {
-            Op::Write if self.writes_in_flight > 0 => self.held.push(req),
-            _ => self.backlog.push_back(req),
+        if let Some(req) = self.held.admit(req) {
+            self.backlog.push_back(req);
         }
     }
 
     /// Moves waiting requests into free slots, merging writes to consecutive offsets.
     fn fill(&mut self, fd: RawFd, finished: &mut Finished) {
-        if self.writes_in_flight == 0 && !self.held.is_empty() {
-            // Sorted by offset so consecutive items merge. Writes waiting together are
-            // independent: a caller that needs one before another awaits the first.
-            self.held.sort_by_key(|r| r.offset);
-            self.backlog.extend(self.held.drain(..));
-        }
+        self.backlog.extend(self.held.release());
         while let Some(&slot) = self.free.last() {
             if let Some((req, transferred)) = self.solo.pop_front() {
                 self.free.pop();
@@ -192,7 +189,7 @@ impl State {
     fn start(&mut self, fd: RawFd, slot: usize, mut f: InFlight, finished: &mut Finished) {
         let sqe = sqe_for(fd, &mut f, slot);
         if f.is_write() {
-            self.writes_in_flight += 1;
+            self.held.started();
         }
         self.slots[slot] = Some(f);
         // SAFETY: see sqe_for.
@@ -200,7 +197,7 @@ impl State {
             // Cannot happen (one submission entry per slot), but never strand a caller.
             if let Some(f) = self.slots[slot].take() {
                 if f.is_write() {
-                    self.writes_in_flight -= 1;
+                    self.held.finished();
                 }
                 for req in f.into_requests() {
                     finished.push(Completion::Done(
@@ -222,7 +219,7 @@ impl State {
                 continue;
             };
             if f.is_write() {
-                self.writes_in_flight -= 1;
+                self.held.finished();
             }
             // Every request of a failed IO gets its own copy of the error.
             let error = |res: i32| {
@@ -286,7 +283,7 @@ impl State {
         for req in self
             .backlog
             .drain(..)
-            .chain(self.held.drain(..))
+            .chain(self.held.take_all())
             .chain(solo)
         {
             finished.push(Completion::Done(

@@ -17,10 +17,10 @@ use std::sync::{Arc, Weak};
 use io_uring::IoUring;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::io::unix::AsyncFd;
-use tokio::runtime::Handle;
+use tokio::runtime::{self, Handle};
 use tokio::sync::oneshot;
 
-use super::ring::{complete_all, Completion, State};
+use super::ring::{complete_all, Completion, Finished, State};
 use super::{Done, IoEngine, IoFuture, Op, Request};
 use crate::aligned::AlignedBuf;
 
@@ -59,31 +59,31 @@ impl UringEngine {
     fn submit(&self, op: Op, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
         let (req, fut) = Request::new(op, offset, buf, done);
         let mut st = self.shared.lock();
-        let refused = if st.failed {
-            Some(io::Error::other("io_uring failed earlier"))
+        let submitted_on = if st.failed {
+            Err(io::Error::other("io_uring failed earlier"))
         } else {
-            attach_reaper(&self.shared, &mut st).err()
+            attach_reaper(&self.shared, &mut st)
         };
-        let finished = match refused {
-            Some(e) => vec![Completion::Done(req, Err(e))],
-            None => {
+        let (finished, submitted_on) = match submitted_on {
+            Err(e) => (vec![Completion::Done(req, Err(e))], None),
+            Ok(id) => {
                 st.queue(req);
-                st.pump(self.shared.fd)
+                (st.pump(self.shared.fd), Some(id))
             }
         };
-        let stalled = std::mem::take(&mut st.stalled);
-        drop(st);
-        complete_all(finished);
-        if stalled {
-            retry_later(&self.shared);
-        }
+        self.shared.settle(st, finished);
+        let Some(submitted_on) = submitted_on else {
+            return fut;
+        };
         let shared = self.shared.clone();
         Box::pin(async move {
             // The runtime that waits may not be the one that submitted (a future can move
             // between runtimes, and the submitting one may no longer be driven): it needs a
             // reaper too. Failing here only means no runtime waits; the submitter's reaper then
             // still completes the IO.
-            let _ = attach_reaper(&shared, &mut shared.lock());
+            if Handle::try_current().map(|h| h.id()).ok() != Some(submitted_on) {
+                let _ = attach_reaper(&shared, &mut shared.lock());
+            }
             fut.await
         })
     }
@@ -116,6 +116,12 @@ impl Shared {
     fn reap(self: &Arc<Self>) {
         let mut st = self.lock();
         let finished = st.pump(self.fd);
+        self.settle(st, finished);
+    }
+
+    /// Releases the lock, then reports what finished and schedules a retry if the kernel kept
+    /// refusing submissions.
+    fn settle(self: &Arc<Self>, mut st: MutexGuard<'_, State>, finished: Finished) {
         let stalled = std::mem::take(&mut st.stalled);
         drop(st);
         complete_all(finished);
@@ -125,16 +131,20 @@ impl Shared {
     }
 }
 
-/// Makes sure the runtime the caller runs on has a reaper for this ring.
-fn attach_reaper(shared: &Arc<Shared>, st: &mut State) -> io::Result<()> {
+/// Makes sure the runtime the caller runs on has a reaper for this ring; returns its id.
+fn attach_reaper(shared: &Arc<Shared>, st: &mut State) -> io::Result<runtime::Id> {
     let handle = Handle::try_current()
         .map_err(|_| io::Error::other("the io_uring engine is used outside a tokio runtime"))?;
     let id = handle.id();
+    if st
+        .reapers
+        .iter()
+        .any(|(r, stop)| *r == id && !stop.is_closed())
+    {
+        return Ok(id);
+    }
     // Reapers of runtimes that shut down are gone; so is one that failed to wait on the ring.
     st.reapers.retain(|(_, stop)| !stop.is_closed());
-    if st.reapers.iter().any(|(r, _)| *r == id) {
-        return Ok(());
-    }
     // A descriptor of its own, so the reaper can outlive the ring without touching a reused fd.
     // SAFETY: dup of the ring's valid descriptor; the new one is owned by `fd` from here on.
     let raw = unsafe { libc::fcntl(st.ring.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
@@ -150,7 +160,7 @@ fn attach_reaper(shared: &Arc<Shared>, st: &mut State) -> io::Result<()> {
     let (stop_tx, stop_rx) = oneshot::channel();
     handle.spawn(reaper(Arc::downgrade(shared), afd, stop_rx));
     st.reapers.push((id, stop_tx));
-    Ok(())
+    Ok(id)
 }
 
 /// Completes IOs whenever the ring's completion queue gets entries, until the engine is gone.
@@ -180,12 +190,7 @@ impl Drop for Shared {
         let fd = self.fd;
         let st = self.state.get_mut();
         st.reapers.clear();
-        while !st.failed
-            && (st.in_flight() > 0
-                || !st.backlog.is_empty()
-                || !st.held.is_empty()
-                || !st.solo.is_empty())
-        {
+        while !st.failed && st.busy() {
             let finished = st.pump(fd);
             let progressed = !finished.is_empty();
             complete_all(finished);
