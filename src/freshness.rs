@@ -402,16 +402,7 @@ impl Policy {
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        m
-    }
+    use crate::headers::map_of as h;
 
     fn p(pairs: &[(&str, &str)]) -> Policy {
         Policy::new(

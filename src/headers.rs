@@ -90,6 +90,19 @@ pub fn content_length(h: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// A header map of `(name, value)` pairs, for unit tests.
+#[cfg(test)]
+pub(crate) fn map_of(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut m = HeaderMap::new();
+    for (k, v) in pairs {
+        m.append(
+            HeaderName::from_bytes(k.as_bytes()).expect("test header name"),
+            v.parse().expect("test header value"),
+        );
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

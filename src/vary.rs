@@ -42,16 +42,7 @@ pub fn variant_key(key: &str, names: &[String], req: &HeaderMap) -> String {
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
+    use crate::headers::map_of as map;
 
     #[test]
     fn names_are_normalised_and_star_is_none() {

@@ -304,12 +304,7 @@ fn not_modified(req: &Request<hyper::body::Incoming>, obj: &Object) -> Option<Re
         return None;
     }
     let mut r = full(304, "");
-    for (k, v) in &obj.headers {
-        r.headers_mut().append(
-            hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
+    append_headers(r.headers_mut(), &obj.headers);
     Some(r)
 }
 
@@ -437,12 +432,7 @@ async fn handle(
     let mut resp = Response::new(StreamBody::new(stream).boxed());
     *resp.status_mut() =
         StatusCode::from_u16(if range.is_some() { 206 } else { obj.status }).unwrap();
-    for (k, v) in &obj.headers {
-        resp.headers_mut().append(
-            hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
+    append_headers(resp.headers_mut(), &obj.headers);
     let states_freshness = obj
         .headers
         .iter()
@@ -464,4 +454,14 @@ async fn handle(
     resp.headers_mut()
         .insert("accept-ranges", "bytes".parse().unwrap());
     Ok(resp)
+}
+
+/// Appends an object's configured headers to a response.
+fn append_headers(map: &mut hyper::HeaderMap, headers: &[(String, String)]) {
+    for (k, v) in headers {
+        map.append(
+            hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
 }
