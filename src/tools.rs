@@ -8,7 +8,7 @@ use crate::server::storage_config;
 
 /// Prints what a cache device holds.
 pub fn inspect(path: &Path) -> Result<(), ExitCode> {
-    let r = strata_storage::inspect::inspect(path).map_err(|e| {
+    let r = strata_storage::inspect(path).map_err(|e| {
         match e {
             strata_storage::StorageError::ForeignData { path, found } => {
                 eprintln!(
@@ -53,7 +53,7 @@ pub fn format(cfg: &Config) -> Result<(), ExitCode> {
         eprintln!("strata: cache.disk is not configured; nothing to format");
         return Err(ExitCode::from(2));
     };
-    match strata_storage::disk::format(&disk) {
+    match strata_storage::format(&disk) {
         Ok(sb) => {
             println!("formatted {}: {}", disk.path.display(), sb.describe());
             Ok(())

@@ -32,6 +32,9 @@ pub mod tiered;
 
 pub use disk::{DiskConfig, DiskStats, DiskStore, EvictionPolicy};
 pub use engine::{EngineKind, EngineOptions};
+pub use disk::format;
 pub use error::{Result, StorageError};
+pub use inspect::{inspect, Report as InspectReport};
 pub use memory::{MemoryStats, MemoryTier};
+pub use superblock::Superblock;
 pub use tiered::{Admission, TieredCache, TieredCacheConfig, TieredStats};
