@@ -1,42 +1,40 @@
 //! Strata, an edge caching reverse proxy: the proxy crate.
 //!
 //! # Layout
-//! - [`config`]: the YAML configuration and its validation.
-//! - [`route`]: routes, origins and path mapping.
-//! - [`auth`]: JWT-guarded routes.
-//! - [`s3`]: S3 buckets as origins (SigV4).
-//! - [`proxy`]: the Pingora `ProxyHttp` (routing, pass-through, invalidation).
-//! - [`cached`]: the cacheable GET/HEAD path: hits from the tiers, misses filled from origins.
-//! - [`fill`]: storing a streaming body as slices.
-//! - [`object`]: the metadata record and keys of a cached object.
-//! - [`headers`]: hop-by-hop filtering and header parsing helpers.
-//! - [`cache_status`]: the RFC 9211 `Cache-Status` header.
-//! - [`upstream`]: pooled origin connections for fills.
-//! - [`metrics`], [`admin`]: Prometheus metrics and the admin listener.
-//! - [`shutdown`]: draining on SIGTERM/SIGINT.
-//! - [`server`]: assembling the node from a configuration.
-//! - [`tools`]: `strata inspect` and `strata format`.
+//! Leaves first; every arrow points up this list, never down.
+//! - [`config`]: the YAML configuration as plain data, parsed and checked value by value.
+//! - [`http`]: HTTP caching rules as the RFCs state them (headers, ranges, preconditions,
+//!   freshness, Vary, `Cache-Status`); no session, no storage.
+//! - `metrics`: the Prometheus counters every layer increments, with typed labels.
+//! - `origin`: how origins are reached: `Backend` (`Http` or `S3`: paths, keys, signing,
+//!   replicas) and the pooled client that fills use.
+//! - `routing`: routes by path prefix, path normalisation, JWT auth.
+//! - `cache`: Strata's own data plane for GET and HEAD, one pipeline
+//!   lookup → decide → fetch → serve over the `strata-storage` tiers, with coalescing and
+//!   slice fills below it.
+//! - `proxy`: the Pingora `ProxyHttp` phases: routing, pass-through, invalidation, error answers.
+//! - `node`: assembling a node from its configuration, the admin listener, shutdown.
+//! - [`cli`]: the `strata` commands.
+//!
+//! # Data flow
+//! ```text
+//! client ─► proxy::StrataProxy::request_filter
+//!             routing (normalised path) → auth → origin::Backend (method allowed? upstream path)
+//!             ├─ GET/HEAD ─► cache::CachePlane::handle
+//!             │                lookup ─► decide ─► fetch (leader: origin, describe, fill) ─► serve
+//!             │                                  └─ follow another request's fetch ─┘
+//!             └─ other methods, bypasses ─► Pingora's proxy phases (origin::Backend::prepare);
+//!                                           a successful write invalidates its target
+//! ```
+//! `strata-storage` (a crate of its own) holds the tiers; it knows nothing of HTTP.
 
-pub mod admin;
-pub mod auth;
-pub mod cache_status;
-pub mod cached;
-pub mod coalesce;
-pub mod conditional;
+pub mod cli;
 pub mod config;
-pub mod exchange;
-pub mod fill;
-pub mod freshness;
-pub mod headers;
-pub mod metrics;
-pub mod object;
-pub mod proxy;
-pub mod range;
-pub mod route;
-pub mod s3;
-pub mod server;
-pub mod shutdown;
-pub mod slicefetch;
-pub mod tools;
-pub mod upstream;
-pub mod vary;
+pub mod http;
+
+mod cache;
+mod metrics;
+mod node;
+mod origin;
+mod proxy;
+mod routing;

@@ -1,26 +1,71 @@
-//! Prometheus metrics of the node.
+//! Prometheus metrics of the node: the counters every layer increments, with typed labels so
+//! the exposition cannot drift from its documentation.
 
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use strata_storage::TieredStats;
 
+/// How a cache fill ended (the `result` label of `strata_cache_fills_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FillResult {
+    /// A slice (or a whole unknown-length object) reached the tiers.
+    Stored,
+    /// The origin body ended early or failed.
+    Incomplete,
+    /// A tier refused or failed the write.
+    StoreError,
+    /// Every interested client left, so the fill stopped.
+    Cancelled,
+}
+
+impl FillResult {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            FillResult::Stored => "stored",
+            FillResult::Incomplete => "incomplete",
+            FillResult::StoreError => "store_error",
+            FillResult::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where body bytes sent to a client came from (the `source` label of `strata_bytes_served_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ByteSource {
+    /// The tiers (or a complete slice of a fill in flight).
+    Cache,
+    /// The origin, as it arrived.
+    Origin,
+}
+
+impl ByteSource {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ByteSource::Cache => "cache",
+            ByteSource::Origin => "origin",
+        }
+    }
+}
+
 /// All metrics, registered in one registry.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Client requests by route and cache outcome.
-    pub requests: IntCounterVec,
-    /// Body bytes sent to clients by route and source (`cache`, `origin`).
-    pub bytes_served: IntCounterVec,
+    requests: IntCounterVec,
+    /// Body bytes sent to clients by route and [`ByteSource`].
+    bytes_served: IntCounterVec,
     /// Requests Strata sent to origins, by route.
-    pub origin_requests: IntCounterVec,
-    /// Cache fills by result (`stored`, `incomplete`, `store_error`, `aborted`).
-    pub fills: IntCounterVec,
+    origin_requests: IntCounterVec,
+    /// Cache fills by [`FillResult`].
+    fills: IntCounterVec,
     /// Storage counters, refreshed at each scrape.
     storage: IntGaugeVec,
 }
 
 impl Metrics {
     /// Creates and registers every metric.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -67,8 +112,30 @@ impl Metrics {
         }
     }
 
+    /// Counts a client request of `route` with the cache outcome `label`.
+    pub(crate) fn request(&self, route: &str, label: &str) {
+        self.requests.with_label_values(&[route, label]).inc();
+    }
+
+    /// Counts `n` body bytes sent to a client of `route` from `source`.
+    pub(crate) fn served(&self, route: &str, source: ByteSource, n: u64) {
+        self.bytes_served
+            .with_label_values(&[route, source.as_str()])
+            .inc_by(n);
+    }
+
+    /// Counts a request sent to the origin of `route`.
+    pub(crate) fn origin_request(&self, route: &str) {
+        self.origin_requests.with_label_values(&[route]).inc();
+    }
+
+    /// Counts a fill that ended with `result`.
+    pub(crate) fn fill(&self, result: FillResult) {
+        self.fills.with_label_values(&[result.as_str()]).inc();
+    }
+
     /// The Prometheus text exposition, with storage figures from `stats`.
-    pub fn render(&self, stats: &TieredStats) -> Vec<u8> {
+    pub(crate) fn render(&self, stats: &TieredStats) -> Vec<u8> {
         let set = |tier: &str, stat: &str, v: u64| {
             self.storage
                 .with_label_values(&[tier, stat])

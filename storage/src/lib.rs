@@ -30,9 +30,9 @@ pub mod superblock;
 pub mod table;
 pub mod tiered;
 
+pub use disk::format;
 pub use disk::{DiskConfig, DiskStats, DiskStore, EvictionPolicy};
 pub use engine::{EngineKind, EngineOptions};
-pub use disk::format;
 pub use error::{Result, StorageError};
 pub use inspect::{inspect, Report as InspectReport};
 pub use memory::{MemoryStats, MemoryTier};

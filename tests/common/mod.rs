@@ -1,9 +1,9 @@
 //! Shared harness of the end-to-end tests: a real origin, the real `strata` binary, real clients.
 #![allow(dead_code, unused_imports)]
 
-pub mod nginx;
-pub mod origin;
-pub mod s3;
+pub(crate) mod nginx;
+pub(crate) mod origin;
+pub(crate) mod s3;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use origin::{random_bytes, Object, TestOrigin};
+pub(crate) use origin::{random_bytes, Object, TestOrigin};
 
 /// Waits until something listens on loopback `port`; panics naming `what` after 10 s.
-pub fn wait_port(port: u16, what: &str) {
+pub(crate) fn wait_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not start");
@@ -23,7 +23,7 @@ pub fn wait_port(port: u16, what: &str) {
 }
 
 /// Runs `openssl args` in `dir`; panics if it fails.
-pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &std::path::Path, args: &[&str]) {
     let st = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -35,7 +35,7 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) {
 }
 
 /// Runs `strata ARGS --config CONF`: whether it succeeded, and what it printed.
-pub fn strata_cmd(args: &[&str], conf: &std::path::Path) -> (bool, String) {
+pub(crate) fn strata_cmd(args: &[&str], conf: &std::path::Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(args)
         .arg("--config")
@@ -48,7 +48,7 @@ pub fn strata_cmd(args: &[&str], conf: &std::path::Path) -> (bool, String) {
 }
 
 /// A free loopback port (bound and released; the proxy binds it right after).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -56,29 +56,29 @@ pub fn free_port() -> u16 {
 }
 
 /// A running `strata` process with its own config and cache directory.
-pub struct Strata {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub admin: SocketAddr,
-    pub dir: tempfile::TempDir,
-    pub log: PathBuf,
+pub(crate) struct Strata {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) log: PathBuf,
 }
 
 /// Knobs for the node a test starts.
 #[derive(Clone)]
-pub struct NodeConfig {
-    pub memory: String,
+pub(crate) struct NodeConfig {
+    pub(crate) memory: String,
     /// `None`: memory only.
-    pub disk: Option<String>,
-    pub slice: String,
-    pub extra_cache: String,
+    pub(crate) disk: Option<String>,
+    pub(crate) slice: String,
+    pub(crate) extra_cache: String,
     /// Extra top-level YAML (e.g. a `tls:` block).
-    pub extra_top: String,
-    pub routes: String,
+    pub(crate) extra_top: String,
+    pub(crate) routes: String,
 }
 
 impl NodeConfig {
-    pub fn new(origin: &str) -> Self {
+    pub(crate) fn new(origin: &str) -> Self {
         NodeConfig {
             memory: "64MiB".into(),
             disk: Some("256MiB".into()),
@@ -92,13 +92,13 @@ impl NodeConfig {
 
 impl Strata {
     /// Starts the binary and waits until its admin endpoint answers ready.
-    pub fn start(cfg: &NodeConfig) -> Strata {
+    pub(crate) fn start(cfg: &NodeConfig) -> Strata {
         let dir = tempfile::tempdir().expect("tempdir");
         Self::start_in(cfg, dir)
     }
 
     /// Starts on an existing directory (to restart over the same cache file).
-    pub fn start_in(cfg: &NodeConfig, dir: tempfile::TempDir) -> Strata {
+    pub(crate) fn start_in(cfg: &NodeConfig, dir: tempfile::TempDir) -> Strata {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let disk = match &cfg.disk {
@@ -152,30 +152,30 @@ impl Strata {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// Peak resident set size (VmHWM) in bytes.
-    pub fn peak_rss(&self) -> u64 {
+    pub(crate) fn peak_rss(&self) -> u64 {
         proc_status_kib(self.pid(), "VmHWM:") * 1024
     }
 
     /// Current resident set size in bytes.
-    pub fn rss(&self) -> u64 {
+    pub(crate) fn rss(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:") * 1024
     }
 
     /// The `/metrics` text.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.admin))
             .await
             .expect("metrics")
@@ -185,7 +185,7 @@ impl Strata {
     }
 
     /// Value of the first metric line starting with `prefix` (0 when absent).
-    pub async fn metric(&self, prefix: &str) -> f64 {
+    pub(crate) async fn metric(&self, prefix: &str) -> f64 {
         self.metrics()
             .await
             .lines()
@@ -197,7 +197,7 @@ impl Strata {
 
     /// Waits until the metric starting with `prefix` reaches `at_least`; false on timeout.
     /// Metrics are only visible through the admin port, so this asks it every few ms.
-    pub async fn wait_metric(&self, prefix: &str, at_least: f64, timeout: Duration) -> bool {
+    pub(crate) async fn wait_metric(&self, prefix: &str, at_least: f64, timeout: Duration) -> bool {
         let wait = async {
             while self.metric(prefix).await < at_least {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -207,7 +207,7 @@ impl Strata {
     }
 
     /// Sends SIGTERM and waits for the exit; returns how long it took.
-    pub fn terminate(&mut self) -> Duration {
+    pub(crate) fn terminate(&mut self) -> Duration {
         let t = Instant::now();
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
@@ -216,7 +216,7 @@ impl Strata {
     }
 
     /// Stops the node and hands back its directory (cache file included).
-    pub fn stop(mut self) -> tempfile::TempDir {
+    pub(crate) fn stop(mut self) -> tempfile::TempDir {
         self.terminate();
         let dir = tempfile::tempdir().expect("tempdir");
         std::mem::replace(&mut self.dir, dir)
@@ -243,7 +243,7 @@ fn proc_status_kib(pid: i32, field: &str) -> u64 {
 }
 
 /// Status of a plain GET over a fresh connection (used before the node is up).
-pub fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+pub(crate) fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -259,7 +259,7 @@ pub fn http_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
 }
 
 /// `Cache-Status` of a response without its `ttl` parameter (which changes by the second), or "".
-pub fn cache_status(r: &reqwest::Response) -> String {
+pub(crate) fn cache_status(r: &reqwest::Response) -> String {
     let raw = r
         .headers()
         .get("cache-status")
@@ -272,7 +272,7 @@ pub fn cache_status(r: &reqwest::Response) -> String {
 }
 
 /// GET `url`, returning status, Cache-Status and body.
-pub async fn get(url: &str) -> (u16, String, bytes::Bytes) {
+pub(crate) async fn get(url: &str) -> (u16, String, bytes::Bytes) {
     let r = reqwest::get(url).await.expect("request");
     let status = r.status().as_u16();
     let cs = cache_status(&r);

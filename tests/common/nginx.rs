@@ -6,14 +6,14 @@ use std::process::{Child, Command, Stdio};
 use super::free_port;
 
 /// A running nginx.
-pub struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    pub port: u16,
-    pub dir: tempfile::TempDir,
+    pub(crate) port: u16,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 /// The nginx binary, or a printed reason why a test cannot use one.
-pub fn nginx_bin() -> Option<PathBuf> {
+pub(crate) fn nginx_bin() -> Option<PathBuf> {
     ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .iter()
         .map(PathBuf::from)
@@ -22,7 +22,7 @@ pub fn nginx_bin() -> Option<PathBuf> {
 
 impl Nginx {
     /// Serves `root`; with `tls`, over HTTPS with that (cert, key) pair.
-    pub fn start(root: &Path, tls: Option<(&Path, &Path)>) -> Nginx {
+    pub(crate) fn start(root: &Path, tls: Option<(&Path, &Path)>) -> Nginx {
         let bin = nginx_bin().expect("nginx is installed by scripts/test");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -61,7 +61,7 @@ impl Nginx {
     }
 
     /// Lines of the access log.
-    pub fn access_log(&self) -> Vec<String> {
+    pub(crate) fn access_log(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("access.log"))
             .unwrap_or_default()
             .lines()
@@ -79,7 +79,7 @@ impl Drop for Nginx {
 
 /// A test CA and a server certificate it signed for 127.0.0.1 and localhost, written into
 /// `dir`: returns (ca certificate, server certificate, server key).
-pub fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let p = |n: &str| dir.join(n);
     let run = |args: &[&str]| super::openssl(dir, args);
     run(&[

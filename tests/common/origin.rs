@@ -18,7 +18,7 @@ const CHUNK: usize = 64 * 1024;
 
 /// Where an object's bytes come from.
 #[derive(Clone)]
-pub enum Body {
+pub(crate) enum Body {
     /// Held in memory.
     Static(Bytes),
     /// Computed from a seed at any offset (large objects without the memory).
@@ -26,7 +26,7 @@ pub enum Body {
 }
 
 impl Body {
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             Body::Static(b) => b.len() as u64,
             Body::Generated { len, .. } => *len,
@@ -34,7 +34,7 @@ impl Body {
     }
 
     /// Bytes `[start, end)`.
-    pub fn range(&self, start: u64, end: u64) -> Bytes {
+    pub(crate) fn range(&self, start: u64, end: u64) -> Bytes {
         match self {
             Body::Static(b) => b.slice(start as usize..end as usize),
             Body::Generated { seed, .. } => generated(*seed, start, end),
@@ -43,7 +43,7 @@ impl Body {
 }
 
 /// Bytes `[start, end)` of the generated object `seed`: word i is splitmix64(seed, i).
-pub fn generated(seed: u64, start: u64, end: u64) -> Bytes {
+pub(crate) fn generated(seed: u64, start: u64, end: u64) -> Bytes {
     let mut out = Vec::with_capacity((end - start) as usize + 16);
     let first_word = start / 8;
     let last_word = end.div_ceil(8);
@@ -62,31 +62,31 @@ pub fn generated(seed: u64, start: u64, end: u64) -> Bytes {
 
 /// One object the origin serves.
 #[derive(Clone)]
-pub struct Object {
-    pub body: Body,
-    pub headers: Vec<(String, String)>,
-    pub status: u16,
+pub(crate) struct Object {
+    pub(crate) body: Body,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) status: u16,
     /// Pause before the body starts.
-    pub delay: Duration,
+    pub(crate) delay: Duration,
     /// Pause between body chunks (a slow origin).
-    pub chunk_delay: Duration,
+    pub(crate) chunk_delay: Duration,
     /// Send only this many body bytes, then drop the connection.
-    pub truncate_at: Option<usize>,
+    pub(crate) truncate_at: Option<usize>,
     /// Omit Content-Length (chunked encoding).
-    pub chunked: bool,
+    pub(crate) chunked: bool,
     /// Answer 200 with the whole body to ranged requests.
-    pub ignore_range: bool,
+    pub(crate) ignore_range: bool,
     /// Send no `Cache-Control: max-age=3600` when the object states no freshness of its own.
-    pub bare: bool,
+    pub(crate) bare: bool,
 }
 
 impl Object {
-    pub fn new(body: impl Into<Bytes>) -> Self {
+    pub(crate) fn new(body: impl Into<Bytes>) -> Self {
         Self::with_body(Body::Static(body.into()))
     }
 
     /// A large deterministic object (see [`generated`]).
-    pub fn generated(len: u64, seed: u64) -> Self {
+    pub(crate) fn generated(len: u64, seed: u64) -> Self {
         Self::with_body(Body::Generated { len, seed })
     }
 
@@ -104,7 +104,7 @@ impl Object {
         }
     }
 
-    pub fn header(mut self, k: &str, v: &str) -> Self {
+    pub(crate) fn header(mut self, k: &str, v: &str) -> Self {
         self.headers.push((k.into(), v.into()));
         self
     }
@@ -112,12 +112,12 @@ impl Object {
 
 /// A request the origin saw.
 #[derive(Debug, Clone)]
-pub struct Seen {
-    pub method: String,
-    pub path: String,
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) path: String,
     /// Path and query as requested.
-    pub target: String,
-    pub headers: HashMap<String, String>,
+    pub(crate) target: String,
+    pub(crate) headers: HashMap<String, String>,
 }
 
 #[derive(Default)]
@@ -133,13 +133,13 @@ struct State {
 
 /// The running origin.
 #[derive(Clone)]
-pub struct TestOrigin {
-    pub addr: SocketAddr,
+pub(crate) struct TestOrigin {
+    pub(crate) addr: SocketAddr,
     state: Arc<State>,
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so bodies are incompressible and reproducible.
-pub fn random_bytes(len: usize, seed: u64) -> Bytes {
+pub(crate) fn random_bytes(len: usize, seed: u64) -> Bytes {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
@@ -153,7 +153,7 @@ pub fn random_bytes(len: usize, seed: u64) -> Bytes {
 }
 
 impl TestOrigin {
-    pub async fn start() -> TestOrigin {
+    pub(crate) async fn start() -> TestOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let state = Arc::new(State::default());
@@ -175,11 +175,11 @@ impl TestOrigin {
         TestOrigin { addr, state }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/", self.addr)
     }
 
-    pub fn put(&self, path: &str, obj: Object) {
+    pub(crate) fn put(&self, path: &str, obj: Object) {
         self.state
             .objects
             .lock()
@@ -188,26 +188,26 @@ impl TestOrigin {
     }
 
     /// Requests seen for `path`.
-    pub fn hits(&self, path: &str) -> usize {
+    pub(crate) fn hits(&self, path: &str) -> usize {
         self.seen().iter().filter(|s| s.path == path).count()
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
     }
 
     /// Body bytes sent so far.
-    pub fn body_bytes(&self) -> u64 {
+    pub(crate) fn body_bytes(&self) -> u64 {
         self.state.body_bytes.load(Ordering::Relaxed)
     }
 
     /// Bodies cut short because the client (the proxy) went away.
-    pub fn abandoned(&self) -> u64 {
+    pub(crate) fn abandoned(&self) -> u64 {
         self.state.abandoned.load(Ordering::Relaxed)
     }
 
     /// Waits until `path` has been requested `n` times; false on timeout.
-    pub async fn wait_hits(&self, path: &str, n: usize, timeout: Duration) -> bool {
+    pub(crate) async fn wait_hits(&self, path: &str, n: usize, timeout: Duration) -> bool {
         let wait = async {
             loop {
                 let notified = self.state.seen_event.notified();
@@ -221,7 +221,7 @@ impl TestOrigin {
     }
 
     /// Waits until some body has been cut short; false on timeout.
-    pub async fn wait_abandoned(&self, timeout: Duration) -> bool {
+    pub(crate) async fn wait_abandoned(&self, timeout: Duration) -> bool {
         let wait = async {
             loop {
                 let n = self.state.abandoned_event.notified();

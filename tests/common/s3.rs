@@ -5,19 +5,19 @@ use std::process::{Child, Command, Stdio};
 
 use super::free_port;
 
-pub const ACCESS_KEY: &str = "AKIDSTRATATEST";
-pub const SECRET_KEY: &str = "strata-test-secret-key-0123456789";
+pub(crate) const ACCESS_KEY: &str = "AKIDSTRATATEST";
+pub(crate) const SECRET_KEY: &str = "strata-test-secret-key-0123456789";
 
 /// A running s3s-fs.
-pub struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
-    pub port: u16,
-    pub root: tempfile::TempDir,
+    pub(crate) port: u16,
+    pub(crate) root: tempfile::TempDir,
 }
 
 impl S3Server {
     /// Starts s3s-fs (installed by scripts/test) with one empty bucket per name.
-    pub fn start(buckets: &[&str]) -> S3Server {
+    pub(crate) fn start(buckets: &[&str]) -> S3Server {
         let root = tempfile::tempdir().unwrap();
         for b in buckets {
             std::fs::create_dir_all(root.path().join(b)).unwrap();
@@ -35,12 +35,12 @@ impl S3Server {
         S3Server { child, port, root }
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Writes an object straight into the server's storage.
-    pub fn put_file(&self, bucket: &str, key: &str, body: &[u8]) -> PathBuf {
+    pub(crate) fn put_file(&self, bucket: &str, key: &str, body: &[u8]) -> PathBuf {
         let p = self.root.path().join(bucket).join(key);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, body).unwrap();
@@ -56,7 +56,7 @@ impl Drop for S3Server {
 }
 
 /// Runs a Python script with boto3 (installed by scripts/test); returns stdout.
-pub fn python(script: &str) -> String {
+pub(crate) fn python(script: &str) -> String {
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)

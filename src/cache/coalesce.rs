@@ -1,0 +1,380 @@
+//! Request coalescing: one origin fetch per missing slice, however many clients want it.
+//!
+//! A fetch covers a *run* of consecutive slices. Every slice of a run is registered before the
+//! fetch starts, so a client that needs any of them waits for it instead of fetching it again;
+//! it reads the bytes as they arrive (read-while-writer), not after the slice completes. A run
+//! is cancelled as soon as no client is interested in it any more. The first request for an
+//! object nobody has described yet is coalesced too (see [`Coalescer::discover`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{watch, Notify};
+
+/// One origin fetch over consecutive slices, alive while someone needs it.
+#[derive(Default)]
+pub(crate) struct Run {
+    interest: AtomicUsize,
+    idle: Notify,
+    finished: std::sync::atomic::AtomicBool,
+    done: Notify,
+}
+
+impl Run {
+    /// Declares interest in this run until the returned guard is dropped.
+    pub(crate) fn interest(self: &Arc<Self>) -> Interest {
+        self.interest.fetch_add(1, Ordering::AcqRel);
+        Interest(self.clone())
+    }
+
+    /// Marks the run over (filled or abandoned).
+    pub(crate) fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.done.notify_waiters();
+    }
+
+    /// Resolves once the run is over.
+    pub(crate) async fn finished(&self) {
+        loop {
+            let n = self.done.notified();
+            if self.finished.load(Ordering::Acquire) {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    /// Resolves once nobody is interested.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let n = self.idle.notified();
+            if self.interest.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// Interest of one client in a run.
+pub(crate) struct Interest(Arc<Run>);
+
+impl Interest {
+    /// The run this interest keeps alive.
+    pub(crate) fn run(&self) -> &Arc<Run> {
+        &self.0
+    }
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        if self.0.interest.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// How far a slice fill has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// Chunks received so far.
+    pub(crate) chunks: usize,
+    /// `Some(true)` once complete, `Some(false)` once abandoned.
+    pub(crate) done: Option<bool>,
+}
+
+/// A slice being filled from the origin.
+pub(crate) struct PendingSlice {
+    /// The run filling it.
+    pub(crate) run: Arc<Run>,
+    chunks: Mutex<Vec<Bytes>>,
+    progress: watch::Sender<Progress>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another task panicked mid-push; the Vec is still valid.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PendingSlice {
+    fn new(run: Arc<Run>) -> Self {
+        PendingSlice {
+            run,
+            chunks: Mutex::new(Vec::new()),
+            progress: watch::Sender::new(Progress::default()),
+        }
+    }
+
+    /// Appends bytes and wakes readers.
+    pub(crate) fn push(&self, chunk: Bytes) {
+        let n = {
+            let mut c = lock(&self.chunks);
+            c.push(chunk);
+            c.len()
+        };
+        self.progress.send_modify(|p| p.chunks = n);
+    }
+
+    /// True once every byte of the slice has arrived.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.progress.borrow().done == Some(true)
+    }
+
+    /// Marks the slice complete (`true`) or abandoned (`false`).
+    pub(crate) fn finish(&self, ok: bool) {
+        self.progress.send_modify(|p| p.done = Some(ok));
+    }
+
+    /// The chunks received so far (shared, not copied).
+    pub(crate) fn chunks(&self) -> Vec<Bytes> {
+        lock(&self.chunks).clone()
+    }
+
+    /// A reader from the first byte; it holds interest in the run while it lives.
+    pub(crate) fn reader(self: &Arc<Self>) -> SliceReader {
+        SliceReader {
+            _interest: self.run.interest(),
+            slice: self.clone(),
+            next: 0,
+            rx: self.progress.subscribe(),
+        }
+    }
+}
+
+/// What a reader gets next.
+pub(crate) enum Step {
+    /// More bytes of the slice.
+    Chunk(Bytes),
+    /// The slice is complete and every byte was returned.
+    Done,
+    /// The fill was abandoned.
+    Failed,
+    /// No progress within the lock timeout.
+    Stalled,
+}
+
+/// Follows one in-flight slice from its first byte.
+pub(crate) struct SliceReader {
+    /// Held, never read: keeps the run wanted while this reader lives.
+    _interest: Interest,
+    slice: Arc<PendingSlice>,
+    next: usize,
+    rx: watch::Receiver<Progress>,
+}
+
+impl SliceReader {
+    /// Waits for the next chunk, the end, or `timeout` without progress.
+    pub(crate) async fn next(&mut self, timeout: Duration) -> Step {
+        loop {
+            if let Some(c) = lock(&self.slice.chunks).get(self.next) {
+                self.next += 1;
+                return Step::Chunk(c.clone());
+            }
+            let p = *self.rx.borrow_and_update();
+            if p.chunks > self.next {
+                continue;
+            }
+            match p.done {
+                Some(true) => return Step::Done,
+                Some(false) => return Step::Failed,
+                None => {}
+            }
+            match tokio::time::timeout(timeout, self.rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Step::Failed,
+                Err(_) => return Step::Stalled,
+            }
+        }
+    }
+}
+
+/// The outcome of the first fetch of an object, as its waiters see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Discovery {
+    /// The leader is still waiting for the origin.
+    Pending,
+    /// The object is described in the cache now: look it up again.
+    Ready,
+    /// The response cannot be shared: fetch it yourself.
+    Uncoalescable,
+}
+
+/// The role of a request that finds an object unknown.
+pub(crate) enum Role {
+    /// Fetch it and resolve the guard.
+    Leader(DiscoveryGuard),
+    /// Wait for the leader.
+    Follower(watch::Receiver<Discovery>),
+}
+
+/// Held by the leader of a discovery; resolves waiters (as uncoalescable if dropped).
+pub(crate) struct DiscoveryGuard {
+    coalescer: Arc<Coalescer>,
+    key: String,
+    tx: watch::Sender<Discovery>,
+    resolved: bool,
+}
+
+impl DiscoveryGuard {
+    /// Tells the waiters what happened.
+    pub(crate) fn resolve(mut self, d: Discovery) {
+        self.finish(d);
+    }
+
+    fn finish(&mut self, d: Discovery) {
+        if !self.resolved {
+            self.resolved = true;
+            lock(&self.coalescer.discoveries).remove(&self.key);
+            let _ = self.tx.send(d);
+        }
+    }
+}
+
+impl Drop for DiscoveryGuard {
+    fn drop(&mut self) {
+        self.finish(Discovery::Uncoalescable);
+    }
+}
+
+/// The in-flight slices and discoveries of a node.
+#[derive(Default)]
+pub(crate) struct Coalescer {
+    slices: Mutex<HashMap<Vec<u8>, Arc<PendingSlice>>>,
+    discoveries: Mutex<HashMap<String, watch::Receiver<Discovery>>>,
+}
+
+impl Coalescer {
+    /// The slice in flight under `key`, if any.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<PendingSlice>> {
+        lock(&self.slices).get(key).cloned()
+    }
+
+    /// Registers a run over `keys`, stopping before the first one already in flight; `None`
+    /// when the first one is. The caller must fill (or fail) every returned slice.
+    pub(crate) fn register_run(
+        &self,
+        keys: &[Vec<u8>],
+    ) -> Option<(Arc<Run>, Vec<Arc<PendingSlice>>)> {
+        let run = Arc::new(Run::default());
+        let mut map = lock(&self.slices);
+        let mut out = Vec::new();
+        for k in keys {
+            if map.contains_key(k) {
+                break;
+            }
+            let inf = Arc::new(PendingSlice::new(run.clone()));
+            map.insert(k.clone(), inf.clone());
+            out.push(inf);
+        }
+        (!out.is_empty()).then_some((run, out))
+    }
+
+    /// A run of one slice that nobody else can join (used to bypass a stalled shared fill).
+    pub(crate) fn private_run(&self) -> (Arc<Run>, Vec<Arc<PendingSlice>>) {
+        let run = Arc::new(Run::default());
+        let slice = Arc::new(PendingSlice::new(run.clone()));
+        (run, vec![slice])
+    }
+
+    /// Unregisters `key` if it still maps to `slice`.
+    pub(crate) fn remove(&self, key: &[u8], slice: &Arc<PendingSlice>) {
+        let mut map = lock(&self.slices);
+        if map.get(key).is_some_and(|s| Arc::ptr_eq(s, slice)) {
+            map.remove(key);
+        }
+    }
+
+    /// Leader or follower for the first fetch of the object under `key`.
+    pub(crate) fn discover(self: &Arc<Self>, key: &str) -> Role {
+        let mut map = lock(&self.discoveries);
+        if let Some(rx) = map.get(key) {
+            return Role::Follower(rx.clone());
+        }
+        let (tx, rx) = watch::channel(Discovery::Pending);
+        map.insert(key.to_string(), rx);
+        Role::Leader(DiscoveryGuard {
+            coalescer: self.clone(),
+            key: key.to_string(),
+            tx,
+            resolved: false,
+        })
+    }
+}
+
+/// Waits for a discovery to resolve, at most `timeout`; a stalled leader counts as uncoalescable.
+pub(crate) async fn wait_discovery(
+    mut rx: watch::Receiver<Discovery>,
+    timeout: Duration,
+) -> Discovery {
+    let wait = rx.wait_for(|d| *d != Discovery::Pending);
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(Ok(d)) => *d,
+        _ => Discovery::Uncoalescable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readers_follow_the_writer_and_see_every_byte() {
+        let c = Coalescer::default();
+        let keys = vec![b"a".to_vec(), b"b".to_vec()];
+        let (run, slices) = c.register_run(&keys).unwrap();
+        assert!(c.register_run(&keys).is_none(), "a slice is fetched once");
+        let mut r = c.get(b"a").unwrap().reader();
+        slices[0].push(Bytes::from_static(b"he"));
+        let Step::Chunk(x) = r.next(Duration::from_secs(1)).await else {
+            panic!()
+        };
+        assert_eq!(&x[..], b"he");
+        let writer = slices[0].clone();
+        tokio::spawn(async move {
+            writer.push(Bytes::from_static(b"llo"));
+            writer.finish(true);
+        });
+        let Step::Chunk(x) = r.next(Duration::from_secs(1)).await else {
+            panic!()
+        };
+        assert_eq!(&x[..], b"llo");
+        assert!(matches!(r.next(Duration::from_secs(1)).await, Step::Done));
+        assert_eq!(slices[0].chunks().concat(), b"hello");
+        drop(r);
+        // Nobody holds interest: the run is idle.
+        tokio::time::timeout(Duration::from_secs(1), run.idle())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_silent_writer_stalls_its_readers() {
+        let c = Coalescer::default();
+        let (_run, _slices) = c.register_run(&[b"x".to_vec()]).unwrap();
+        let mut r = c.get(b"x").unwrap().reader();
+        assert!(matches!(
+            r.next(Duration::from_millis(20)).await,
+            Step::Stalled
+        ));
+    }
+
+    #[tokio::test]
+    async fn discovery_has_one_leader_and_drop_releases_followers() {
+        let c = Arc::new(Coalescer::default());
+        let Role::Leader(guard) = c.discover("k") else {
+            panic!()
+        };
+        let Role::Follower(rx) = c.discover("k") else {
+            panic!()
+        };
+        drop(guard);
+        assert_eq!(
+            wait_discovery(rx, Duration::from_secs(1)).await,
+            Discovery::Uncoalescable
+        );
+        assert!(matches!(c.discover("k"), Role::Leader(_)));
+    }
+}

@@ -1,0 +1,426 @@
+//! Step 3, fetch: the leader of a key asks the origin (the first fetch of an object, or the
+//! revalidation of a stale one, in the foreground or in the background for
+//! stale-while-revalidate) and decides what each kind of response becomes.
+//!
+//! The leader asks from the slice boundary at or before the wanted bytes, describes the object
+//! in the cache as soon as the response header arrives, and hands the body to a slice fill;
+//! clients asking meanwhile wait for that description and read the same fill.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use crate::cache::coalesce::{Discovery, DiscoveryGuard, PendingSlice, Run};
+use crate::cache::decide::Stale;
+use crate::cache::fill::RunFill;
+use crate::cache::job::Job;
+use crate::cache::key::{meta_key, object_id};
+use crate::cache::record::{stored_headers, ObjectMeta, Record};
+use crate::cache::{CachePlane, ErrorAnswer};
+use crate::http::cache_status::{CacheStatus, Detail, Forward};
+use crate::http::conditional::is_strong_etag;
+use crate::http::date::unix;
+use crate::http::freshness::Policy;
+use crate::http::headers::{content_length, end_to_end};
+use crate::http::range::{self, body_end, body_span, BodySpan, RangeHint};
+use crate::http::vary;
+use crate::origin::{OriginResponse, UpstreamError};
+
+/// What the origin fetch produced, for the serving step.
+pub(super) enum Fetched {
+    /// Serve this stored object (new, refreshed by a 304, or stale because the origin failed).
+    Stored {
+        /// The object.
+        meta: Arc<ObjectMeta>,
+        /// Its `Cache-Status` so far.
+        status: CacheStatus,
+    },
+    /// A storable 200 without a length: stream it while storing it.
+    Unsized {
+        /// The origin's response.
+        origin: OriginResponse,
+        /// Its caching policy.
+        policy: Policy,
+        /// Why the request went to the origin.
+        fwd: Forward,
+    },
+    /// A response that is not stored: relay it, trimmed to what the client asked for.
+    Unstored {
+        /// The origin's response.
+        origin: OriginResponse,
+        /// Where its body sits in the representation, when its header says.
+        span: Option<BodySpan>,
+        /// Why it is not stored.
+        why: Detail,
+        /// Why the request went to the origin.
+        fwd: Forward,
+    },
+    /// Proxy the client's own request instead.
+    PassThrough(Forward),
+    /// The origin failed and nothing can be served: answer with this error.
+    Failed(ErrorAnswer),
+}
+
+/// Request headers never forwarded on a fill: Strata sets its own range and validators.
+const NOT_FORWARDED: [HeaderName; 7] = [
+    header::HOST,
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// The origin request for `job`: its headers, Strata's range, and validators if any.
+fn origin_request(
+    job: &Job,
+    range: &str,
+    conditionals: &[(HeaderName, HeaderValue)],
+) -> pingora::Result<RequestHeader> {
+    let mut up = RequestHeader::build(Method::GET, job.upstream_path.as_bytes(), None)?;
+    for (name, value) in end_to_end(&job.headers) {
+        if !NOT_FORWARDED.contains(&name) {
+            up.append_header(name, value)?;
+        }
+    }
+    up.insert_header(header::HOST, job.route.backend.host_header())?;
+    up.insert_header(header::RANGE, range.to_string())?;
+    for (name, value) in conditionals {
+        up.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(up)
+}
+
+/// The range to ask the origin for: from the slice boundary at or before the wanted bytes
+/// to the slice end after them.
+fn origin_range(plane: &CachePlane, job: &Job) -> String {
+    let s = plane.slice_size;
+    match job
+        .range
+        .as_ref()
+        .map_or(RangeHint::Full, |r| range::hint(r))
+    {
+        RangeHint::From {
+            start,
+            end: Some(e),
+        } => {
+            let end = (e / s)
+                .saturating_add(1)
+                .saturating_mul(s)
+                .saturating_sub(1);
+            format!("bytes={}-{end}", start / s * s)
+        }
+        RangeHint::From { start, end: None } => format!("bytes={}-", start / s * s),
+        // The start depends on the length: a one-byte probe learns it.
+        RangeHint::Suffix => "bytes=0-0".to_string(),
+        RangeHint::Full => "bytes=0-".to_string(),
+    }
+}
+
+/// Fetches for `job` as the leader of its key.
+pub(super) async fn lead(
+    plane: &CachePlane,
+    job: &mut Job,
+    guard: DiscoveryGuard,
+    stale: Option<Stale>,
+    fwd: Forward,
+) -> Fetched {
+    let conditionals = stale
+        .as_ref()
+        .map(|s| s.meta.conditionals())
+        .unwrap_or_default();
+    let up = match origin_request(job, &origin_range(plane, job), &conditionals) {
+        Ok(up) => up,
+        Err(e) => return failed(fwd, Detail::OriginUnreachable, &e.to_string()),
+    };
+    plane.metrics.origin_request(&job.route.name);
+    let origin = match plane
+        .upstream
+        .send(&job.route.backend, &job.route.name, &up)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(route = %job.route.name, error = %e, "origin request failed");
+            if let Some(s) = stale.filter(|s| s.if_error) {
+                drop(guard);
+                return stale_on_error(s, None, fwd);
+            }
+            let detail = match e {
+                UpstreamError::Credentials { .. } => Detail::OriginCredentials,
+                _ => Detail::OriginUnreachable,
+            };
+            return failed(fwd, detail, &e.to_string());
+        }
+    };
+    let status = origin.header.status;
+    let revalidating = stale.is_some();
+    if let Some(s) = stale {
+        if status == StatusCode::NOT_MODIFIED {
+            if let Some(meta) = refresh(plane, job, &s.meta, &origin.header.headers).await {
+                guard.resolve(Discovery::Ready);
+                plane.upstream.release(origin).await;
+                let mut cs = CacheStatus::fwd(fwd);
+                cs.fwd_status = Some(304);
+                return Fetched::Stored {
+                    meta: Arc::new(meta),
+                    status: cs,
+                };
+            }
+            // A 304 for another version than the stored one: drop ours and let the
+            // client's own request through (it never asked for a 304).
+            let _ = plane.cache.remove(&meta_key(&job.key)).await;
+            return Fetched::PassThrough(fwd);
+        } else if s.if_error && status.is_server_error() {
+            drop(guard);
+            return stale_on_error(s, Some(status.as_u16()), fwd);
+        }
+    }
+    adopt(plane, job, guard, origin, fwd, revalidating).await
+}
+
+/// An origin failure with nothing to serve instead: a 502 naming what failed.
+fn failed(fwd: Forward, detail: Detail, message: &str) -> Fetched {
+    Fetched::Failed(ErrorAnswer {
+        status: StatusCode::BAD_GATEWAY,
+        cache_status: CacheStatus::fwd_with(fwd, detail),
+        message: message.to_string(),
+    })
+}
+
+/// Serves a stale response because the origin failed (stale-if-error).
+fn stale_on_error(s: Stale, origin_status: Option<u16>, fwd: Forward) -> Fetched {
+    let mut cs = CacheStatus::fwd_with(fwd, Detail::StaleIfError);
+    cs.fwd_status = origin_status;
+    cs.ttl = Some(s.meta.policy.ttl(SystemTime::now()));
+    Fetched::Stored {
+        meta: Arc::new(s.meta),
+        status: cs,
+    }
+}
+
+/// Merges a 304 into the stored response (RFC 9111 §4.3.4) and stores the result.
+async fn refresh(
+    plane: &CachePlane,
+    job: &Job,
+    old: &ObjectMeta,
+    h: &HeaderMap,
+) -> Option<ObjectMeta> {
+    let now = SystemTime::now();
+    let (policy, merged) =
+        old.policy
+            .revalidated(&old.header_map(), h, now, job.route.overrides)?;
+    let meta = ObjectMeta {
+        headers: stored_headers(&merged),
+        policy,
+        stored_at: unix(now),
+        ..old.clone()
+    };
+    if let Err(e) = plane.cache.insert(&meta_key(&job.key), meta.encode()).await {
+        tracing::warn!(key = %job.key, error = %e, "refreshed headers not stored on disk");
+    }
+    Some(meta)
+}
+
+/// Decides what to do with a new origin response: store and serve it, stream it while
+/// storing (no length), or forward it unstored.
+async fn adopt(
+    plane: &CachePlane,
+    job: &mut Job,
+    guard: DiscoveryGuard,
+    origin: OriginResponse,
+    fwd: Forward,
+    revalidating: bool,
+) -> Fetched {
+    let oh = &origin.header;
+    let now = SystemTime::now();
+    let policy = Policy::new(oh.status, &oh.headers, now, job.route.overrides);
+    // A 304 is never storable (not an understood status): it is forwarded below.
+    let verdict = policy.storable(&job.headers, &oh.headers);
+    let span = body_span(oh.status, &oh.headers);
+    let sliceable = |s: BodySpan| s.start.is_multiple_of(plane.slice_size);
+    // Without a strong ETag, slices this body does not cover could never be added later
+    // (two fetches may be two versions): such a body is only stored if it covers what the
+    // client asked for.
+    let covers_need = |s: BodySpan| {
+        let end = body_end(oh.status, &oh.headers, s.total);
+        // Whatever the status, the client's range is what it asked of this response.
+        job.needed(200, s.total)
+            .is_none_or(|n| s.start <= n.start && n.end <= end)
+    };
+    let strong = oh
+        .headers
+        .get(header::ETAG)
+        .is_some_and(|e| is_strong_etag(e.as_bytes()));
+    match (verdict, span) {
+        (Ok(()), Some(s)) if sliceable(s) && (strong || covers_need(s)) => {
+            let (meta, run) = describe(plane, job, &origin.header, policy, s).await;
+            if let Some((run, slices)) = run {
+                job.hold(run.interest());
+                spawn_fill(plane, job, &meta, slices, run, origin, s.start);
+            }
+            guard.resolve(Discovery::Ready);
+            let mut cs = CacheStatus::fwd(fwd);
+            cs.stored = true;
+            if revalidating {
+                cs.fwd_status = Some(meta.status);
+            }
+            Fetched::Stored { meta, status: cs }
+        }
+        (Ok(()), None) if oh.status == StatusCode::OK => {
+            guard.resolve(Discovery::Uncoalescable);
+            Fetched::Unsized {
+                origin,
+                policy,
+                fwd,
+            }
+        }
+        (verdict, _) => {
+            guard.resolve(Discovery::Uncoalescable);
+            let why = verdict.err().map_or(Detail::Unsliceable, Detail::NotStored);
+            Fetched::Unstored {
+                origin,
+                span,
+                why,
+                fwd,
+            }
+        }
+    }
+}
+
+/// A run of slices registered for a fill.
+type Registered = (Arc<Run>, Vec<Arc<PendingSlice>>);
+
+/// Stores the description of a newly fetched object (and the Vary record of its URL), and
+/// registers the run of slices its body covers, as far as this request needs them.
+async fn describe(
+    plane: &CachePlane,
+    job: &mut Job,
+    oh: &ResponseHeader,
+    policy: Policy,
+    span: BodySpan,
+) -> (Arc<ObjectMeta>, Option<Registered>) {
+    let total = span.total;
+    let names = vary::names(&oh.headers).unwrap_or_default();
+    job.select_variant(&names);
+    let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
+    let slice_size = plane.slice_size as u32;
+    let meta = Arc::new(ObjectMeta {
+        status: status_of_response(oh.status),
+        headers: stored_headers(&oh.headers),
+        length: total,
+        slice_size,
+        id: object_id(&job.key, etag, Some(total), slice_size),
+        stored_at: unix(SystemTime::now()),
+        policy,
+    });
+    // Visible from memory at once; the disk write does not hold up the first byte.
+    let mut records = vec![(meta_key(&job.key), meta.encode())];
+    if !names.is_empty() {
+        records.push((meta_key(&job.base_key), Record::encode_vary(&names)));
+    }
+    for (k, v) in &records {
+        plane.cache.insert_memory_now(k, v.clone());
+    }
+    let cache = plane.cache.clone();
+    tokio::spawn(async move {
+        for (k, v) in records {
+            if let Err(e) = cache.insert(&k, v).await {
+                tracing::warn!(error = %e, "object description not stored on disk");
+            }
+        }
+    });
+    let s = meta.slice_size as u64;
+    let first = span.start / s;
+    let wanted_last = job.needed(meta.status, total).map_or(0, |r| r.end / s);
+    // A one-byte probe covers no slice (unless the object is one byte long).
+    let covers = total > 0
+        && (oh.status != StatusCode::PARTIAL_CONTENT
+            || content_length(&oh.headers) != Some(1)
+            || total == 1);
+    let keys: Vec<Vec<u8>> = (first..=wanted_last)
+        .map(|i| meta.slice_key(i))
+        .take_while(|k| !plane.cache.contains(k))
+        .collect();
+    let run = (covers && !keys.is_empty())
+        .then(|| plane.coalescer.register_run(&keys))
+        .flatten();
+    (meta, run)
+}
+
+/// Fills the registered slices from `origin`'s body in a task of their own.
+fn spawn_fill(
+    plane: &CachePlane,
+    job: &Job,
+    meta: &Arc<ObjectMeta>,
+    slices: Vec<Arc<PendingSlice>>,
+    run: Arc<Run>,
+    origin: OriginResponse,
+    body_start: u64,
+) {
+    let first = body_start / meta.slice_size as u64;
+    let fill = RunFill::new(plane, meta.clone(), job.key.clone(), first, slices, run);
+    tokio::spawn(fill.fill(origin, body_start));
+}
+
+/// Revalidates a stale response without a client waiting (stale-while-revalidate): a 304
+/// refreshes it; a new version is stored and filled whole.
+pub(super) fn revalidate_in_background(
+    plane: &CachePlane,
+    job: &Job,
+    guard: DiscoveryGuard,
+    stale: ObjectMeta,
+) {
+    let plane = plane.clone();
+    let mut job = job.whole_object();
+    tokio::spawn(async move {
+        let conditionals = stale.conditionals();
+        let Ok(up) = origin_request(&job, "bytes=0-", &conditionals) else {
+            return;
+        };
+        plane.metrics.origin_request(&job.route.name);
+        let route = job.route.clone();
+        let Ok(origin) = plane.upstream.send(&route.backend, &route.name, &up).await else {
+            return;
+        };
+        let oh = &origin.header;
+        if oh.status == StatusCode::NOT_MODIFIED {
+            if refresh(&plane, &job, &stale, &oh.headers).await.is_some() {
+                guard.resolve(Discovery::Ready);
+            }
+            plane.upstream.release(origin).await;
+            return;
+        }
+        let policy = Policy::new(oh.status, &oh.headers, SystemTime::now(), route.overrides);
+        let storable = policy.storable(&job.headers, &oh.headers).is_ok()
+            && matches!(oh.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
+        match body_span(oh.status, &oh.headers).filter(|s| storable && s.start == 0) {
+            Some(s) => {
+                let (meta, run) = describe(&plane, &mut job, &origin.header, policy, s).await;
+                guard.resolve(Discovery::Ready);
+                if let Some((run, slices)) = run {
+                    // Keep the run alive until it is over: nobody else may be reading. An
+                    // hour bounds an origin that stops sending without closing.
+                    let interest = run.interest();
+                    spawn_fill(&plane, &job, &meta, slices, run, origin, 0);
+                    let over = interest.run().finished();
+                    let _ = tokio::time::timeout(Duration::from_secs(3600), over).await;
+                    drop(interest);
+                }
+            }
+            None => drop(guard),
+        }
+    });
+}
+
+/// The status an object is stored with: a 206 stands for the whole (200) representation.
+fn status_of_response(s: StatusCode) -> u16 {
+    if s == StatusCode::PARTIAL_CONTENT {
+        200
+    } else {
+        s.as_u16()
+    }
+}

@@ -1,0 +1,16 @@
+//! Writing origin bodies into the cache as slices: the miss handlers of the cache plane.
+//!
+//! - [`run`]: [`RunFill`], for objects of known length: its slices are registered with the
+//!   coalescer before the fetch starts, so every client that wants one of them reads it as it
+//!   arrives; each complete slice goes to the tiers.
+//! - [`unknown_length`]: [`UnsizedFill`], for a body without a length: slices are stored as they
+//!   complete, and the object is described only once the body ended complete.
+//!
+//! Both keep pingora-cache's miss-handler contract: a fill that does not finish never becomes
+//! visible as a complete object.
+
+mod run;
+mod unknown_length;
+
+pub(crate) use run::RunFill;
+pub(crate) use unknown_length::UnsizedFill;

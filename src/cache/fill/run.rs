@@ -1,0 +1,242 @@
+//! Filling a registered run of slices from one origin response, in a task of its own: the
+//! fill of every object whose length is known.
+//!
+//! The task is detached from the client that started it: other clients may be reading the
+//! same slices. It stops as soon as nobody is interested in the run any more (every client
+//! gone), so an abandoned download does not keep pulling from the origin.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use pingora::http::RequestHeader;
+use strata_storage::TieredCache;
+
+use crate::cache::coalesce::{Coalescer, PendingSlice, Run};
+use crate::cache::key::meta_key;
+use crate::cache::record::ObjectMeta;
+use crate::cache::CachePlane;
+use crate::http::range::{body_span, BodySpan};
+use crate::metrics::{FillResult, Metrics};
+use crate::origin::{OriginResponse, Upstream};
+use crate::routing::Route;
+
+/// A registered run of slices and what is needed to fill it.
+pub(crate) struct RunFill {
+    /// The tiers the slices go to.
+    cache: Arc<TieredCache>,
+    /// Where the slices are registered.
+    coalescer: Arc<Coalescer>,
+    /// The object the slices belong to.
+    meta: Arc<ObjectMeta>,
+    /// The object's cache key.
+    key: String,
+    /// Index of the first slice of the run.
+    first: u64,
+    /// The registered slices, in order.
+    slices: Vec<Arc<PendingSlice>>,
+    /// The run (its interest decides cancellation).
+    run: Arc<Run>,
+    /// Counters.
+    metrics: Arc<Metrics>,
+    /// Connection pool, to give the origin connection back.
+    upstream: Arc<Upstream>,
+}
+
+enum Next {
+    Bytes(Bytes),
+    End,
+    Failed,
+    Cancelled,
+}
+
+impl RunFill {
+    /// A fill of the registered `slices` (from slice `first` on) of object `meta` stored under `key`.
+    pub(crate) fn new(
+        plane: &CachePlane,
+        meta: Arc<ObjectMeta>,
+        key: String,
+        first: u64,
+        slices: Vec<Arc<PendingSlice>>,
+        run: Arc<Run>,
+    ) -> RunFill {
+        RunFill {
+            cache: plane.cache.clone(),
+            coalescer: plane.coalescer.clone(),
+            meta,
+            key,
+            first,
+            slices,
+            run,
+            metrics: plane.metrics.clone(),
+            upstream: plane.upstream.clone(),
+        }
+    }
+
+    /// First byte of the run within the object.
+    fn start(&self) -> u64 {
+        self.first * self.meta.slice_size as u64
+    }
+
+    /// Last byte (inclusive) of the run within the object.
+    fn end(&self) -> u64 {
+        let last = self.first + self.slices.len() as u64 - 1;
+        (last * self.meta.slice_size as u64 + self.meta.slice_len(last)).saturating_sub(1)
+    }
+
+    /// Fetches the run with a ranged request and fills it; for slices missing from a known object.
+    pub(crate) async fn fetch(self, route: Arc<Route>, upstream_path: String) {
+        let mut req = match RequestHeader::build(Method::GET, upstream_path.as_bytes(), None) {
+            Ok(r) => r,
+            Err(_) => return self.abandon_all(),
+        };
+        // Only a strong ETag proves the new range belongs to the stored version (RFC 9111
+        // §3.4); with If-Range, a changed object comes back whole (200), never as a range of
+        // another version. Without one, slices are never fetched apart from their object.
+        let Some(etag) = self.meta.strong_etag().map(<[u8]>::to_vec) else {
+            return self.abandon_all();
+        };
+        let range = format!("bytes={}-{}", self.start(), self.end());
+        let ok = req
+            .insert_header(header::HOST, route.backend.host_header())
+            .is_ok()
+            && req.insert_header(header::RANGE, range).is_ok()
+            && req.insert_header(header::IF_RANGE, etag).is_ok();
+        if !ok {
+            return self.abandon_all();
+        }
+        self.metrics.origin_request(&route.name);
+        let origin = match self.upstream.send(&route.backend, &route.name, &req).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(route = %route.name, error = %e, "slice fetch failed");
+                return self.abandon_all();
+            }
+        };
+        let h = &origin.header;
+        let same_version = self.meta.header("etag")
+            == h.headers.get(header::ETAG).map(|v| v.as_bytes())
+            && self.meta.header("last-modified")
+                == h.headers.get(header::LAST_MODIFIED).map(|v| v.as_bytes());
+        let body_start = match (h.status, body_span(h.status, &h.headers)) {
+            (StatusCode::PARTIAL_CONTENT, Some(BodySpan { start, total }))
+                if start == self.start() && total == self.meta.length =>
+            {
+                Some(start)
+            }
+            // An origin that ignores Range: usable from its first byte if it is the same object.
+            (StatusCode::OK, Some(BodySpan { start: 0, total })) if total == self.meta.length => {
+                Some(0)
+            }
+            _ => None,
+        };
+        match body_start {
+            Some(start) if same_version => self.fill(origin, start).await,
+            _ => {
+                tracing::warn!(
+                    route = %route.name,
+                    key = %self.key,
+                    status = h.status.as_u16(),
+                    "origin object changed or refused the range; dropping the cached object"
+                );
+                let _ = self.cache.remove(&meta_key(&self.key)).await;
+                self.abandon_all()
+            }
+        }
+    }
+
+    /// Fills the run from `origin`, whose body starts at byte `body_start` of the object.
+    pub(crate) async fn fill(mut self, mut origin: OriginResponse, body_start: u64) {
+        let mut skip = self.start().saturating_sub(body_start);
+        let mut carry: Option<Bytes> = None;
+        // Each slice is let go once complete: its bytes then live on only in readers still at it.
+        let mut pending: VecDeque<Arc<PendingSlice>> = std::mem::take(&mut self.slices).into();
+        let mut idx = self.first;
+        while let Some(slice) = pending.front().cloned() {
+            let expect = self.meta.slice_len(idx);
+            let mut got = 0u64;
+            while got < expect {
+                let next = match carry.take() {
+                    Some(b) => Next::Bytes(b),
+                    None => self.read(&mut origin).await,
+                };
+                let mut chunk = match next {
+                    Next::Bytes(b) => b,
+                    other => {
+                        self.metrics.fill(match other {
+                            Next::Cancelled => FillResult::Cancelled,
+                            _ => FillResult::Incomplete,
+                        });
+                        return self.abandon(idx, pending);
+                    }
+                };
+                if skip > 0 {
+                    let s = skip.min(chunk.len() as u64);
+                    skip -= s;
+                    chunk = chunk.slice(s as usize..);
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                }
+                let take = ((expect - got) as usize).min(chunk.len());
+                if take < chunk.len() {
+                    carry = Some(chunk.slice(take..));
+                }
+                got += take as u64;
+                slice.push(chunk.slice(..take));
+            }
+            let key = self.meta.slice_key(idx);
+            // Complete now: its readers get their last bytes without waiting for the disk. It
+            // stays registered (readable) until the tiers hold it, so no request in between
+            // goes to the origin for it.
+            slice.finish(true);
+            match self.cache.insert_parts(&key, &slice.chunks()).await {
+                Ok(()) => self.metrics.fill(FillResult::Stored),
+                Err(e) => {
+                    tracing::warn!(key = %self.key, slice = idx, error = %e, "slice not stored");
+                    self.metrics.fill(FillResult::StoreError);
+                }
+            }
+            self.coalescer.remove(&key, &slice);
+            pending.pop_front();
+            idx += 1;
+        }
+        self.run.finish();
+        // The connection is reusable only if its body was read to the end.
+        if carry.is_none() && origin.is_done() {
+            self.upstream.release(origin).await;
+        }
+    }
+
+    async fn read(&self, origin: &mut OriginResponse) -> Next {
+        tokio::select! {
+            biased;
+            _ = self.run.idle() => Next::Cancelled,
+            r = origin.read_body() => match r {
+                Ok(Some(b)) => Next::Bytes(b),
+                Ok(None) => Next::End,
+                Err(e) => {
+                    tracing::warn!(key = %self.key, error = %e, "origin body failed during slice fill");
+                    Next::Failed
+                }
+            },
+        }
+    }
+
+    /// Marks every slice of the run abandoned.
+    fn abandon_all(mut self) {
+        let slices = std::mem::take(&mut self.slices).into();
+        self.abandon(self.first, slices);
+    }
+
+    /// Marks `slices` (from slice `idx` on) abandoned so their readers look elsewhere.
+    fn abandon(&self, idx: u64, slices: VecDeque<Arc<PendingSlice>>) {
+        for (i, slice) in slices.iter().enumerate() {
+            slice.finish(false);
+            self.coalescer
+                .remove(&self.meta.slice_key(idx + i as u64), slice);
+        }
+        self.run.finish();
+    }
+}

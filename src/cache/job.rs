@@ -1,0 +1,118 @@
+//! One request being served by the cache plane: what it asks for, under which key, and the
+//! fills it keeps alive.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Method};
+use pingora::http::RequestHeader;
+
+use crate::cache::coalesce::Interest;
+use crate::cache::key::{cache_key, variant_key};
+use crate::http::range::{self, ByteRange, RangeRequest};
+use crate::routing::Route;
+
+/// One request being served.
+pub(crate) struct Job {
+    /// The route it reached.
+    pub(crate) route: Arc<Route>,
+    /// The origin path and query it maps to.
+    pub(crate) upstream_path: String,
+    /// The URL's key.
+    pub(crate) base_key: String,
+    /// The key of the selected variant (the URL's key when the response does not vary).
+    pub(crate) key: String,
+    /// GET or HEAD.
+    pub(crate) method: Method,
+    /// True for HEAD: no body is sent.
+    pub(crate) is_head: bool,
+    /// The client's request headers.
+    pub(crate) headers: HeaderMap,
+    /// The client's `Range`.
+    pub(crate) range: Option<Bytes>,
+    /// The client's `If-Range`.
+    pub(crate) if_range: Option<Bytes>,
+    /// Runs this request depends on, kept alive until it is done.
+    pub(crate) held: Vec<Interest>,
+}
+
+impl Job {
+    /// The job of a client request that reached `route` for `upstream_path`.
+    pub(crate) fn new(route: &Arc<Route>, upstream_path: &str, req: &RequestHeader) -> Job {
+        let h = &req.headers;
+        let bytes_of =
+            |n: header::HeaderName| h.get(n).map(|v| Bytes::copy_from_slice(v.as_bytes()));
+        let key = cache_key(route, upstream_path);
+        Job {
+            route: route.clone(),
+            upstream_path: upstream_path.to_string(),
+            base_key: key.clone(),
+            key,
+            method: req.method.clone(),
+            is_head: req.method == Method::HEAD,
+            headers: h.clone(),
+            range: bytes_of(header::RANGE),
+            if_range: bytes_of(header::IF_RANGE),
+            held: Vec::new(),
+        }
+    }
+
+    /// A GET of the whole object under the same keys and request headers, for a revalidation
+    /// that no client waits for.
+    pub(crate) fn whole_object(&self) -> Job {
+        Job {
+            route: self.route.clone(),
+            upstream_path: self.upstream_path.clone(),
+            base_key: self.base_key.clone(),
+            key: self.key.clone(),
+            method: Method::GET,
+            is_head: false,
+            headers: self.headers.clone(),
+            range: None,
+            if_range: None,
+            held: Vec::new(),
+        }
+    }
+
+    /// Selects the variant named by a response's Vary `names` (none: the URL's own key).
+    pub(crate) fn select_variant(&mut self, names: &[String]) {
+        self.key = if names.is_empty() {
+            self.base_key.clone()
+        } else {
+            variant_key(&self.base_key, names, &self.headers)
+        };
+    }
+
+    /// The bytes of an object of `len` bytes this request needs: its range when the object
+    /// is a representation (status 200), else all of it; `None` when the object is empty.
+    pub(crate) fn needed(&self, status: u16, len: u64) -> Option<ByteRange> {
+        let last = len.checked_sub(1)?;
+        Some(match self.range.as_ref().map(|r| range::evaluate(r, len)) {
+            Some(RangeRequest::Single(r)) if status == 200 => r,
+            _ => ByteRange {
+                start: 0,
+                end: last,
+            },
+        })
+    }
+
+    /// Keeps interest in a run for the rest of the request (once per run).
+    pub(crate) fn hold(&mut self, i: Interest) {
+        if !self.held.iter().any(|h| Arc::ptr_eq(h.run(), i.run())) {
+            self.held.push(i);
+        }
+    }
+
+    /// Lets fills this request started run to their end although it reads none of their bytes
+    /// (it was answered 304, 412, 416 or HEAD): the object is still wanted in the cache.
+    pub(crate) fn detach(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        if !held.is_empty() {
+            tokio::spawn(async move {
+                for i in &held {
+                    i.run().finished().await;
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Every key the cache plane stores under, in one place.
+//!
+//! - An object's key is its route's key base and the upstream path: `http://host/path?q`.
+//! - A variant's key adds a hash of the request headers its response varies on.
+//! - The metadata record of a key lives at `m:` + key; slice `i` of an object version at
+//!   `s:{id}:{i}`, where the id follows a strong ETag (see [`object_id`]).
+
+use http::HeaderMap;
+
+use crate::http::conditional::is_strong_etag;
+use crate::routing::Route;
+
+/// The key of an object: the origin URL it comes from, as the route addresses it.
+pub(crate) fn cache_key(route: &Route, upstream_path: &str) -> String {
+    format!("{}{upstream_path}", route.key_base())
+}
+
+/// The key of the variant a request selects: the URL's key and the values of the named
+/// headers (all field lines joined), compared as sent: RFC 9111 §4.1 allows normalising them,
+/// Strata does not.
+pub(crate) fn variant_key(key: &str, names: &[String], req: &HeaderMap) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for n in names {
+        h.update(n.as_bytes());
+        h.update(b"=");
+        for v in req.get_all(n.as_str()) {
+            h.update(v.as_bytes());
+            h.update(b",");
+        }
+        h.update(b"\n");
+    }
+    format!("{key}#vary:{:032x}", h.digest128())
+}
+
+/// Key of an object's metadata record.
+pub(crate) fn meta_key(cache_key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(cache_key.len() + 2);
+    k.extend_from_slice(b"m:");
+    k.extend_from_slice(cache_key.as_bytes());
+    k
+}
+
+/// Key of one slice of an object version.
+pub(crate) fn slice_key(id: u128, idx: u64) -> Vec<u8> {
+    format!("s:{id:032x}:{idx}").into_bytes()
+}
+
+/// Identity of an object version's slices. Only a strong ETag proves two responses carry the
+/// same bytes (RFC 9111 §3.4), so only then is the identity derived (a refetch of that version
+/// finds its slices); otherwise it is random, and two versions can never mix.
+pub(crate) fn object_id(
+    cache_key: &str,
+    etag: Option<&[u8]>,
+    length: Option<u64>,
+    slice_size: u32,
+) -> u128 {
+    let Some(etag) = etag.filter(|e| is_strong_etag(e)) else {
+        return rand::random();
+    };
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(cache_key.as_bytes());
+    h.update(b"\0e");
+    h.update(etag);
+    h.update(b"\0n");
+    h.update(&length.unwrap_or(u64::MAX).to_le_bytes());
+    h.update(&slice_size.to_le_bytes());
+    h.digest128()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::http::headers::map_of as map;
+
+    #[test]
+    fn variants_differ_by_value() {
+        let n = vec!["accept-encoding".to_string()];
+        let gz = variant_key("k", &n, &map(&[("accept-encoding", "gzip, br")]));
+        let gz2 = variant_key("k", &n, &map(&[("accept-encoding", "gzip, br")]));
+        let none = variant_key("k", &n, &HeaderMap::new());
+        assert_eq!(gz, gz2);
+        assert_ne!(gz, none);
+        assert!(gz.starts_with("k#vary:"));
+    }
+
+    #[test]
+    fn ids_follow_strong_validators_only() {
+        let a = object_id("k", Some(b"\"1\""), Some(5), 1024);
+        assert_eq!(a, object_id("k", Some(b"\"1\""), Some(5), 1024));
+        assert_ne!(a, object_id("k", Some(b"\"2\""), Some(5), 1024));
+        assert_ne!(a, object_id("k", Some(b"\"1\""), Some(5), 2048));
+        let weak = Some(&b"W/\"1\""[..]);
+        assert_ne!(
+            object_id("k", weak, Some(5), 1),
+            object_id("k", weak, Some(5), 1)
+        );
+        assert_ne!(object_id("k", None, None, 1), object_id("k", None, None, 1));
+    }
+
+    #[test]
+    fn meta_and_slice_keys_do_not_collide() {
+        assert_eq!(meta_key("http://h/p"), b"m:http://h/p");
+        assert_eq!(slice_key(0x12, 3), b"s:00000000000000000000000000000012:3");
+    }
+}

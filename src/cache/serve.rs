@@ -1,0 +1,289 @@
+//! Step 4, serve: answers from a stored object: preconditions, then the (ranged) body slice by
+//! slice, each from the tiers or, when missing, from a fill in flight or one started for it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{header, StatusCode};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+
+use crate::cache::coalesce::{SliceReader, Step};
+use crate::cache::fill::RunFill;
+use crate::cache::job::Job;
+use crate::cache::key::meta_key;
+use crate::cache::record::ObjectMeta;
+use crate::cache::{CachePlane, Outcome};
+use crate::http::cache_status::{CacheStatus, Forward};
+use crate::http::conditional::{self, Validators, NOT_MODIFIED_HEADERS};
+use crate::http::range::{self, if_range_matches, ByteRange, RangeRequest};
+use crate::metrics::ByteSource;
+
+/// The validators preconditions are evaluated against.
+fn validators(meta: &ObjectMeta) -> Validators<'_> {
+    Validators {
+        status: meta.status,
+        etag: meta.header("etag"),
+        last_modified: meta.header("last-modified"),
+    }
+}
+
+/// Answers from a stored object: preconditions, then the (ranged) body from slices — cached
+/// ones served, missing ones fetched or followed.
+pub(super) async fn answer(
+    plane: &CachePlane,
+    session: &mut Session,
+    job: &mut Job,
+    meta: Arc<ObjectMeta>,
+    mut cs: CacheStatus,
+) -> Result<Outcome> {
+    let now = SystemTime::now();
+    let age = meta.policy.age(now);
+    if let Some(code) = conditional::evaluate(&job.method, &job.headers, validators(&meta)) {
+        let mut resp = ResponseHeader::build(code, Some(8))?;
+        if code == StatusCode::NOT_MODIFIED {
+            for (name, value) in &meta.headers {
+                if NOT_MODIFIED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                    resp.append_header(name.clone(), value.as_slice())?;
+                }
+            }
+            resp.insert_header(header::AGE, age)?;
+        } else {
+            resp.insert_header(header::CONTENT_LENGTH, 0)?;
+        }
+        resp.insert_header("cache-status", cs.header_value())?;
+        session.write_response_header(Box::new(resp), true).await?;
+        job.detach();
+        return Ok(Outcome::Served(cs));
+    }
+    let len = meta.length;
+    let wanted = match &job.range {
+        Some(r) if !job.is_head && meta.status == 200 => {
+            let honoured = job.if_range.as_ref().is_none_or(|ir| {
+                if_range_matches(ir, meta.header("etag"), meta.header("last-modified"))
+            });
+            if honoured {
+                range::evaluate(r, len)
+            } else {
+                RangeRequest::Full
+            }
+        }
+        _ => RangeRequest::Full,
+    };
+    let (code, br) = match wanted {
+        RangeRequest::Unsatisfiable => {
+            let mut resp = ResponseHeader::build(StatusCode::RANGE_NOT_SATISFIABLE, Some(4))?;
+            resp.insert_header(header::CONTENT_RANGE, format!("bytes */{len}"))?;
+            resp.insert_header(header::CONTENT_LENGTH, 0)?;
+            resp.insert_header("cache-status", cs.header_value())?;
+            session.write_response_header(Box::new(resp), true).await?;
+            job.detach();
+            return Ok(Outcome::Served(cs));
+        }
+        RangeRequest::Single(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
+        RangeRequest::Full => (
+            StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK),
+            (len > 0).then(|| ByteRange {
+                start: 0,
+                end: len - 1,
+            }),
+        ),
+    };
+    // A hit only if every needed slice is indexed and the first one reads back intact (so
+    // a lost or corrupt slice is reported as the partial hit it is).
+    let mut prefetched = None;
+    if cs.hit {
+        // A hit only if every needed slice can be served without the origin and the first
+        // one, if stored, reads back intact (a lost or corrupt slice is a partial hit).
+        let ready = br.is_none_or(|r| {
+            let (a, b) = r.slices(meta.slice_size as u64);
+            (a..=b).all(|i| slice_ready(plane, &meta, i))
+        });
+        let mut first_ok = true;
+        if let (true, Some(r), false) = (ready, br, job.is_head) {
+            let first = r.start / meta.slice_size as u64;
+            // Complete but still on its way to the disk: served from its fill.
+            let in_fill = plane.coalescer.get(&meta.slice_key(first)).is_some();
+            if !in_fill {
+                prefetched = cached_slice(plane, &meta, first).await;
+                first_ok = prefetched.is_some();
+            }
+        }
+        if ready && !first_ok && meta.strong_etag().is_none() {
+            // A stored slice was lost and, without a strong validator, cannot be fetched
+            // apart: the object is dropped and this request goes to the origin whole.
+            let _ = plane.cache.remove(&meta_key(&job.key)).await;
+            return Ok(Outcome::PassThrough(Forward::Partial));
+        }
+        if !(ready && first_ok) {
+            cs.hit = false;
+            cs.fwd = Some(Forward::Partial);
+        }
+    }
+    serve(plane, session, job, meta, cs, code, br, prefetched).await
+}
+
+/// Writes the response header and the (ranged) body of a stored object.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    plane: &CachePlane,
+    session: &mut Session,
+    job: &mut Job,
+    meta: Arc<ObjectMeta>,
+    cs: CacheStatus,
+    code: StatusCode,
+    br: Option<ByteRange>,
+    prefetched: Option<Bytes>,
+) -> Result<Outcome> {
+    let len = meta.length;
+    let age = meta.policy.age(SystemTime::now());
+    let mut resp = ResponseHeader::build(code, Some(meta.headers.len() + 5))?;
+    for (name, value) in &meta.headers {
+        resp.append_header(name.clone(), value.as_slice())?;
+    }
+    // RFC 9110 §8.6: no Content-Length on a 204.
+    if code != StatusCode::NO_CONTENT {
+        resp.insert_header(header::CONTENT_LENGTH, br.map_or(0, |r| r.len()))?;
+    }
+    if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (code, br) {
+        resp.insert_header(header::CONTENT_RANGE, r.content_range(len))?;
+    }
+    resp.insert_header(header::AGE, age)?;
+    resp.insert_header("cache-status", cs.header_value())?;
+    let body = br.filter(|_| !job.is_head);
+    session
+        .write_response_header(Box::new(resp), body.is_none())
+        .await?;
+    match body {
+        Some(r) => stream_range(plane, session, job, &meta, r, prefetched).await?,
+        None => job.detach(),
+    }
+    Ok(Outcome::Served(cs))
+}
+
+/// Writes bytes `r` of the object, slice by slice, from the cache or from fills.
+async fn stream_range(
+    plane: &CachePlane,
+    session: &mut Session,
+    job: &mut Job,
+    meta: &Arc<ObjectMeta>,
+    r: ByteRange,
+    mut prefetched: Option<Bytes>,
+) -> Result<()> {
+    // The object's own slice size: the configured one may have changed since it was stored.
+    let s = meta.slice_size as u64;
+    let (first, last) = r.slices(s);
+    for idx in first..=last {
+        let base = idx * s;
+        let lo = r.start.max(base) - base;
+        let hi = r.end.min(base + meta.slice_len(idx) - 1) - base + 1;
+        let is_last = idx == last;
+        let mut sent = 0u64;
+        let mut private = false;
+        for _attempt in 0..4 {
+            let cached = match prefetched.take() {
+                Some(v) => Some(v),
+                None => cached_slice(plane, meta, idx).await,
+            };
+            if let Some(v) = cached {
+                plane
+                    .metrics
+                    .served(&job.route.name, ByteSource::Cache, hi - lo - sent);
+                let part = v.slice((lo + sent) as usize..hi as usize);
+                session.write_response_body(Some(part), is_last).await?;
+                sent = hi - lo;
+                break;
+            }
+            let Some(mut reader) = follow_or_fetch(plane, job, meta, idx, last, private) else {
+                continue;
+            };
+            let mut pos = 0u64;
+            // The response's last bytes wait until their slice is stored: a client that has
+            // the whole response will find it cached.
+            let mut last_part = None;
+            let outcome = loop {
+                match reader.next(plane.lock_timeout).await {
+                    Step::Chunk(c) => {
+                        let (a, b) = (pos, pos + c.len() as u64);
+                        pos = b;
+                        let (from, to) = (a.max(lo + sent), b.min(hi));
+                        if from < to {
+                            let part = c.slice((from - a) as usize..(to - a) as usize);
+                            plane
+                                .metrics
+                                .served(&job.route.name, ByteSource::Origin, to - from);
+                            sent += to - from;
+                            if is_last && sent == hi - lo {
+                                last_part = Some(part);
+                            } else {
+                                session.write_response_body(Some(part), false).await?;
+                            }
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            if let Some(part) = last_part.take() {
+                // Written whatever the outcome: these bytes are correct either way.
+                session.write_response_body(Some(part), true).await?;
+            }
+            match outcome {
+                Step::Done if sent == hi - lo => break,
+                Step::Stalled => private = true,
+                _ => {}
+            }
+        }
+        if sent != hi - lo {
+            // Headers are out: the only honest answer left is to cut the response short.
+            return Error::e_explain(ErrorType::ReadError, "slice unavailable; response aborted");
+        }
+    }
+    Ok(())
+}
+
+/// Whether slice `idx` can be served without the origin: stored, or complete in a fill.
+fn slice_ready(plane: &CachePlane, meta: &ObjectMeta, idx: u64) -> bool {
+    let k = meta.slice_key(idx);
+    plane.cache.contains(&k) || plane.coalescer.get(&k).is_some_and(|i| i.is_complete())
+}
+
+async fn cached_slice(plane: &CachePlane, meta: &ObjectMeta, idx: u64) -> Option<Bytes> {
+    let v = plane.cache.get(&meta.slice_key(idx)).await?;
+    (v.len() as u64 == meta.slice_len(idx)).then_some(v)
+}
+
+/// A reader for slice `idx`: following a fill in flight, or starting one for the run of
+/// missing slices from `idx` up to `last`. `private` skips a stalled shared fill.
+fn follow_or_fetch(
+    plane: &CachePlane,
+    job: &mut Job,
+    meta: &Arc<ObjectMeta>,
+    idx: u64,
+    last: u64,
+    private: bool,
+) -> Option<SliceReader> {
+    if !private {
+        if let Some(inf) = plane.coalescer.get(&meta.slice_key(idx)) {
+            job.hold(inf.run.interest());
+            return Some(inf.reader());
+        }
+    }
+    let keys: Vec<Vec<u8>> = (idx..=last)
+        .map(|i| meta.slice_key(i))
+        .enumerate()
+        .take_while(|(n, k)| *n == 0 || !plane.cache.contains(k))
+        .map(|(_, k)| k)
+        .collect();
+    let (run, slices) = if private {
+        plane.coalescer.private_run()
+    } else {
+        plane.coalescer.register_run(&keys)?
+    };
+    job.hold(run.interest());
+    let reader = slices[0].reader();
+    let fill = RunFill::new(plane, meta.clone(), job.key.clone(), idx, slices, run);
+    tokio::spawn(fill.fetch(job.route.clone(), job.upstream_path.clone()));
+    Some(reader)
+}

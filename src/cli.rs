@@ -1,0 +1,135 @@
+//! The `strata` commands: run a node, check a configuration, inspect or format a cache
+//! device. Each returns the exit code the process ends with.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::{Config, LogFormat};
+use crate::node;
+use crate::node::build::storage_config;
+
+/// Loads and fully checks the configuration at `path` (exit code 2 when it is invalid).
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        eprintln!("strata: invalid configuration: {e}");
+        ExitCode::from(2)
+    };
+    let cfg = Config::load(path).map_err(|e| invalid(&e))?;
+    node::build::router(&cfg, path).map_err(|e| invalid(&e))?;
+    Ok(cfg)
+}
+
+/// `strata check`: validates the configuration as start-up would.
+pub fn check(path: &Path) -> Result<(), ExitCode> {
+    let cfg = load(path)?;
+    println!(
+        "{}: configuration OK ({} route(s))",
+        path.display(),
+        cfg.routes.len()
+    );
+    Ok(())
+}
+
+/// `strata run`: runs the node until it is told to stop.
+pub fn run(path: &Path) -> Result<(), ExitCode> {
+    let cfg = load(path)?;
+    init_logging(&cfg);
+    node::run(cfg, path).map_err(|e| {
+        tracing::error!(error = format!("{e:#}"), "strata failed");
+        eprintln!("strata: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// `strata inspect`: describes the cache device given, or the configuration's.
+pub fn inspect_disk(disk: Option<&Path>, config: &Path) -> Result<(), ExitCode> {
+    match disk {
+        Some(p) => inspect(p),
+        None => {
+            let cfg = load(config)?;
+            let Some(d) = cfg.cache.disk else {
+                eprintln!("strata: cache.disk is not configured; pass --disk PATH");
+                return Err(ExitCode::from(2));
+            };
+            inspect(&d.path)
+        }
+    }
+}
+
+/// `strata format`: formats the configuration's cache device as an empty cache.
+pub fn format_disk(config: &Path) -> Result<(), ExitCode> {
+    format(&load(config)?)
+}
+
+fn init_logging(cfg: &Config) {
+    let level = cfg.log.level.clone().unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Prints what a cache device holds.
+fn inspect(path: &Path) -> Result<(), ExitCode> {
+    let r = strata_storage::inspect(path).map_err(|e| {
+        match e {
+            strata_storage::StorageError::ForeignData { path, found } => {
+                eprintln!(
+                    "strata: {} is not a Strata cache: it {found}",
+                    path.display()
+                )
+            }
+            e => eprintln!("strata: {e}"),
+        }
+        ExitCode::FAILURE
+    })?;
+    let sb = &r.superblock;
+    let uuid: String = sb.uuid.iter().map(|b| format!("{b:02x}")).collect();
+    println!("device:          {}", path.display());
+    println!("format:          v{}", sb.version);
+    println!("uuid:            {uuid}");
+    println!("size:            {} bytes", sb.device_size);
+    println!("block size:      {} bytes", sb.block_size);
+    println!(
+        "regions:         {} of {} bytes ({} in use, {} sealed)",
+        sb.region_count, sb.region_size, r.regions_in_use, r.regions_sealed
+    );
+    println!(
+        "items:           {} ({} removal records)",
+        r.items, r.tombstones
+    );
+    println!("bytes:           {}", r.item_bytes);
+    println!(
+        "last shutdown:   {}",
+        if sb.clean_shutdown == 1 {
+            "clean"
+        } else {
+            "not clean (crash, kill, or still running): start-up scans open regions"
+        }
+    );
+    Ok(())
+}
+
+/// Formats `cache.disk.path` as an empty cache of the configured geometry.
+fn format(cfg: &Config) -> Result<(), ExitCode> {
+    let Some(disk) = storage_config(cfg).disk else {
+        eprintln!("strata: cache.disk is not configured; nothing to format");
+        return Err(ExitCode::from(2));
+    };
+    match strata_storage::format(&disk) {
+        Ok(sb) => {
+            println!("formatted {}: {}", disk.path.display(), sb.describe());
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("strata: cannot format {}: {e}", disk.path.display());
+            Err(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The YAML configuration as plain data: what the operator wrote, with defaults filled in.
+//!
+//! It imports nothing of the proxy. [`Config::load`] parses it (expanding `${ENV}`), makes its
+//! paths absolute and checks what can be checked from the values alone; building the node
+//! from it (`node::build`) checks the rest (origins, buckets, keys), so `strata check` and
+//! start-up share one path and every message names its key.
+//!
+//! - [`units`]: sizes and durations; [`route`]: the `routes[]` keys; `env`: `${ENV}`;
+//!   `load`: reading, parsing and the value checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use strata_storage::EngineKind;
+
+mod env;
+mod load;
+mod route;
+mod units;
+
+pub use load::ConfigError;
+pub use route::{Addressing, AuthConfig, BucketConfig, JwtConfig, RouteConfig, S3Config};
+pub use units::{Dur, Size};
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Public listener (`listen`).
+    pub listen: SocketAddr,
+    /// Admin listener (`admin`).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Worker threads of the proxy (`threads`, default: one per core).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// How long a shutdown waits for in-flight requests (`shutdown_grace`, default 5s).
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: Dur,
+    /// Logging (`log`).
+    #[serde(default)]
+    pub log: LogConfig,
+    /// TLS towards origins (`tls`).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Cache tiers (`cache`).
+    pub cache: CacheConfig,
+    /// Routes (`routes`), matched by longest `path_prefix`.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `admin:`: the admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `admin.listen`.
+    pub listen: SocketAddr,
+}
+
+/// `log:`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `log.format`: `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// `log.level`: a tracing filter such as `info` or `strata=debug` (default `info`; `RUST_LOG` wins).
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+/// `tls:`: how HTTPS origins are verified.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `tls.ca_file`: a PEM bundle trusted for HTTPS origins instead of the system store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `cache:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `cache.memory`: L1 budget.
+    pub memory: Size,
+    /// `cache.disk`: the L2 device; absent means memory only.
+    #[serde(default)]
+    pub disk: Option<DiskConfig>,
+    /// `cache.slice`: size of the pieces large objects are stored in (default 1MiB).
+    #[serde(default = "default_slice")]
+    pub slice: Size,
+    /// `cache.lock_timeout`: how long a client waits on another's fill that makes no progress
+    /// before fetching for itself (default 5s).
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: Dur,
+}
+
+/// `cache.disk:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// `cache.disk.path`: a file (created and preallocated) or a block device.
+    pub path: PathBuf,
+    /// `cache.disk.size`: size of a file; ignored for a block device.
+    #[serde(default)]
+    pub size: Option<Size>,
+    /// `cache.disk.io`: `auto`, `io_uring` or `psync`.
+    #[serde(default)]
+    pub io: IoEngine,
+    /// `cache.disk.region_size`: bytes per region (default 16MiB).
+    #[serde(default = "default_region")]
+    pub region_size: Size,
+    /// `cache.disk.overwrite`: format the device even if it holds other data (default false).
+    #[serde(default)]
+    pub overwrite: bool,
+    /// `cache.disk.queue_depth`: io_uring queue depth (default 64).
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: u32,
+}
+
+/// `cache.disk.io`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoEngine(pub EngineKind);
+
+impl<'de> Deserialize<'de> for IoEngine {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(IoEngine).map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_grace() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_slice() -> Size {
+    Size(1 << 20)
+}
+fn default_lock_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_queue_depth() -> u32 {
+    64
+}
+fn default_region() -> Size {
+    Size(16 << 20)
+}

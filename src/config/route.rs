@@ -1,0 +1,184 @@
+//! The route keys of the configuration (`routes[]`, with their `s3` and `auth` sections):
+//! plain data as the operator wrote it. Building a route from them (`routing`, `origin`) is
+//! where they are checked.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::Dur;
+
+/// `routes[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// `routes[].name`: a label for logs and metrics.
+    pub name: String,
+    /// `routes[].path_prefix`: requests whose path starts with it use this route.
+    pub path_prefix: String,
+    /// `routes[].origin`: base URL the prefix maps to (`http://` or `https://`).
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// `routes[].s3`: an S3 bucket instead of an HTTP origin.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+    /// `routes[].negative_ttl`: freshness for 404 and 410 answers that state none (default: not stored).
+    #[serde(default)]
+    pub negative_ttl: Option<Dur>,
+    /// `routes[].default_ttl`: freshness for responses that state none (default: RFC heuristics only).
+    #[serde(default)]
+    pub default_ttl: Option<Dur>,
+    /// `routes[].ignore_cache_control`: disregard the origin's Cache-Control, Expires and
+    /// Pragma and use `default_ttl` (a deliberate deviation from RFC 9111; default false).
+    #[serde(default)]
+    pub ignore_cache_control: bool,
+    /// `routes[].auth`: who may use the route.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// `routes[].auth`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `routes[].auth.jwt`.
+    pub jwt: JwtConfig,
+}
+
+/// How a bucket is addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Addressing {
+    /// `https://endpoint/bucket/key`.
+    Path,
+    /// `https://bucket.endpoint/key`.
+    Virtual,
+}
+
+/// One bucket as written in the configuration (`routes[].s3`, `routes[].s3.replicas[]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    /// `endpoint`: the S3 service URL.
+    pub endpoint: String,
+    /// `bucket`.
+    pub bucket: String,
+    /// `region`.
+    pub region: String,
+    /// `access_key_id`; without keys, requests are unsigned (public buckets).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// `secret_access_key`.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// `session_token` for temporary credentials.
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// `addressing`: default virtual-hosted for AWS endpoints, path-style otherwise.
+    #[serde(default)]
+    pub addressing: Option<Addressing>,
+}
+
+/// `routes[].s3`: the primary bucket's keys, plus writes and replicas.
+// The bucket fields repeat BucketConfig's: serde's `flatten` would lose `deny_unknown_fields`,
+// and a misspelt key must stay a config error.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// `endpoint`.
+    pub endpoint: String,
+    /// `bucket`.
+    pub bucket: String,
+    /// `region`.
+    pub region: String,
+    /// `access_key_id`.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// `secret_access_key`.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// `session_token`.
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// `addressing`.
+    #[serde(default)]
+    pub addressing: Option<Addressing>,
+    /// `allow_writes`: pass PUT, DELETE and POST (multipart uploads) to the bucket (default false).
+    #[serde(default)]
+    pub allow_writes: bool,
+    /// `replicas`: buckets tried in order when the primary cannot be reached or fails (5xx).
+    #[serde(default)]
+    pub replicas: Vec<BucketConfig>,
+}
+
+impl std::fmt::Debug for BucketConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach logs or error messages.
+        f.debug_struct("BucketConfig")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("signed", &self.access_key_id.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("primary", &self.primary())
+            .field("allow_writes", &self.allow_writes)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+/// `routes[].auth.jwt` as written in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Accepted algorithms (`HS256`…`EdDSA`); tokens signed otherwise are refused.
+    pub algorithms: Vec<String>,
+    /// Shared secret for HS* algorithms.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// PEM public key for RS*/PS*/ES*/EdDSA.
+    #[serde(default)]
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// JWKS document; the token's `kid` selects the key.
+    #[serde(default)]
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Where to look, in order: `header` (Authorization: Bearer), `query:NAME`, `header:NAME`.
+    #[serde(default = "default_sources")]
+    pub sources: Vec<String>,
+    /// Claim name → accepted values (a scalar claim must equal one; an array must contain one).
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, Vec<Value>>,
+    /// Required `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf` (default 30s).
+    #[serde(default)]
+    pub leeway: Option<Dur>,
+}
+
+fn default_sources() -> Vec<String> {
+    vec!["header".into()]
+}
+
+impl S3Config {
+    /// The primary bucket's part of the configuration.
+    pub fn primary(&self) -> BucketConfig {
+        BucketConfig {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+            addressing: self.addressing,
+        }
+    }
+}

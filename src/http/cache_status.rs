@@ -1,0 +1,210 @@
+//! The RFC 9211 `Cache-Status` field Strata adds to every response, with its forward reasons
+//! and details as enums: the header and the metrics spell them from one place.
+
+use std::fmt::Write;
+
+use crate::http::freshness::NotStorable;
+
+/// Name of this cache in `Cache-Status`.
+pub const CACHE_NAME: &str = "strata";
+
+/// Why a request went to the origin (RFC 9211 `fwd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// The cache was not consulted (no route, credentials, a refused request).
+    Bypass,
+    /// The method is not cacheable.
+    Method,
+    /// Nothing is stored for the URL.
+    UriMiss,
+    /// The URL varies and this request's variant is not stored.
+    VaryMiss,
+    /// A miss of another kind (e.g. an error before the cache could tell).
+    Miss,
+    /// Part of the response was stored, part had to be fetched.
+    Partial,
+    /// The stored response was stale.
+    Stale,
+    /// The request's own directives forbade using the stored response.
+    Request,
+}
+
+impl Forward {
+    /// The token as RFC 9211 spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forward::Bypass => "bypass",
+            Forward::Method => "method",
+            Forward::UriMiss => "uri-miss",
+            Forward::VaryMiss => "vary-miss",
+            Forward::Miss => "miss",
+            Forward::Partial => "partial",
+            Forward::Stale => "stale",
+            Forward::Request => "request",
+        }
+    }
+
+    /// True for the reasons that mean "nothing usable was stored".
+    pub fn is_miss(self) -> bool {
+        matches!(self, Forward::UriMiss | Forward::VaryMiss | Forward::Miss)
+    }
+}
+
+/// Strata's `detail` of a response: why it was refused, served stale or not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// No route matches the path.
+    NoRoute,
+    /// An unsafe method on a read-only route.
+    ReadOnly,
+    /// An S3 route asked for the bucket itself, not an object.
+    NoKey,
+    /// A JWT-guarded route without a token.
+    TokenMissing,
+    /// A token that does not verify.
+    TokenInvalid,
+    /// A valid token whose claims are refused.
+    TokenForbidden,
+    /// `only-if-cached` and nothing usable was stored.
+    OnlyIfCached,
+    /// Served stale while one background request revalidates it.
+    StaleWhileRevalidate,
+    /// Served stale because the origin failed.
+    StaleIfError,
+    /// The origin refused Strata's own credentials.
+    OriginCredentials,
+    /// The origin could not be reached or broke the exchange.
+    OriginUnreachable,
+    /// A variant of unknown length: forwarded, not stored.
+    Vary,
+    /// The response cannot be stored in slices (its body does not start on a slice boundary or
+    /// lacks a length).
+    Unsliceable,
+    /// The response may not be stored.
+    NotStored(NotStorable),
+}
+
+impl Detail {
+    /// The detail as the header spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detail::NoRoute => "no-route",
+            Detail::ReadOnly => "read-only",
+            Detail::NoKey => "no-key",
+            Detail::TokenMissing => "token-missing",
+            Detail::TokenInvalid => "token-invalid",
+            Detail::TokenForbidden => "token-forbidden",
+            Detail::OnlyIfCached => "only-if-cached",
+            Detail::StaleWhileRevalidate => "stale-while-revalidate",
+            Detail::StaleIfError => "stale-if-error",
+            Detail::OriginCredentials => "origin-credentials",
+            Detail::OriginUnreachable => "origin-unreachable",
+            Detail::Vary => "vary",
+            Detail::Unsliceable => "unsliceable",
+            Detail::NotStored(n) => n.as_str(),
+        }
+    }
+}
+
+/// What the cache did with one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheStatus {
+    /// Served from the cache without contacting the origin.
+    pub hit: bool,
+    /// Why the request went to the origin.
+    pub fwd: Option<Forward>,
+    /// The origin's response was stored.
+    pub stored: bool,
+    /// The request was collapsed into another one's origin fetch.
+    pub collapsed: bool,
+    /// Status of the origin's response, when it was forwarded to.
+    pub fwd_status: Option<u16>,
+    /// Remaining freshness lifetime in seconds, when known.
+    pub ttl: Option<i64>,
+    /// Why a response was refused, served stale or not stored.
+    pub detail: Option<Detail>,
+}
+
+impl CacheStatus {
+    /// A hit.
+    pub fn hit() -> Self {
+        CacheStatus {
+            hit: true,
+            ..Default::default()
+        }
+    }
+
+    /// Forwarded to the origin for `reason`.
+    pub fn fwd(reason: Forward) -> Self {
+        CacheStatus {
+            fwd: Some(reason),
+            ..Default::default()
+        }
+    }
+
+    /// Forwarded for `reason`, with a detail.
+    pub fn fwd_with(reason: Forward, detail: Detail) -> Self {
+        CacheStatus {
+            fwd: Some(reason),
+            detail: Some(detail),
+            ..Default::default()
+        }
+    }
+
+    /// The header value, e.g. `strata; fwd=miss; stored`.
+    pub fn header_value(&self) -> String {
+        let mut s = String::from(CACHE_NAME);
+        if self.hit {
+            s.push_str("; hit");
+        }
+        if let Some(f) = self.fwd {
+            let _ = write!(s, "; fwd={}", f.as_str());
+        }
+        if let Some(st) = self.fwd_status {
+            let _ = write!(s, "; fwd-status={st}");
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if self.collapsed {
+            s.push_str("; collapsed");
+        }
+        if let Some(t) = self.ttl {
+            let _ = write!(s, "; ttl={t}");
+        }
+        if let Some(d) = self.detail {
+            let _ = write!(s, "; detail={}", d.as_str());
+        }
+        s
+    }
+
+    /// A short label for metrics: `hit`, `miss_stored`, the forward reason, or `none`.
+    pub fn label(&self) -> &'static str {
+        match (self.hit, self.fwd, self.stored) {
+            (true, _, _) => "hit",
+            (_, Some(f), true) if f.is_miss() => "miss_stored",
+            (_, Some(f), _) => f.as_str(),
+            _ => "none",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_rfc_9211() {
+        assert_eq!(CacheStatus::hit().header_value(), "strata; hit");
+        let mut s = CacheStatus::fwd(Forward::Miss);
+        assert_eq!(s.header_value(), "strata; fwd=miss");
+        s.stored = true;
+        assert_eq!(s.header_value(), "strata; fwd=miss; stored");
+        assert_eq!(s.label(), "miss_stored");
+        s.detail = Some(Detail::NotStored(NotStorable::NoStore));
+        s.stored = false;
+        assert_eq!(s.header_value(), "strata; fwd=miss; detail=no-store");
+        assert_eq!(s.label(), "miss");
+        assert_eq!(CacheStatus::default().label(), "none");
+    }
+}

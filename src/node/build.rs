@@ -1,0 +1,78 @@
+//! Building a node's parts from its configuration: the one place where every value the
+//! config left unchecked (origins, buckets, JWT keys) is checked, for `strata check` and
+//! start-up alike, with errors that name the key.
+
+use std::path::Path;
+
+use strata_storage::{DiskConfig, EngineOptions, TieredCacheConfig};
+
+use crate::config::{Config, ConfigError};
+use crate::routing::Router;
+
+/// The storage configuration a node config asks for.
+pub(crate) fn storage_config(cfg: &Config) -> TieredCacheConfig {
+    TieredCacheConfig {
+        memory: cfg.cache.memory.0 as usize,
+        disk: cfg.cache.disk.as_ref().map(|d| DiskConfig {
+            path: d.path.clone(),
+            size: d.size.map_or(0, |s| s.0),
+            region_size: d.region_size.0,
+            engine: d.io.0,
+            engine_options: EngineOptions {
+                queue_depth: d.queue_depth,
+                ..EngineOptions::default()
+            },
+            overwrite: d.overwrite,
+            eviction: Default::default(),
+        }),
+        admission: Default::default(),
+    }
+}
+
+/// Builds the router of `cfg` (read from `path`), naming the key at fault if it cannot work.
+pub(crate) fn router(cfg: &Config, path: &Path) -> Result<Router, ConfigError> {
+    Router::new(&cfg.routes)
+        .map_err(|(i, e)| ConfigError::invalid(path, format!("routes[{i}].{}", e.key()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+listen: 127.0.0.1:8080
+cache:
+  memory: 64MiB
+routes:
+  - name: a
+    path_prefix: /a/
+    origin: http://127.0.0.1:1/
+  - name: b
+    path_prefix: /b/
+    s3: {endpoint: 'http://127.0.0.1:2', bucket: b, region: r}
+";
+
+    fn build(text: &str) -> Result<Router, String> {
+        let p = Path::new("c.yaml");
+        let cfg = Config::parse(text, p).map_err(|e| e.to_string())?;
+        router(&cfg, p).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_origins_buckets_and_keys_are_named() {
+        assert!(build(GOOD).is_ok());
+        for (from, to, key) in [
+            ("http://127.0.0.1:1/", "ftp://x/", "routes[0].origin"),
+            ("bucket: b", "bucket: B!", "routes[1].s3.bucket"),
+            ("region: r}", "region: r, access_key_id: k}", "routes[1].s3.secret_access_key"),
+            (
+                "origin: http://127.0.0.1:1/",
+                "origin: http://127.0.0.1:1/\n    auth: {jwt: {algorithms: [HS256], secret: short}}",
+                "routes[0].auth.jwt.secret",
+            ),
+        ] {
+            let e = build(&GOOD.replace(from, to)).unwrap_err();
+            assert!(e.starts_with(&format!("c.yaml: {key}: ")), "{to}: {e}");
+        }
+    }
+}

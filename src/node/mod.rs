@@ -1,0 +1,119 @@
+//! Assembling and running a node from its configuration: the cache tiers, the proxy and the
+//! admin listener on one Pingora server, until a signal stops it.
+//!
+//! - [`build`]: the parts built from the configuration (where it is fully checked).
+//! - [`admin`]: health, readiness, metrics and stats.
+//! - [`shutdown`]: draining on SIGTERM/SIGINT.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
+use strata_storage::TieredCache;
+
+use crate::cache::coalesce::Coalescer;
+use crate::cache::CachePlane;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::origin::Upstream;
+use crate::proxy::{Drain, StrataProxy};
+
+mod admin;
+pub(crate) mod build;
+mod shutdown;
+
+use admin::AdminApp;
+use shutdown::SignalWatch;
+
+/// Opens the cache and runs the node until it is told to stop.
+pub(crate) fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
+    let router = build::router(&cfg, path)?;
+    for (key, addr) in std::iter::once(("listen", cfg.listen))
+        .chain(cfg.admin.as_ref().map(|a| ("admin.listen", a.listen)))
+    {
+        // Pingora reports a busy port only from its worker; check first for a clear message.
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("{key}: cannot listen on {addr}"))?;
+    }
+    if cfg.admin.as_ref().is_some_and(|a| a.listen == cfg.listen) {
+        bail!("admin.listen: must differ from listen");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let cache = rt
+        .block_on(TieredCache::open(build::storage_config(&cfg)))
+        .context("cache.disk: cannot open the cache device")?;
+    let cache = Arc::new(cache);
+    if let Some(d) = cache.disk() {
+        tracing::info!(engine = d.engine_name(), direct = d.is_direct(), "L2 ready");
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let drain = Arc::new(Drain::default());
+
+    let conf = ServerConf {
+        threads: cfg
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        // Draining is done by SignalWatch; Pingora itself should not wait any longer.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ca_file: cfg
+            .tls
+            .ca_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let proxy = StrataProxy {
+        router,
+        cache: CachePlane {
+            cache: cache.clone(),
+            upstream: Arc::new(Upstream::new(cfg.tls.ca_file.as_deref())),
+            coalescer: Arc::new(Coalescer::default()),
+            slice_size: cfg.cache.slice.0,
+            lock_timeout: cfg.cache.lock_timeout.0,
+            metrics: metrics.clone(),
+        },
+        metrics: metrics.clone(),
+        drain: drain.clone(),
+    };
+    let mut svc =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "strata proxy");
+    svc.add_tcp(&cfg.listen.to_string());
+    server.add_service(svc);
+
+    if let Some(admin) = &cfg.admin {
+        let mut svc = Service::new(
+            "strata admin".to_string(),
+            AdminApp {
+                cache: cache.clone(),
+                metrics: metrics.clone(),
+                drain: drain.clone(),
+            },
+        );
+        svc.add_tcp(&admin.listen.to_string());
+        server.add_service(svc);
+    }
+
+    tracing::info!(listen = %cfg.listen, admin = ?cfg.admin.as_ref().map(|a| a.listen), routes = cfg.routes.len(), "strata running");
+    server.run(RunArgs {
+        shutdown_signal: Box::new(SignalWatch {
+            drain,
+            grace: cfg.shutdown_grace.0,
+        }),
+    });
+    if let Err(e) = rt.block_on(cache.close()) {
+        tracing::warn!(error = %e, "cache not closed cleanly; the next start recovers by scanning");
+    }
+    tracing::info!("strata stopped");
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Graceful shutdown: on SIGTERM or SIGINT stop taking work, wait for in-flight requests, exit.
+//!
+//! Pingora's own graceful path sleeps for the whole grace period even when the node is idle,
+//! so Strata counts in-flight requests and tells Pingora to stop as soon as they are done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::proxy::Drain;
+
+/// Pingora's shutdown trigger, driven by Unix signals and the drain.
+pub(crate) struct SignalWatch {
+    /// Shared with the proxy.
+    pub(crate) drain: Arc<Drain>,
+    /// Longest wait for in-flight requests (`shutdown_grace`).
+    pub(crate) grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for SignalWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        }
+        self.drain.start();
+        tracing::info!(in_flight = self.drain.in_flight(), "draining");
+        tokio::select! {
+            _ = self.drain.wait_idle() => tracing::info!("drained"),
+            _ = tokio::time::sleep(self.grace) => {
+                tracing::warn!(in_flight = self.drain.in_flight(), "grace period over")
+            }
+            _ = term.recv() => tracing::warn!("second signal: exiting now"),
+            _ = int.recv() => tracing::warn!("second signal: exiting now"),
+        }
+        ShutdownSignal::FastShutdown
+    }
+}

@@ -1,0 +1,268 @@
+//! Requests Strata makes to origins on its own behalf (cache fills), over pooled connections.
+//!
+//! For an S3 route each request is addressed to and signed for a bucket; a bucket that cannot
+//! be reached or answers 5xx is retried with backoff, then passed over for the next replica.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::origin::endpoint::ConnectError;
+use crate::origin::s3::{self, S3Backend, SignError};
+use crate::origin::Backend;
+
+/// Why an origin exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// The origin's name could not be resolved.
+    #[error("origin unreachable: {0}")]
+    Resolve(#[from] ConnectError),
+    /// No connection could be made.
+    #[error("origin unreachable: {0}")]
+    Connect(#[source] Box<pingora::Error>),
+    /// The origin broke the exchange (reset, timeout, malformed response).
+    #[error("origin failed: {0}")]
+    Protocol(#[source] Box<pingora::Error>),
+    /// The origin sent no response header.
+    #[error("origin failed: no response header")]
+    NoResponse,
+    /// A bucket kept failing and no replica was left.
+    #[error("origin failed: bucket answered {0}")]
+    Status(u16),
+    /// The request could not be signed.
+    #[error("origin request not signed: {0}")]
+    Sign(#[from] SignError),
+    /// The bucket refused Strata's own credentials: a configuration fault.
+    #[error("the bucket refused Strata's credentials for route {route} ({code}); check routes[].s3 keys")]
+    Credentials {
+        /// The route.
+        route: String,
+        /// The S3 error code.
+        code: String,
+    },
+}
+
+impl UpstreamError {
+    /// True when the origin could not be reached at all (as opposed to answering badly).
+    fn is_connect(&self) -> bool {
+        matches!(self, UpstreamError::Resolve(_) | UpstreamError::Connect(_))
+    }
+}
+
+/// A pool of connections to origins.
+pub(crate) struct Upstream {
+    connector: Connector,
+}
+
+/// An origin response whose body is being read.
+pub(crate) struct OriginResponse {
+    session: HttpSession,
+    peer: HttpPeer,
+    /// Body bytes already read (to look at an error body).
+    prefetched: Option<Bytes>,
+    /// The response header.
+    pub(crate) header: ResponseHeader,
+}
+
+/// Retries of a failing S3 bucket before the next replica is tried.
+const S3_ATTEMPTS: u32 = 3;
+/// An error body read to find the S3 error code is at most this long.
+const ERROR_BODY_MAX: usize = 64 * 1024;
+
+impl Upstream {
+    /// A connector with its own keep-alive pool; `ca_file` replaces the system trust store.
+    pub(crate) fn new(ca_file: Option<&std::path::Path>) -> Self {
+        let mut opts = ConnectorOptions::new(128);
+        opts.ca_file = ca_file.map(|p| p.to_string_lossy().into_owned());
+        Upstream {
+            connector: Connector::new(Some(opts)),
+        }
+    }
+
+    /// Sends a bodiless request to a route's backend and reads the response header.
+    pub(crate) async fn send(
+        &self,
+        backend: &Backend,
+        route: &str,
+        req: &RequestHeader,
+    ) -> Result<OriginResponse, UpstreamError> {
+        match backend {
+            Backend::Http(e) => self.send_to(e.peer().await?, req).await,
+            Backend::S3(b) => self.send_s3(b, route, req).await,
+        }
+    }
+
+    /// A bucket that cannot be reached or answers 5xx is retried with backoff, then passed
+    /// over for the next replica.
+    async fn send_s3(
+        &self,
+        backend: &S3Backend,
+        route: &str,
+        req: &RequestHeader,
+    ) -> Result<OriginResponse, UpstreamError> {
+        let mut last: Option<Result<OriginResponse, UpstreamError>> = None;
+        for target in backend.in_order() {
+            for attempt in 0..S3_ATTEMPTS {
+                if attempt > 0 {
+                    // 100 ms, then 400 ms: S3's own advice for 500 and SlowDown.
+                    tokio::time::sleep(Duration::from_millis(100 << (2 * (attempt - 1)))).await;
+                }
+                // Signed afresh each attempt: a signature carries its time.
+                let mut signed = req.clone();
+                target.prepare(&mut signed)?;
+                let peer = match target.endpoint.peer().await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        last = Some(Err(e.into()));
+                        break;
+                    }
+                };
+                match self.send_to(peer, &signed).await {
+                    Ok(resp) if resp.header.status.is_server_error() => {
+                        tracing::warn!(route, bucket = ?target, status = resp.header.status.as_u16(), attempt, "bucket failed");
+                        last = Some(Ok(resp));
+                    }
+                    Ok(resp) if resp.header.status == StatusCode::FORBIDDEN => {
+                        return self.classify_forbidden(route, resp).await;
+                    }
+                    Ok(resp) => return Ok(resp),
+                    Err(e) if e.is_connect() => {
+                        last = Some(Err(e));
+                        break;
+                    }
+                    Err(e) => last = Some(Err(e)),
+                }
+            }
+            tracing::warn!(route, bucket = ?target, "bucket passed over for 30s");
+            target.mark_down();
+        }
+        match last {
+            // A bucket still failing after retries: SlowDown stays a 503 (the client may retry
+            // later); any other 5xx is the origin's fault, a 502.
+            Some(Ok(resp)) if resp.header.status == StatusCode::SERVICE_UNAVAILABLE => Ok(resp),
+            Some(Ok(resp)) => Err(UpstreamError::Status(resp.header.status.as_u16())),
+            Some(Err(e)) => Err(e),
+            None => Err(UpstreamError::NoResponse),
+        }
+    }
+
+    /// A 403 from S3: Strata's credentials refused (a configuration fault, logged, a 502 to the
+    /// client) or access denied to this object (passed on).
+    async fn classify_forbidden(
+        &self,
+        route: &str,
+        mut resp: OriginResponse,
+    ) -> Result<OriginResponse, UpstreamError> {
+        let mut body = BytesMut::new();
+        while body.len() < ERROR_BODY_MAX {
+            match resp.read_body().await {
+                Ok(Some(b)) => body.extend_from_slice(&b),
+                _ => break,
+            }
+        }
+        let body = body.freeze();
+        let code = s3::error_code(&body).unwrap_or_default();
+        if s3::is_credential_error(&code) {
+            tracing::error!(route, code, "the bucket refused Strata's credentials");
+            return Err(UpstreamError::Credentials {
+                route: route.to_string(),
+                code,
+            });
+        }
+        resp.prefetched = Some(body);
+        Ok(resp)
+    }
+
+    async fn send_to(
+        &self,
+        peer: HttpPeer,
+        req: &RequestHeader,
+    ) -> Result<OriginResponse, UpstreamError> {
+        // A pooled connection may have been closed by the origin meanwhile: retry once on a
+        // fresh one, as any HTTP client does for idempotent requests.
+        let mut last = None;
+        for _ in 0..2 {
+            let (mut session, reused) = self
+                .connector
+                .get_http_session(&peer)
+                .await
+                .map_err(UpstreamError::Connect)?;
+            match exchange(&mut session, req).await {
+                Ok(header) => {
+                    return Ok(OriginResponse {
+                        session,
+                        peer,
+                        prefetched: None,
+                        header,
+                    })
+                }
+                Err(e) if reused => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(UpstreamError::NoResponse))
+    }
+
+    /// Returns a fully read response's connection to the pool.
+    pub(crate) async fn release(&self, resp: OriginResponse) {
+        let OriginResponse {
+            mut session, peer, ..
+        } = resp;
+        if session.response_done() {
+            self.connector
+                .release_http_session(session, &peer, Some(Duration::from_secs(60)))
+                .await;
+        } else {
+            session.shutdown().await;
+        }
+    }
+}
+
+async fn exchange(
+    session: &mut HttpSession,
+    req: &RequestHeader,
+) -> Result<ResponseHeader, UpstreamError> {
+    session
+        .write_request_header(Box::new(req.clone()))
+        .await
+        .map_err(UpstreamError::Protocol)?;
+    session
+        .finish_request_body()
+        .await
+        .map_err(UpstreamError::Protocol)?;
+    // Skip 1xx interim responses.
+    loop {
+        session
+            .read_response_header()
+            .await
+            .map_err(UpstreamError::Protocol)?;
+        let h = session.response_header().ok_or(UpstreamError::NoResponse)?;
+        if !h.status.is_informational() {
+            return Ok(h.clone());
+        }
+    }
+}
+
+impl OriginResponse {
+    /// The next piece of the body; `None` at its end.
+    pub(crate) async fn read_body(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        if let Some(b) = self.prefetched.take() {
+            return Ok(Some(b).filter(|b| !b.is_empty()));
+        }
+        self.session
+            .read_response_body()
+            .await
+            .map_err(UpstreamError::Protocol)
+    }
+
+    /// True once the whole body has been read.
+    pub(crate) fn is_done(&mut self) -> bool {
+        self.prefetched.is_none() && self.session.response_done()
+    }
+}

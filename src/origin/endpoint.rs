@@ -1,0 +1,210 @@
+//! Where an origin is: its base URL, and a host to connect to with its address cached.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pingora::upstreams::peer::HttpPeer;
+
+/// How long a resolved origin address is reused before it is looked up again.
+const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// Why an origin URL is refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UrlError {
+    /// Not a URL at all.
+    #[error("`{url}` is not a URL: {source}")]
+    Syntax {
+        /// The text given.
+        url: String,
+        /// What the parser said.
+        source: url::ParseError,
+    },
+    /// A scheme other than http and https.
+    #[error("scheme `{0}` is not supported (use http or https)")]
+    Scheme(String),
+    /// No host.
+    #[error("`{0}` has no host")]
+    NoHost(String),
+    /// User and password in the URL.
+    #[error("`{0}`: credentials in the URL are not supported")]
+    Credentials(String),
+    /// A query or fragment.
+    #[error("`{0}`: an origin may not have a query or fragment")]
+    Query(String),
+}
+
+/// Why no connection target could be found for an origin.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// The name did not resolve.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// The name resolved to nothing.
+    #[error("{0} has no addresses")]
+    NoAddress(String),
+}
+
+/// An HTTP(S) origin base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OriginUrl {
+    /// `https` when true.
+    pub(crate) tls: bool,
+    /// Host name or address, without port.
+    pub(crate) host: String,
+    /// TCP port.
+    pub(crate) port: u16,
+    /// Path prefix on the origin, always ending with `/`.
+    pub(crate) base_path: String,
+}
+
+impl OriginUrl {
+    /// Parses `http://host[:port][/path]` or `https://…`.
+    pub(crate) fn parse(s: &str) -> Result<OriginUrl, UrlError> {
+        let u = url::Url::parse(s).map_err(|source| UrlError::Syntax {
+            url: s.to_string(),
+            source,
+        })?;
+        let tls = match u.scheme() {
+            "http" => false,
+            "https" => true,
+            other => return Err(UrlError::Scheme(other.to_string())),
+        };
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| UrlError::NoHost(s.to_string()))?;
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(UrlError::Credentials(s.to_string()));
+        }
+        if u.query().is_some() || u.fragment().is_some() {
+            return Err(UrlError::Query(s.to_string()));
+        }
+        // http and https always have a known default port.
+        let port = u
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let mut base_path = u.path().to_string();
+        if !base_path.ends_with('/') {
+            base_path.push('/');
+        }
+        Ok(OriginUrl {
+            tls,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+            base_path,
+        })
+    }
+
+    /// The value for the upstream `Host` header.
+    pub(crate) fn host_header(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// `scheme://host[:port]`, the start of this origin's cache keys.
+    pub(crate) fn authority_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.host_header())
+    }
+}
+
+/// A host to connect to, with its resolved address cached for [`DNS_TTL`].
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    /// Where it is.
+    pub(crate) url: OriginUrl,
+    dns: Mutex<Option<(Instant, SocketAddr)>>,
+}
+
+impl Endpoint {
+    /// An endpoint for `url`.
+    pub(crate) fn new(url: OriginUrl) -> Self {
+        Endpoint {
+            url,
+            dns: Mutex::new(None),
+        }
+    }
+
+    /// A peer for the endpoint, resolving its name at most every [`DNS_TTL`].
+    pub(crate) async fn peer(&self) -> Result<HttpPeer, ConnectError> {
+        let cached = self
+            .dns
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .filter(|(at, _)| at.elapsed() < DNS_TTL)
+            .map(|(_, a)| a);
+        let addr = match cached {
+            Some(a) => a,
+            None => {
+                let host = &self.url.host;
+                let addr = tokio::net::lookup_host((host.as_str(), self.url.port))
+                    .await
+                    .map_err(|source| ConnectError::Resolve {
+                        host: host.clone(),
+                        source,
+                    })?
+                    .next()
+                    .ok_or_else(|| ConnectError::NoAddress(host.clone()))?;
+                if let Ok(mut g) = self.dns.lock() {
+                    *g = Some((Instant::now(), addr));
+                }
+                addr
+            }
+        };
+        let mut peer = HttpPeer::new(addr, self.url.tls, self.url.host.clone());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(Duration::from_secs(5));
+        o.total_connection_timeout = Some(Duration::from_secs(10));
+        o.read_timeout = Some(Duration::from_secs(60));
+        o.write_timeout = Some(Duration::from_secs(60));
+        o.idle_timeout = Some(Duration::from_secs(60));
+        Ok(peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_origins() {
+        let o = OriginUrl::parse("https://example.org").unwrap();
+        assert_eq!((o.tls, o.port, o.base_path.as_str()), (true, 443, "/"));
+        assert_eq!(o.host_header(), "example.org");
+        let o = OriginUrl::parse("http://[::1]:8081/x").unwrap();
+        assert_eq!(o.host, "::1");
+        assert_eq!(o.host_header(), "[::1]:8081");
+        assert_eq!(o.authority_url(), "http://[::1]:8081");
+        assert!(matches!(
+            OriginUrl::parse("ftp://x/"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            OriginUrl::parse("http://u:p@x/"),
+            Err(UrlError::Credentials(_))
+        ));
+        assert!(matches!(
+            OriginUrl::parse("not a url"),
+            Err(UrlError::Syntax { .. })
+        ));
+    }
+}

@@ -1,0 +1,229 @@
+//! The Pingora `ProxyHttp` of Strata: the phases every request passes.
+//!
+//! `request_filter` routes the normalised path, checks auth, asks the route's backend whether
+//! the method may pass and what the upstream path is, then hands GET and HEAD to the cache
+//! plane ([`crate::cache`]). What the cache plane does not serve passes through Pingora's
+//! proxy phases (`upstream_peer`, `upstream_request_filter`, `response_filter`), where a
+//! successful unsafe method invalidates its target.
+//!
+//! - [`drain`]: in-flight accounting for shutdown.
+//! - [`respond`]: the error answers the proxy writes itself.
+//! - [`invalidate`]: invalidation by unsafe methods.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, OrErr, Result};
+
+use crate::cache::{CachePlane, Outcome};
+use crate::http::cache_status::{CacheStatus, Detail, Forward};
+use crate::metrics::Metrics;
+use crate::routing::{normalize, Route, Router};
+
+pub(crate) mod drain;
+mod invalidate;
+mod respond;
+
+pub(crate) use drain::Drain;
+use drain::RequestGuard;
+
+/// The proxy service.
+pub(crate) struct StrataProxy {
+    /// Routes by path prefix.
+    pub(crate) router: Router,
+    /// Hits and fills.
+    pub(crate) cache: CachePlane,
+    /// Counters.
+    pub(crate) metrics: Arc<Metrics>,
+    /// In-flight accounting for shutdown.
+    pub(crate) drain: Arc<Drain>,
+}
+
+/// Per-request state.
+pub(crate) struct Ctx {
+    route: Option<Arc<Route>>,
+    upstream_path: String,
+    status: CacheStatus,
+    _in_flight: RequestGuard,
+}
+
+#[async_trait]
+impl ProxyHttp for StrataProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            route: None,
+            upstream_path: String::new(),
+            status: CacheStatus::default(),
+            _in_flight: self.drain.enter(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if self.drain.is_draining() {
+            session.set_keepalive(None);
+        }
+        let path = normalize(session.req_header().uri.path());
+        let Some(route) = self.router.find(&path) else {
+            ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::NoRoute);
+            respond::error(
+                session,
+                StatusCode::NOT_FOUND,
+                &ctx.status,
+                "no route for this path",
+            )
+            .await?;
+            return Ok(true);
+        };
+        ctx.route = Some(route.clone());
+        // Auth comes before the cache: nothing stored is served to a refused client.
+        if let Some(auth) = &route.auth {
+            if let Err(refusal) = auth.check(session.req_header_mut()) {
+                respond::refusal(session, &mut ctx.status, &refusal).await?;
+                return Ok(true);
+            }
+        }
+        let method = session.req_header().method.clone();
+        if !route.backend.allows(&method) {
+            ctx.status = CacheStatus::fwd_with(Forward::Method, Detail::ReadOnly);
+            respond::read_only(session, &ctx.status).await?;
+            return Ok(true);
+        }
+        route.backend.accept(session.req_header_mut());
+        let req = session.req_header();
+        let mapped = route.backend.upstream_path(
+            &route.prefix,
+            req.uri.path(),
+            &path,
+            req.uri.query(),
+            &method,
+        );
+        ctx.upstream_path = match mapped {
+            Ok(p) => p,
+            Err(no_key) => {
+                ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::NoKey);
+                let message = no_key.to_string();
+                respond::error(session, StatusCode::NOT_FOUND, &ctx.status, &message).await?;
+                return Ok(true);
+            }
+        };
+        if method == Method::GET || method == Method::HEAD {
+            let outcome = self
+                .cache
+                .handle(session, &route, &ctx.upstream_path)
+                .await?;
+            match outcome {
+                Outcome::Served(status) => {
+                    ctx.status = status;
+                    return Ok(true);
+                }
+                Outcome::Refused(answer) => {
+                    ctx.status = answer.cache_status;
+                    respond::error(session, answer.status, &ctx.status, &answer.message).await?;
+                    return Ok(true);
+                }
+                Outcome::PassThrough(reason) => ctx.status = CacheStatus::fwd(reason),
+            }
+        } else {
+            ctx.status = CacheStatus::fwd(Forward::Method);
+        }
+        self.metrics.origin_request(&route.name);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        // Writes and uncached reads of an S3 route go to the primary bucket.
+        let peer = route
+            .backend
+            .peer()
+            .await
+            .or_err(ErrorType::ConnectNoRoute, "origin unreachable")?;
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let uri = ctx
+            .upstream_path
+            .parse()
+            .or_err(ErrorType::InvalidHTTPHeader, "bad upstream path")?;
+        up.set_uri(uri);
+        if let Some(route) = &ctx.route {
+            route.backend.prepare(up).or_err(
+                ErrorType::InternalError,
+                "cannot address the origin request",
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        resp.insert_header("cache-status", ctx.status.header_value())?;
+        // RFC 9111 §4.4: a successful unsafe request invalidates the stored response.
+        if invalidate::invalidates(&session.req_header().method, resp) {
+            if let Some(route) = &ctx.route {
+                invalidate::invalidate(&self.cache.cache, route, &ctx.upstream_path, resp).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
+    where
+        Ctx: Send + Sync,
+    {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(c) => *c,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => 0,
+                _ => 500,
+            },
+        };
+        // Once a response has started there is nothing honest to add: the connection is cut.
+        if code > 0 && session.response_written().is_none() {
+            if ctx.status == CacheStatus::default() {
+                ctx.status = CacheStatus::fwd(Forward::Miss);
+            }
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+            let _ = respond::error(session, status, &ctx.status, &e.to_string()).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
+        self.metrics.request(route, ctx.status.label());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        tracing::debug!(
+            route,
+            method = %session.req_header().method,
+            path = %session.req_header().uri,
+            status,
+            cache = %ctx.status.header_value(),
+            error = e.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Routing: which route serves a request path, who may use it, and where it goes.
+//!
+//! - [`path`]: the one normal form of request paths that routing, keys and forwarding share.
+//! - [`auth`]: JWT-guarded routes.
+//!
+//! A [`Route`] holds its [`Backend`] (how the origin is reached), its freshness overrides and
+//! its auth; the [`Router`] picks the longest matching prefix.
+
+use std::sync::Arc;
+
+use crate::config::RouteConfig;
+use crate::http::freshness::Overrides;
+use crate::origin::{Backend, BackendError};
+
+pub(crate) mod auth;
+pub(crate) mod path;
+
+pub(crate) use auth::{AuthError, JwtAuth, Refusal};
+pub(crate) use path::normalize;
+
+/// One configured route.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// `routes[].name`.
+    pub(crate) name: String,
+    /// `routes[].path_prefix`.
+    pub(crate) prefix: String,
+    /// The origin or bucket(s) behind the route.
+    pub(crate) backend: Backend,
+    /// `routes[].default_ttl`, `negative_ttl` and `ignore_cache_control`.
+    pub(crate) overrides: Overrides,
+    /// `routes[].auth.jwt`.
+    pub(crate) auth: Option<JwtAuth>,
+    /// What the cache keys of this route start with.
+    key_base: String,
+}
+
+/// Why a route cannot be built; [`RouteError::key`] names the key relative to the route.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RouteError {
+    /// The origin or a bucket.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The JWT check.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+impl RouteError {
+    /// The key at fault, relative to `routes[i]`.
+    pub(crate) fn key(&self) -> String {
+        match self {
+            RouteError::Backend(e) => e.key(),
+            RouteError::Auth(e) => format!("auth.jwt.{}", e.key()),
+        }
+    }
+}
+
+impl Route {
+    /// Builds a route from its configuration, checking every value the config left to it.
+    pub(crate) fn new(cfg: &RouteConfig) -> Result<Route, RouteError> {
+        let backend = Backend::new(cfg.origin.as_deref(), cfg.s3.as_ref())?;
+        Ok(Route {
+            key_base: backend.key_base(),
+            name: cfg.name.clone(),
+            prefix: cfg.path_prefix.clone(),
+            backend,
+            overrides: Overrides {
+                default_ttl: cfg.default_ttl.map(|d| d.0),
+                negative_ttl: cfg.negative_ttl.map(|d| d.0),
+                ignore_cache_control: cfg.ignore_cache_control,
+            },
+            auth: cfg
+                .auth
+                .as_ref()
+                .map(|a| JwtAuth::new(&a.jwt))
+                .transpose()?,
+        })
+    }
+
+    /// What cache keys of this route start with.
+    pub(crate) fn key_base(&self) -> &str {
+        &self.key_base
+    }
+}
+
+/// Routes ordered so that the longest matching prefix wins.
+#[derive(Debug)]
+pub(crate) struct Router {
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    /// Builds the router; an error carries the index of the route at fault.
+    pub(crate) fn new(cfgs: &[RouteConfig]) -> Result<Router, (usize, RouteError)> {
+        let mut routes = cfgs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Route::new(c).map(Arc::new).map_err(|e| (i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Ok(Router { routes })
+    }
+
+    /// The route for a (normalised) request path.
+    pub(crate) fn find(&self, path: &str) -> Option<Arc<Route>> {
+        self.routes
+            .iter()
+            .find(|r| path.starts_with(r.prefix.as_str()))
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(n: &str, p: &str, origin: &str) -> RouteConfig {
+        RouteConfig {
+            name: n.into(),
+            path_prefix: p.into(),
+            origin: Some(origin.into()),
+            s3: None,
+            negative_ttl: None,
+            default_ttl: None,
+            ignore_cache_control: false,
+            auth: None,
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let all = cfg("all", "/", "http://127.0.0.1:1/");
+        let router = Router::new(&[all, cfg("deb", "/debian/", "http://127.0.0.1:1/")]).unwrap();
+        assert_eq!(router.find("/debian/x").unwrap().name, "deb");
+        assert_eq!(router.find("/other").unwrap().name, "all");
+    }
+
+    #[test]
+    fn a_bad_route_is_named_with_its_key() {
+        let good = cfg("a", "/a/", "http://127.0.0.1:1/");
+        let Err((i, e)) = Router::new(&[good, cfg("b", "/b/", "ftp://x/")]) else {
+            panic!("an ftp origin was accepted")
+        };
+        assert_eq!((i, e.key().as_str()), (1, "origin"));
+    }
+}
