@@ -3,8 +3,8 @@
 
 use crate::cache::job::Job;
 use crate::cache::key::meta_key;
+use crate::cache::plane::CachePlane;
 use crate::cache::record::{ObjectMeta, Record};
-use crate::cache::CachePlane;
 
 /// What the cache holds for a request.
 pub(super) enum Found {

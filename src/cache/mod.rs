@@ -2,7 +2,7 @@
 //! when stale, and filled from origins when missing, as one pipeline of steps.
 //!
 //! ```text
-//! CachePlane::handle
+//! cache::handle
 //!   lookup  (lookup.rs)  the stored record of the URL or its variant       -> Found
 //!   decide  (decide.rs)  fresh, stale, partial or missing; leader/follower -> Decision
 //!   fetch   (fetch.rs)   the leader asks the origin, describes the object,
@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Each step hands a typed outcome to the next and never calls back into an earlier one;
-//! this file alone moves a request from step to step. Below the steps: [`job`] (the request),
+//! this file alone moves a request from step to step. Below the steps: `plane` (the shared
+//! parts, and the [`Outcome`] for the proxy), [`job`] (the request),
 //! [`key`] (every key), [`record`] (the stored record), [`coalesce`] (fills in flight, shared
 //! by all who want them) and [`fill`] (writing a body into slices).
 //!
@@ -23,16 +24,12 @@
 //! fetch between clients and stitch cached and fetched slices into one response.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{header, StatusCode};
 use pingora::proxy::Session;
 use pingora::Result;
-use strata_storage::TieredCache;
 
 use crate::http::cache_status::{CacheStatus, Detail, Forward};
-use crate::metrics::Metrics;
-use crate::origin::Upstream;
 use crate::routing::Route;
 
 pub(crate) mod coalesce;
@@ -42,134 +39,94 @@ mod fill;
 mod job;
 pub(crate) mod key;
 mod lookup;
+mod plane;
 mod record;
 mod relay;
 mod serve;
 
-use coalesce::{wait_discovery, Coalescer, Discovery};
+use coalesce::{wait_discovery, Discovery};
 use decide::Decision;
 use fetch::Fetched;
 use job::Job;
 use lookup::Found;
+pub(crate) use plane::{CachePlane, ErrorAnswer, Outcome};
 
-/// What the cache plane did with a request.
-pub(crate) enum Outcome {
-    /// A response was written; it carried this status.
-    Served(CacheStatus),
-    /// The request should be proxied as is, labelled with this forward reason.
-    PassThrough(Forward),
-    /// Nothing was written: answer the client with this error.
-    Refused(ErrorAnswer),
-}
-
-/// An error answer the proxy writes for the cache plane (a small plain-text body).
-pub(crate) struct ErrorAnswer {
-    /// Its status.
-    pub(crate) status: StatusCode,
-    /// Its `Cache-Status`.
-    pub(crate) cache_status: CacheStatus,
-    /// The text of its body.
-    pub(crate) message: String,
-}
-
-/// The cache plane of a node: the tiers, origin connections, fills in flight, and settings.
-#[derive(Clone)]
-pub(crate) struct CachePlane {
-    /// The tiers.
-    pub(crate) cache: Arc<TieredCache>,
-    /// Connections to origins for fills.
-    pub(crate) upstream: Arc<Upstream>,
-    /// Fills in flight.
-    pub(crate) coalescer: Arc<Coalescer>,
-    /// `cache.slice`.
-    pub(crate) slice_size: u64,
-    /// `cache.lock_timeout`: how long a waiting client tolerates a fill without progress.
-    pub(crate) lock_timeout: Duration,
-    /// Counters.
-    pub(crate) metrics: Arc<Metrics>,
-}
-
-impl CachePlane {
-    /// Serves a GET or HEAD from the cache or through it.
-    pub(crate) async fn handle(
-        &self,
-        session: &mut Session,
-        route: &Arc<Route>,
-        upstream_path: &str,
-    ) -> Result<Outcome> {
-        // Strata's choice: requests with credentials are not answered from the shared cache.
-        if session
-            .req_header()
-            .headers
-            .contains_key(header::AUTHORIZATION)
-        {
-            return Ok(Outcome::PassThrough(Forward::Bypass));
+/// Serves a GET or HEAD from the cache or through it.
+pub(crate) async fn handle(
+    plane: &CachePlane,
+    session: &mut Session,
+    route: &Arc<Route>,
+    upstream_path: &str,
+) -> Result<Outcome> {
+    // Strata's choice: requests with credentials are not answered from the shared cache.
+    if session
+        .req_header()
+        .headers
+        .contains_key(header::AUTHORIZATION)
+    {
+        return Ok(Outcome::PassThrough(Forward::Bypass));
+    }
+    let mut job = Job::new(route, upstream_path, session.req_header());
+    let found = lookup::find(plane, &mut job).await;
+    match decide::decide(plane, &mut job, found).await {
+        Decision::Serve { meta, status } => {
+            serve::answer(plane, session, &mut job, meta, status).await
         }
-        let mut job = Job::new(route, upstream_path, session.req_header());
-        let found = lookup::find(self, &mut job).await;
-        match decide::decide(self, &mut job, found).await {
-            Decision::Serve { meta, status } => {
-                serve::answer(self, session, &mut job, meta, status).await
+        Decision::ServeWhileRevalidating {
+            meta,
+            status,
+            guard,
+        } => {
+            if let Some(guard) = guard {
+                fetch::revalidate_in_background(plane, &job, guard, (*meta).clone());
             }
-            Decision::ServeWhileRevalidating {
-                meta,
-                status,
-                guard,
-            } => {
-                if let Some(guard) = guard {
-                    fetch::revalidate_in_background(self, &job, guard, (*meta).clone());
+            serve::answer(plane, session, &mut job, meta, status).await
+        }
+        Decision::PassThrough(fwd) => Ok(Outcome::PassThrough(fwd)),
+        Decision::OnlyIfCached(fwd) => Ok(Outcome::Refused(ErrorAnswer {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            cache_status: CacheStatus::fwd_with(fwd, Detail::OnlyIfCached),
+            message: "not in cache (only-if-cached)".into(),
+        })),
+        Decision::Fetch { guard, stale, fwd } => {
+            let fetched = fetch::lead(plane, &mut job, guard, stale, fwd).await;
+            deliver(plane, session, &mut job, fetched).await
+        }
+        Decision::Follow { rx, fwd } => {
+            // Waits for the request that is fetching this object, then serves what it stored.
+            if wait_discovery(rx, plane.lock_timeout).await == Discovery::Ready {
+                if let Found::Object(meta) = lookup::find(plane, &mut job).await {
+                    let mut status = CacheStatus::fwd(fwd);
+                    status.collapsed = true;
+                    return serve::answer(plane, session, &mut job, Arc::new(*meta), status).await;
                 }
-                serve::answer(self, session, &mut job, meta, status).await
             }
-            Decision::PassThrough(fwd) => Ok(Outcome::PassThrough(fwd)),
-            Decision::OnlyIfCached(fwd) => Ok(Outcome::Refused(ErrorAnswer {
-                status: StatusCode::GATEWAY_TIMEOUT,
-                cache_status: CacheStatus::fwd_with(fwd, Detail::OnlyIfCached),
-                message: "not in cache (only-if-cached)".into(),
-            })),
-            Decision::Fetch { guard, stale, fwd } => {
-                let fetched = fetch::lead(self, &mut job, guard, stale, fwd).await;
-                self.deliver(session, &mut job, fetched).await
-            }
-            Decision::Follow { rx, fwd } => {
-                // Waits for the request that is fetching this object, then serves what it stored.
-                if wait_discovery(rx, self.lock_timeout).await == Discovery::Ready {
-                    if let Found::Object(meta) = lookup::find(self, &mut job).await {
-                        let mut status = CacheStatus::fwd(fwd);
-                        status.collapsed = true;
-                        return serve::answer(self, session, &mut job, Arc::new(*meta), status)
-                            .await;
-                    }
-                }
-                Ok(Outcome::PassThrough(fwd))
-            }
+            Ok(Outcome::PassThrough(fwd))
         }
     }
+}
 
-    /// Hands what the origin fetch produced to the serving step that writes it.
-    async fn deliver(
-        &self,
-        session: &mut Session,
-        job: &mut Job,
-        fetched: Fetched,
-    ) -> Result<Outcome> {
-        match fetched {
-            Fetched::Stored { meta, status } => {
-                serve::answer(self, session, job, meta, status).await
-            }
-            Fetched::Unsized {
-                origin,
-                policy,
-                fwd,
-            } => relay::stream_unsized(self, session, job, origin, policy, fwd).await,
-            Fetched::Unstored {
-                origin,
-                span,
-                why,
-                fwd,
-            } => relay::forward(self, session, job, origin, span, why, fwd).await,
-            Fetched::PassThrough(fwd) => Ok(Outcome::PassThrough(fwd)),
-            Fetched::Failed(answer) => Ok(Outcome::Refused(answer)),
-        }
+/// Hands what the origin fetch produced to the serving step that writes it.
+async fn deliver(
+    plane: &CachePlane,
+    session: &mut Session,
+    job: &mut Job,
+    fetched: Fetched,
+) -> Result<Outcome> {
+    match fetched {
+        Fetched::Stored { meta, status } => serve::answer(plane, session, job, meta, status).await,
+        Fetched::Unsized {
+            origin,
+            policy,
+            fwd,
+        } => relay::stream_unsized(plane, session, job, origin, policy, fwd).await,
+        Fetched::Unstored {
+            origin,
+            span,
+            why,
+            fwd,
+        } => relay::forward(plane, session, job, origin, span, why, fwd).await,
+        Fetched::PassThrough(fwd) => Ok(Outcome::PassThrough(fwd)),
+        Fetched::Failed(answer) => Ok(Outcome::Refused(answer)),
     }
 }

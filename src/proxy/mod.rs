@@ -19,7 +19,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, OrErr, Result};
 
-use crate::cache::{CachePlane, Outcome};
+use crate::cache::{self, CachePlane, Outcome};
 use crate::http::cache_status::{CacheStatus, Detail, Forward};
 use crate::metrics::Metrics;
 use crate::routing::{normalize, Route, Router};
@@ -113,10 +113,7 @@ impl ProxyHttp for StrataProxy {
             }
         };
         if method == Method::GET || method == Method::HEAD {
-            let outcome = self
-                .cache
-                .handle(session, &route, &ctx.upstream_path)
-                .await?;
+            let outcome = cache::handle(&self.cache, session, &route, &ctx.upstream_path).await?;
             match outcome {
                 Outcome::Served(status) => {
                     ctx.status = status;

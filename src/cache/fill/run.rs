@@ -15,8 +15,8 @@ use strata_storage::TieredCache;
 
 use crate::cache::coalesce::{Coalescer, PendingSlice, Run};
 use crate::cache::key::meta_key;
+use crate::cache::plane::CachePlane;
 use crate::cache::record::ObjectMeta;
-use crate::cache::CachePlane;
 use crate::http::range::{body_span, BodySpan};
 use crate::metrics::{FillResult, Metrics};
 use crate::origin::{OriginResponse, Upstream};

@@ -1,0 +1,50 @@
+//! The cache plane's shared parts, and what it answers the proxy: below every step of the
+//! pipeline, so that no step imports the file that drives them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use strata_storage::TieredCache;
+
+use crate::cache::coalesce::Coalescer;
+use crate::http::cache_status::{CacheStatus, Forward};
+use crate::metrics::Metrics;
+use crate::origin::Upstream;
+
+/// What the cache plane did with a request.
+pub(crate) enum Outcome {
+    /// A response was written; it carried this status.
+    Served(CacheStatus),
+    /// The request should be proxied as is, labelled with this forward reason.
+    PassThrough(Forward),
+    /// Nothing was written: answer the client with this error.
+    Refused(ErrorAnswer),
+}
+
+/// An error answer the proxy writes for the cache plane (a small plain-text body).
+pub(crate) struct ErrorAnswer {
+    /// Its status.
+    pub(crate) status: StatusCode,
+    /// Its `Cache-Status`.
+    pub(crate) cache_status: CacheStatus,
+    /// The text of its body.
+    pub(crate) message: String,
+}
+
+/// The cache plane of a node: the tiers, origin connections, fills in flight, and settings.
+#[derive(Clone)]
+pub(crate) struct CachePlane {
+    /// The tiers.
+    pub(crate) cache: Arc<TieredCache>,
+    /// Connections to origins for fills.
+    pub(crate) upstream: Arc<Upstream>,
+    /// Fills in flight.
+    pub(crate) coalescer: Arc<Coalescer>,
+    /// `cache.slice`.
+    pub(crate) slice_size: u64,
+    /// `cache.lock_timeout`: how long a waiting client tolerates a fill without progress.
+    pub(crate) lock_timeout: Duration,
+    /// Counters.
+    pub(crate) metrics: Arc<Metrics>,
+}
