@@ -20,7 +20,7 @@ const DEPTH: usize = 32;
 
 /// Value length whose item (header + key + value) fills exactly `padded` bytes.
 fn value_len(padded: usize, key: &[u8]) -> usize {
-    padded - strata_storage::item::HEADER_LEN - key.len()
+    padded - strata_storage::ITEM_HEADER_LEN - key.len()
 }
 
 fn key(i: u64) -> Vec<u8> {

@@ -12,29 +12,22 @@
 //! - [`engine`]: the io engines behind one trait.
 //! - [`aligned`]: aligned buffers for direct IO, and [`bufpool`], which keeps idle ones for reuse.
 
-pub mod aligned;
-pub mod bufpool;
-pub mod device;
 pub mod disk;
-pub mod engine;
 pub mod error;
-pub mod index;
-pub mod inspect;
-pub mod item;
+pub mod io;
 pub mod key;
 pub mod memory;
-pub mod recovery;
-pub mod region;
-pub mod summary;
-pub mod superblock;
-pub mod table;
 pub mod tiered;
 
-pub use disk::{DiskConfig, DiskStats, DiskStore, EvictionPolicy};
-pub use engine::{EngineKind, EngineOptions};
 pub use disk::format;
+pub use disk::inspect::{inspect, Report as InspectReport};
+pub use disk::ondisk::item::HEADER_LEN as ITEM_HEADER_LEN;
+pub use disk::ondisk::superblock::Superblock;
+pub use disk::{DiskConfig, DiskStats, DiskStore, EvictionPolicy};
 pub use error::{Result, StorageError};
-pub use inspect::{inspect, Report as InspectReport};
+pub use io::aligned::AlignedBuf;
+pub use io::device::{Device, DeviceKind};
+pub use io::engine::{start as start_engine, IoEngine};
+pub use io::engine::{EngineKind, EngineOptions};
 pub use memory::{MemoryStats, MemoryTier};
-pub use superblock::Superblock;
 pub use tiered::{Admission, TieredCache, TieredCacheConfig, TieredStats};

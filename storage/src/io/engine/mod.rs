@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::aligned::AlignedBuf;
+use crate::io::aligned::AlignedBuf;
 
 /// The result of one IO: the outcome and the buffer handed back.
 pub type IoResult = (io::Result<()>, AlignedBuf);

@@ -1,17 +1,19 @@
 //! The in-memory index of the disk store: key hash → where the newest item lives.
 //!
 //! 16 bytes per entry plus the 8-byte key hash, in tables that keep 64-80 % of their slots used
-//! (see [`crate::table`]): 30-38 bytes per item. Hash collisions are resolved by the full key
+//! (see [`table`]): 30-38 bytes per item. Hash collisions are resolved by the full key
 //! stored with the item, which every read compares.
 
 use parking_lot::Mutex;
 
-use crate::table::Table;
+mod table;
+
+use table::Table;
 
 const HOT: u32 = 1 << 31;
 
 /// Location and identity of one item on the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Entry {
     /// First block of the item, counted from the start of region 0.
     pub block: u32,
@@ -21,13 +23,6 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The value of an empty table slot.
-    pub(crate) const ZERO: Entry = Entry {
-        block: 0,
-        blocks_hot: 0,
-        version: 0,
-    };
-
     /// A new, not yet accessed entry.
     pub fn new(block: u32, blocks: u32, version: u64) -> Entry {
         Entry {
@@ -57,7 +52,7 @@ const SHARDS: usize = 64;
 /// A sharded hash table so that lookups on different keys rarely contend.
 pub struct Index {
     // parking_lot mutexes: critical sections are a table probe, never an await.
-    shards: Vec<Mutex<Table>>,
+    shards: Vec<Mutex<Table<Entry>>>,
 }
 
 impl Default for Index {
@@ -69,7 +64,7 @@ impl Default for Index {
 }
 
 impl Index {
-    fn shard(&self, hash: u64) -> &Mutex<Table> {
+    fn shard(&self, hash: u64) -> &Mutex<Table<Entry>> {
         &self.shards[(hash >> 58) as usize % SHARDS]
     }
 

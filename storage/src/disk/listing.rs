@@ -1,8 +1,8 @@
 //! Rebuilding the index from the device: region summaries where sealed, item scans where not.
 
-use crate::item::{self, ItemHeader};
+use crate::disk::ondisk::item::{self, ItemHeader};
+use crate::disk::ondisk::summary::SummaryEntry;
 use crate::key::key_hash;
-use crate::summary::SummaryEntry;
 
 /// Finds the intact items of one region image (`region` is the whole region, header included).
 ///

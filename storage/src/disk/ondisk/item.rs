@@ -11,7 +11,7 @@
 //! 32 key, then value
 //! ```
 
-use crate::aligned::{align_up, AlignedBuf};
+use crate::io::aligned::{align_up, AlignedBuf};
 
 /// Bytes of the fixed item header.
 pub const HEADER_LEN: usize = 32;

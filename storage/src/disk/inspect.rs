@@ -4,12 +4,12 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::disk::listing::scan_region;
+use crate::disk::ondisk::region::RegionHeader;
+use crate::disk::ondisk::summary;
+use crate::disk::ondisk::superblock::{foreign_signature, Superblock};
 use crate::disk::DATA_OFFSET;
 use crate::error::{Result, StorageError};
-use crate::recovery::scan_region;
-use crate::region::RegionHeader;
-use crate::summary;
-use crate::superblock::{foreign_signature, Superblock};
 
 /// What a device holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,11 @@
 //! except (with second chance) items read since they were written, which are copied into the
 //! reclaimed region first.
 
+pub mod index;
+pub mod inspect;
+pub mod listing;
+pub mod ondisk;
+
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -16,17 +21,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::aligned::AlignedBuf;
-use crate::device::{Device, DeviceKind};
-use crate::engine::{self, Done, EngineKind, EngineOptions, IoEngine, IoFuture};
+use crate::disk::index::{Entry, Index};
+use crate::disk::listing::scan_region;
+use crate::disk::ondisk::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
+use crate::disk::ondisk::region::RegionHeader;
+use crate::disk::ondisk::summary::{self, SummaryEntry};
+use crate::disk::ondisk::superblock::{foreign_signature, Superblock, FORMAT_VERSION};
 use crate::error::{Result, StorageError};
-use crate::index::{Entry, Index};
-use crate::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
+use crate::io::aligned::AlignedBuf;
+use crate::io::device::{Device, DeviceKind};
+use crate::io::engine::{self, Done, EngineKind, EngineOptions, IoEngine, IoFuture};
 use crate::key::key_hash;
-use crate::recovery::scan_region;
-use crate::region::RegionHeader;
-use crate::summary::{self, SummaryEntry};
-use crate::superblock::{foreign_signature, Superblock, FORMAT_VERSION};
 
 /// Where region 0 starts: the superblock's block, rounded up so regions are MiB-aligned.
 pub const DATA_OFFSET: u64 = 1 << 20;

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use super::ring::{complete_all, Completion, Finished, State};
 use super::{Done, IoEngine, IoFuture, Op, Request};
-use crate::aligned::AlignedBuf;
+use crate::io::aligned::AlignedBuf;
 
 /// The engine's state, shared with its reapers.
 struct Shared {

@@ -12,7 +12,7 @@ use std::thread;
 use parking_lot::{Condvar, Mutex};
 
 use super::{take_run, Done, HeldWrites, IoEngine, IoFuture, Op, Request};
-use crate::aligned::AlignedBuf;
+use crate::io::aligned::AlignedBuf;
 
 /// Requests waiting for a thread.
 #[derive(Default)]

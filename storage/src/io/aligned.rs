@@ -3,10 +3,10 @@
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 
-use crate::bufpool;
+use crate::io::bufpool;
 
 /// A heap buffer whose address and length are multiples of its alignment; reused through
-/// [`crate::bufpool`] when dropped.
+/// [`crate::io::bufpool`] when dropped.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
