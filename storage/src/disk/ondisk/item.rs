@@ -11,6 +11,7 @@
 //! 32 key, then value
 //! ```
 
+use super::codec::{Reader, Writer};
 use crate::io::aligned::{align_up, AlignedBuf};
 
 /// Bytes of the fixed item header.
@@ -49,24 +50,19 @@ impl ItemHeader {
 
     /// Parses the fixed header; `None` when the magic is absent.
     pub fn decode(b: &[u8]) -> Option<ItemHeader> {
-        if b.len() < HEADER_LEN || u32::from_le_bytes(arr(&b[0..4])) != MAGIC {
+        let mut r = Reader::at(b, 0);
+        if r.u32()? != MAGIC {
             return None;
         }
         Some(ItemHeader {
-            flags: u16::from_le_bytes(arr(&b[4..6])),
-            key_len: u16::from_le_bytes(arr(&b[6..8])),
-            value_len: u32::from_le_bytes(arr(&b[8..12])),
-            crc: u32::from_le_bytes(arr(&b[12..16])),
-            seq: u64::from_le_bytes(arr(&b[16..24])),
-            version: u64::from_le_bytes(arr(&b[24..32])),
+            flags: r.u16()?,
+            key_len: r.u16()?,
+            value_len: r.u32()?,
+            crc: r.u32()?,
+            seq: r.u64()?,
+            version: r.u64()?,
         })
     }
-}
-
-fn arr<const N: usize>(s: &[u8]) -> [u8; N] {
-    let mut a = [0u8; N];
-    a.copy_from_slice(s);
-    a
 }
 
 /// Size on disk of an item with this key and value, padded to `block`.
@@ -79,15 +75,15 @@ pub fn padded_len(key_len: usize, value_len: usize, block: usize) -> usize {
 /// `value` is given as consecutive parts, so a value received in pieces needs no joining copy.
 pub fn encode_into(b: &mut [u8], key: &[u8], value: &[&[u8]], seq: u64, flags: u16) {
     let value_len: usize = value.iter().map(|p| p.len()).sum();
-    b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    b[4..6].copy_from_slice(&flags.to_le_bytes());
-    b[6..8].copy_from_slice(&(key.len() as u16).to_le_bytes());
-    b[8..12].copy_from_slice(&(value_len as u32).to_le_bytes());
-    b[HEADER_LEN..HEADER_LEN + key.len()].copy_from_slice(key);
-    let mut at = HEADER_LEN + key.len();
+    Writer::at(b, 0)
+        .u32(MAGIC)
+        .u16(flags)
+        .u16(key.len() as u16)
+        .u32(value_len as u32);
+    let mut w = Writer::at(b, HEADER_LEN);
+    w.bytes(key);
     for p in value {
-        b[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
+        w.bytes(p);
     }
     set_seq(b, seq, seq);
 }
@@ -105,13 +101,15 @@ pub fn encode(key: &[u8], value: &[&[u8]], seq: u64, flags: u16, block: usize) -
 }
 
 /// Rewrites the seq and version of an item image and its checksum.
+///
+/// `b` is an image this module encoded (at least its padded length); panics otherwise.
 pub fn set_seq(b: &mut [u8], seq: u64, version: u64) {
-    b[16..24].copy_from_slice(&seq.to_le_bytes());
-    b[24..32].copy_from_slice(&version.to_le_bytes());
-    let body =
-        u16::from_le_bytes(arr(&b[6..8])) as usize + u32::from_le_bytes(arr(&b[8..12])) as usize;
-    let crc = checksum(b, body);
-    b[12..16].copy_from_slice(&crc.to_le_bytes());
+    Writer::at(b, 16).u64(seq).u64(version);
+    let mut r = Reader::at(b, 6);
+    let lengths = r.u16().zip(r.u32());
+    let (key_len, value_len) = lengths.expect("an item image holds its header");
+    let crc = checksum(b, key_len as usize + value_len as usize);
+    Writer::at(b, 12).u32(crc);
 }
 
 fn checksum(item: &[u8], body_len: usize) -> u32 {
