@@ -14,6 +14,7 @@ struct Loop(PathBuf);
 
 impl Loop {
     fn attach(file: &Path) -> Result<Loop, String> {
+        // SAFETY: geteuid takes nothing and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             return Err("not running as root".into());
         }

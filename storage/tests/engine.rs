@@ -18,7 +18,7 @@ fn start(kind: EngineKind, dir: &tempfile::TempDir) -> (Arc<dyn IoEngine>, usize
     assert!(dev.direct, "the scratch file must take O_DIRECT");
     let block = dev.block_size;
     let engine = start_engine(kind, Arc::new(dev.file), EngineOptions::default())
-        .unwrap_or_else(|(name, e)| panic!("{name}: {e}"));
+        .unwrap_or_else(|e| panic!("{e}"));
     (engine, block)
 }
 

@@ -1,15 +1,98 @@
-//! Rebuilding the index from the device: region summaries where sealed, item scans where not.
+//! What a region holds: the items its summary lists when it has a sound one, else the items a
+//! scan of the whole region proves intact. One reader for start-up recovery, for reclaim and for
+//! `inspect`, over any [`RegionSource`] (the io engine, or a plain file).
 
-use crate::disk::ondisk::item::{self, ItemHeader};
-use crate::disk::ondisk::summary::SummaryEntry;
+use std::future::Future;
+use std::io;
+
+use super::geometry::Geometry;
+use super::ondisk::item::{self, ItemHeader};
+use super::ondisk::region::RegionHeader;
+use super::ondisk::summary::{self, SummaryEntry};
+use crate::io::aligned::AlignedBuf;
 use crate::key::key_hash;
+
+/// Positional reads of whole blocks of the device.
+pub(crate) trait RegionSource {
+    /// A read in progress: issued when [`RegionSource::read`] is called, so several overlap.
+    type Read: Future<Output = io::Result<AlignedBuf>>;
+
+    /// Reads `len` bytes (a multiple of the block) at device offset `offset`.
+    fn read(&self, offset: u64, len: usize) -> Self::Read;
+}
+
+/// The items of one region, and where the list came from.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    /// Items and removal records, in the order they were written.
+    pub(crate) entries: Vec<SummaryEntry>,
+    /// True when read from a sound summary, false when found by a scan.
+    pub(crate) from_summary: bool,
+}
+
+/// Reads region listings from a source of the given geometry.
+pub(crate) struct RegionReader<'a, S> {
+    src: &'a S,
+    geo: Geometry,
+}
+
+impl<'a, S: RegionSource> RegionReader<'a, S> {
+    /// A reader of `src`, a device of geometry `geo`.
+    pub(crate) fn new(src: &'a S, geo: Geometry) -> Self {
+        RegionReader { src, geo }
+    }
+
+    /// Starts reading the summary of the region `h` describes, if it is sealed: a caller about to
+    /// list many regions starts all these reads first, so they overlap.
+    pub(crate) fn start_summary(&self, h: &RegionHeader) -> Option<S::Read> {
+        let (block, blocks) = h.summary?;
+        Some(self.src.read(
+            self.geo.block_offset(h.region, block),
+            blocks as usize * self.geo.block,
+        ))
+    }
+
+    /// The items of the region `h` describes: its summary's list (read through `started`, from
+    /// [`RegionReader::start_summary`], or started now) when the summary reads back sound, else a
+    /// scan of the whole region. Only a failed scan is an error.
+    pub(crate) async fn list(
+        &self,
+        h: &RegionHeader,
+        started: Option<S::Read>,
+    ) -> io::Result<Listing> {
+        if let Some(read) = started.or_else(|| self.start_summary(h)) {
+            // A summary that cannot be read or decoded is not an error: the scan finds as much.
+            if let Some(entries) = read
+                .await
+                .ok()
+                .and_then(|buf| summary::decode(buf.as_slice(), h.open_seq))
+            {
+                return Ok(Listing {
+                    entries,
+                    from_summary: true,
+                });
+            }
+        }
+        let image = self
+            .src
+            .read(
+                self.geo.region_offset(h.region),
+                self.geo.region_size as usize,
+            )
+            .await?;
+        Ok(Listing {
+            entries: scan_region(image.as_slice(), self.geo.block, h.open_seq),
+            from_summary: false,
+        })
+    }
+}
 
 /// Finds the intact items of one region image (`region` is the whole region, header included).
 ///
 /// Items are walked from block 1. Where a block holds no valid item of this generation (a hole
 /// left by a write that never landed, or leftovers of an older generation), the walk moves on
 /// one block at a time, so every item that can be proven intact is found.
-pub fn scan_region(region: &[u8], block: usize, open_seq: u64) -> Vec<SummaryEntry> {
+pub(crate) fn scan_region(region: &[u8], block: usize, open_seq: u64) -> Vec<SummaryEntry> {
     let blocks = region.len() / block;
     let mut out = Vec::new();
     let mut b = 1;
@@ -37,7 +120,6 @@ pub fn scan_region(region: &[u8], block: usize, open_seq: u64) -> Vec<SummaryEnt
     }
     out
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,11 +18,11 @@ use crate::io::aligned::{align_up, AlignedBuf};
 pub const HEADER_LEN: usize = 32;
 const MAGIC: u32 = u32::from_le_bytes(*b"STIT");
 /// Flag: this item records the removal of its key.
-pub const FLAG_TOMBSTONE: u16 = 1;
+pub(crate) const FLAG_TOMBSTONE: u16 = 1;
 
 /// The decoded fixed header of an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ItemHeader {
+pub(crate) struct ItemHeader {
     /// Flag bits.
     pub flags: u16,
     /// Key length.
@@ -39,17 +39,17 @@ pub struct ItemHeader {
 
 impl ItemHeader {
     /// Bytes the item occupies on disk before padding.
-    pub fn item_len(&self) -> usize {
+    pub(crate) fn item_len(&self) -> usize {
         HEADER_LEN + self.key_len as usize + self.value_len as usize
     }
 
     /// True for a removal record.
-    pub fn is_tombstone(&self) -> bool {
+    pub(crate) fn is_tombstone(&self) -> bool {
         self.flags & FLAG_TOMBSTONE != 0
     }
 
     /// Parses the fixed header; `None` when the magic is absent.
-    pub fn decode(b: &[u8]) -> Option<ItemHeader> {
+    pub(crate) fn decode(b: &[u8]) -> Option<ItemHeader> {
         let mut r = Reader::at(b, 0);
         if r.u32()? != MAGIC {
             return None;
@@ -66,14 +66,14 @@ impl ItemHeader {
 }
 
 /// Size on disk of an item with this key and value, padded to `block`.
-pub fn padded_len(key_len: usize, value_len: usize, block: usize) -> usize {
+pub(crate) fn padded_len(key_len: usize, value_len: usize, block: usize) -> usize {
     align_up((HEADER_LEN + key_len + value_len) as u64, block as u64) as usize
 }
 
 /// Writes the image of an item into the start of `b` (at least `padded_len` bytes); bytes past
 /// the value are left as they are.
 /// `value` is given as consecutive parts, so a value received in pieces needs no joining copy.
-pub fn encode_into(b: &mut [u8], key: &[u8], value: &[&[u8]], seq: u64, flags: u16) {
+pub(crate) fn encode_into(b: &mut [u8], key: &[u8], value: &[&[u8]], seq: u64, flags: u16) {
     let value_len: usize = value.iter().map(|p| p.len()).sum();
     Writer::at(b, 0)
         .u32(MAGIC)
@@ -89,7 +89,13 @@ pub fn encode_into(b: &mut [u8], key: &[u8], value: &[&[u8]], seq: u64, flags: u
 }
 
 /// Builds the aligned on-disk image of an item whose version is its seq.
-pub fn encode(key: &[u8], value: &[&[u8]], seq: u64, flags: u16, block: usize) -> AlignedBuf {
+pub(crate) fn encode(
+    key: &[u8],
+    value: &[&[u8]],
+    seq: u64,
+    flags: u16,
+    block: usize,
+) -> AlignedBuf {
     let value_len: usize = value.iter().map(|p| p.len()).sum();
     let mut buf = AlignedBuf::recycled(padded_len(key.len(), value_len, block), block);
     let b = buf.as_mut_slice();
@@ -103,7 +109,7 @@ pub fn encode(key: &[u8], value: &[&[u8]], seq: u64, flags: u16, block: usize) -
 /// Rewrites the seq and version of an item image and its checksum.
 ///
 /// `b` is an image this module encoded (at least its padded length); panics otherwise.
-pub fn set_seq(b: &mut [u8], seq: u64, version: u64) {
+pub(crate) fn set_seq(b: &mut [u8], seq: u64, version: u64) {
     Writer::at(b, 16).u64(seq).u64(version);
     let mut r = Reader::at(b, 6);
     let lengths = r.u16().zip(r.u32());
@@ -121,7 +127,7 @@ fn checksum(item: &[u8], body_len: usize) -> u32 {
 }
 
 /// Checks an item image read back from disk; returns its header when it is intact.
-pub fn verify(item: &[u8]) -> Option<ItemHeader> {
+pub(crate) fn verify(item: &[u8]) -> Option<ItemHeader> {
     let h = ItemHeader::decode(item)?;
     let len = h.item_len();
     if len > item.len() {
@@ -131,7 +137,7 @@ pub fn verify(item: &[u8]) -> Option<ItemHeader> {
 }
 
 /// The key bytes of a verified item image.
-pub fn key_of<'a>(item: &'a [u8], h: &ItemHeader) -> &'a [u8] {
+pub(crate) fn key_of<'a>(item: &'a [u8], h: &ItemHeader) -> &'a [u8] {
     &item[HEADER_LEN..HEADER_LEN + h.key_len as usize]
 }
 

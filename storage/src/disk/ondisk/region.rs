@@ -20,7 +20,7 @@ const LEN: usize = 44;
 
 /// The header block of a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RegionHeader {
+pub(crate) struct RegionHeader {
     /// Region number.
     pub region: u32,
     /// First sequence number that may live in this region.
@@ -33,7 +33,7 @@ pub struct RegionHeader {
 
 impl RegionHeader {
     /// Serialises into the start of `block`.
-    pub fn encode(&self, block: &mut [u8]) {
+    pub(crate) fn encode(&self, block: &mut [u8]) {
         let (sb, sn) = self.summary.unwrap_or((0, 0));
         let mut w = Writer::at(block, 0);
         w.u32(MAGIC)
@@ -48,7 +48,7 @@ impl RegionHeader {
     }
 
     /// Parses a header; `None` when absent or corrupt.
-    pub fn decode(block: &[u8]) -> Option<RegionHeader> {
+    pub(crate) fn decode(block: &[u8]) -> Option<RegionHeader> {
         let mut r = Reader::at(block, 0);
         if r.u32()? != MAGIC {
             return None;

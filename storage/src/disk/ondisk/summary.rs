@@ -16,7 +16,7 @@ const TOMBSTONE_BIT: u32 = 1 << 31;
 
 /// One item as listed in a summary (or found by a scan).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SummaryEntry {
+pub(crate) struct SummaryEntry {
     /// Hash of the key.
     pub hash: u64,
     /// First block of the item inside its region.
@@ -32,12 +32,12 @@ pub struct SummaryEntry {
 }
 
 /// Bytes a summary of `count` entries takes before padding.
-pub fn encoded_len(count: usize) -> usize {
+pub(crate) fn encoded_len(count: usize) -> usize {
     16 + count * ENTRY + 4
 }
 
 /// Serialises a summary into `out` (at least `encoded_len` bytes).
-pub fn encode(entries: &[SummaryEntry], open_seq: u64, out: &mut [u8]) {
+pub(crate) fn encode(entries: &[SummaryEntry], open_seq: u64, out: &mut [u8]) {
     let mut w = Writer::at(out, 0);
     w.u32(MAGIC).u32(entries.len() as u32).u64(open_seq);
     for e in entries {
@@ -54,7 +54,7 @@ pub fn encode(entries: &[SummaryEntry], open_seq: u64, out: &mut [u8]) {
 }
 
 /// Parses a summary written for a region opened at `open_seq`; `None` when absent or corrupt.
-pub fn decode(b: &[u8], open_seq: u64) -> Option<Vec<SummaryEntry>> {
+pub(crate) fn decode(b: &[u8], open_seq: u64) -> Option<Vec<SummaryEntry>> {
     let mut r = Reader::at(b, 0);
     if r.u32()? != MAGIC {
         return None;

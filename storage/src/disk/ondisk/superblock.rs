@@ -22,7 +22,7 @@ use crate::error::{Result, StorageError};
 
 const MAGIC: &[u8; 8] = b"STRATAv1";
 /// On-disk format version.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Bytes of the superblock that carry data; the rest of its block is zero.
 const ENCODED_LEN: usize = 8 + 4 + 4 + 8 + 8 + 4 + 8 + 16 + 8 + 4 + 4;
 
@@ -75,9 +75,8 @@ impl Superblock {
             return Ok(None);
         };
         if crc32fast::hash(&block[..ENCODED_LEN - 4]) != stored {
-            return Err(StorageError::GeometryMismatch {
+            return Err(StorageError::CorruptSuperblock {
                 path: path.to_path_buf(),
-                found: "a Strata superblock with a bad checksum".into(),
             });
         }
         let mut fields = || -> Option<Superblock> {
@@ -107,7 +106,7 @@ impl Superblock {
 }
 
 /// Names a well-known foreign signature in the first bytes of a device, if any.
-pub fn foreign_signature(head: &[u8]) -> Option<&'static str> {
+pub(crate) fn foreign_signature(head: &[u8]) -> Option<&'static str> {
     let at = |off: usize, sig: &[u8]| head.get(off..off + sig.len()) == Some(sig);
     if at(1080, &[0x53, 0xEF]) {
         return Some("has an ext2/3/4 filesystem");
