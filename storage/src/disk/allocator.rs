@@ -32,6 +32,8 @@ pub(crate) struct Reservation {
     pub(crate) region: u32,
     pub(crate) block: u32,
     pub(crate) seq: u64,
+    /// A removal record.
+    pub(crate) tombstone: bool,
 }
 
 /// The regions by state; used under the store's allocator lock.
@@ -97,7 +99,12 @@ impl Allocator {
                         version: seq,
                     });
                     slab.begin_write(region);
-                    return Ok(Reservation { region, block, seq });
+                    return Ok(Reservation {
+                        region,
+                        block,
+                        seq,
+                        tombstone,
+                    });
                 }
             }
             self.seal_active(slab).await;
@@ -132,6 +139,35 @@ impl Allocator {
                 self.sealed.push_front(h);
                 Err(e)
             }
+        }
+    }
+
+    /// Strikes the item of reservation `r`, whose write failed, from its region's summary: from
+    /// the list of the active region, or, when its region was sealed meanwhile, by pointing the
+    /// region's header at no summary (the region is then scanned, which finds only intact items).
+    /// A removal record stays listed: applied at recovery, it can only make its key a miss.
+    pub(crate) async fn forget(&mut self, slab: &Slab, r: Reservation) {
+        if r.tombstone {
+            return;
+        }
+        if let Some(act) = self.active.as_mut().filter(|a| a.region == r.region) {
+            if act.open_seq <= r.seq {
+                act.entries.retain(|e| e.seq != r.seq);
+            }
+            return;
+        }
+        let Some(h) = self
+            .sealed
+            .iter_mut()
+            .find(|h| h.region == r.region && h.open_seq <= r.seq && h.summary.is_some())
+        else {
+            // Reclaimed since (or never summarised): nothing lists the item.
+            return;
+        };
+        h.summary = None;
+        let unsummarised = *h;
+        if let Err(e) = slab.write_header(&unsummarised).await {
+            tracing::warn!(region = r.region, error = %e, "a summary lists an item whose write failed");
         }
     }
 

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use allocator::Allocator;
+use allocator::{Allocator, Reservation};
 use claim::{claim_device, new_superblock, write_superblock, Claim};
 use geometry::Geometry;
 use index::{Entry, Index};
@@ -241,8 +241,7 @@ impl DiskStore {
             }
         })?;
         let buf = item::encode(key, parts, r.seq, 0, geo.block);
-        let release = Some(slab.release(r.region));
-        let buf = slab.write_at(r.region, r.block, buf, release).await?;
+        let buf = self.write_item(r, buf).await?;
         let at = geo.abs_block(r.region, r.block);
         if !self.removed.lock().removed_after(hash, r.seq) {
             slab.index
@@ -271,10 +270,30 @@ impl DiskStore {
         let r = a.reserve(slab, blocks, hash, true).await?;
         drop(a);
         let buf = item::encode(key, &[], r.seq, FLAG_TOMBSTONE, geo.block);
-        let release = Some(slab.release(r.region));
-        slab.write_at(r.region, r.block, buf, release)
-            .await
-            .map(drop)
+        self.write_item(r, buf).await.map(drop)
+    }
+
+    /// Writes an item image into its reservation. A write that fails is struck from its region's
+    /// summary (see [`Allocator::forget`]): recovery must not index bytes that may never have
+    /// landed over an older, intact version of the key.
+    async fn write_item(&self, r: Reservation, buf: AlignedBuf) -> Result<AlignedBuf> {
+        let release = self.slab.release(r.region);
+        let written = match injected_error!("disk::item_write") {
+            Some(e) => {
+                // Nothing reaches the device: the reservation ends here.
+                release();
+                Err(self.slab.io_error(e))
+            }
+            None => {
+                self.slab
+                    .write_at(r.region, r.block, buf, Some(release))
+                    .await
+            }
+        };
+        if written.is_err() {
+            self.alloc.lock().await.forget(&self.slab, r).await;
+        }
+        written
     }
 
     /// Seals the active region and records a clean shutdown, so the next start reads only
