@@ -54,16 +54,17 @@ mod key;
 mod memory;
 mod tiered;
 
-pub use disk::Superblock;
-pub use disk::{format, inspect, DiskConfig, DiskStats, DiskStore, EvictionPolicy, InspectReport};
+pub use disk::{
+    format, inspect, DiskConfig, DiskStats, DiskStore, EvictionPolicy, InspectReport, Superblock,
+};
 pub use error::{Result, StorageError};
-pub use io::{EngineKind, EngineOptions};
+pub use io::{DeviceKind, EngineKind, EngineOptions};
 pub use memory::{MemoryStats, MemoryTier};
 pub use tiered::{Admission, TieredCache, TieredCacheConfig, TieredStats};
 
-// For the storage crate's own tests and benches, which drive the io layer directly.
+// The io layer and the item header length, for the storage crate's own tests and benches,
+// which drive engines directly and size values to whole blocks.
 pub use disk::ITEM_HEADER_LEN;
 pub use io::{
-    start as start_engine, AlignedBuf, CompletionHook, Device, DeviceKind, IoEngine, IoFuture,
-    IoResult,
+    start as start_engine, AlignedBuf, CompletionHook, Device, IoEngine, IoFuture, IoResult,
 };

@@ -10,7 +10,7 @@
 //! - [`listing`]: what a region holds (its summary, else a scan), for recovery, reclaim, inspect;
 //! - [`recover`]: rebuilding the index at start-up;
 //! - [`removals`]: recent removals, so a late insert does not bring a key back;
-//! - [`index`]: key hash → item location, in [`index`]'s tables of bounded slack;
+//! - [`index`]: key hash → item location, in open-addressing tables of bounded slack;
 //! - [`ondisk`]: the byte formats (superblock, region header, item, summary) and their codec;
 //! - [`stats`]: counters and [`DiskStats`];
 //! - [`inspect`]: a read-only report of a device.
