@@ -306,3 +306,43 @@ async fn failed_item_write_keeps_the_older_version() {
     assert!(store.get(&key(2)).await.is_none());
     scenario.teardown();
 }
+
+/// `disk::region_header_write` during a reclaim: the items given a second chance are lost with
+/// the region that could not be reopened, and counted as evicted like the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_chance_items_lost_with_a_failed_open_are_counted() {
+    let scenario = FailScenario::setup();
+    let dir = scratch();
+    let cfg = config(&dir.path().join("hot.img"), SIZE, EngineKind::Psync);
+    let store = DiskStore::open(&cfg).await.expect("open");
+    // 7 regions of 10 items: the device is full.
+    let n = 70u64;
+    for k in 0..n {
+        store.insert(&key(k), &item(k)).await.expect("insert");
+    }
+    // Half of region 0 is read, so it earns a second chance.
+    all_present(&store, 0..5).await;
+    assert_eq!(store.stats().items, n);
+
+    fail::cfg("disk::region_header_write", "return").expect("failpoint");
+    let err = store
+        .insert(&key(n), &item(n))
+        .await
+        .expect_err("no region opens");
+    assert!(matches!(err, StorageError::Io { .. }), "{err}");
+    fail::remove("disk::region_header_write");
+
+    let s = store.stats();
+    assert_eq!(s.evicted_regions, 1);
+    assert_eq!(s.reinserted_items, 0);
+    assert_eq!(
+        s.items + s.evicted_items,
+        n,
+        "every item out of the index is counted: {s:?}"
+    );
+    assert!(store.get(&key(0)).await.is_none(), "lost with region 0");
+    all_present(&store, 10..n).await;
+    store.insert(&key(n), &item(n)).await.expect("heals");
+    all_present(&store, 10..=n).await;
+    scenario.teardown();
+}

@@ -222,13 +222,19 @@ async fn seal(slab: &Slab, act: &Active) -> Option<(u32, u32)> {
 async fn open_region(slab: &Slab, region: u32, hot: Vec<HotItem>) -> Result<Active> {
     let geo = slab.geo;
     let open_seq = slab.seq.load(std::sync::atomic::Ordering::Relaxed);
-    slab.write_header(&RegionHeader {
-        region,
-        open_seq,
-        uuid: slab.uuid,
-        summary: None,
-    })
-    .await?;
+    let opened = slab
+        .write_header(&RegionHeader {
+            region,
+            open_seq,
+            uuid: slab.uuid,
+            summary: None,
+        })
+        .await;
+    if let Err(e) = opened {
+        // The items given a second chance are out of the index already: they are evicted.
+        bump(&slab.counters.evicted_items, hot.len() as u64);
+        return Err(e);
+    }
     let mut act = Active {
         region,
         next_block: 1,
@@ -271,6 +277,8 @@ async fn open_region(slab: &Slab, region: u32, hot: Vec<HotItem>) -> Result<Acti
                 bump(&slab.counters.reinserted_items, 1);
             }
         }
+    } else {
+        bump(&slab.counters.evicted_items, hot.len() as u64);
     }
     act.next_block += geo.blocks_of(total);
     Ok(act)
