@@ -346,3 +346,57 @@ async fn second_chance_items_lost_with_a_failed_open_are_counted() {
     all_present(&store, 10..=n).await;
     scenario.teardown();
 }
+
+/// `disk::item_write` (as a hook that holds one write back) and `io::complete`: a write that
+/// fails after its region was sealed takes the region's summary away, so recovery scans the
+/// region rather than trust a list naming the failed item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_after_its_region_was_sealed_unlists_the_summary() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+
+    let scenario = FailScenario::setup();
+    let dir = scratch();
+    let path = dir.path().join("late.img");
+    let cfg = config(&path, SIZE, EngineKind::Psync);
+    let store = Arc::new(DiskStore::open(&cfg).await.expect("open"));
+    store.insert(&key(0), &item(0)).await.expect("insert");
+
+    // The first item write to reach the failpoint waits there until released.
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (first, release_rx) = (AtomicBool::new(true), Mutex::new(release_rx));
+    fail::cfg_callback("disk::item_write", move || {
+        if first.swap(false, Ordering::AcqRel) {
+            let _ = held_tx.send(());
+            let _ = release_rx.lock().expect("lock").recv();
+        }
+    })
+    .expect("failpoint");
+    let late = tokio::spawn({
+        let store = store.clone();
+        async move { store.insert(&key(1), &item(1)).await }
+    });
+    held_rx.recv().expect("the write is held");
+    // Region 0 (keys 0, 1 and 8 more) fills, and is sealed by the next insert.
+    for k in 2..11 {
+        store.insert(&key(k), &item(k)).await.expect("insert");
+    }
+    fail::cfg("io::complete", "1*return(write)").expect("failpoint");
+    release_tx.send(()).expect("release");
+    let err = late.await.expect("task").expect_err("its completion fails");
+    assert!(matches!(err, StorageError::Io { .. }), "{err}");
+    fail::remove("io::complete");
+    fail::remove("disk::item_write");
+
+    all_present(&store, (0..1).chain(2..11)).await;
+    store.close().await.expect("close");
+    drop(store);
+    let report = strata_storage::inspect(&path).expect("inspect");
+    assert_eq!(report.regions_in_use, 2);
+    assert_eq!(report.regions_sealed, 1, "region 0 lost its summary");
+    let store = DiskStore::open(&cfg).await.expect("reopen");
+    all_present(&store, (0..1).chain(2..11)).await;
+    absent_or_exact(&store, 1).await;
+    scenario.teardown();
+}
