@@ -1,4 +1,4 @@
-//! The storage crate's error type.
+//! The storage crate's error type: one flat enum, each variant keeping its cause.
 
 use std::io;
 use std::path::PathBuf;
@@ -9,27 +9,103 @@ pub enum StorageError {
     /// An IO call on the cache device failed.
     #[error("io error on cache device {path}: {source}")]
     Io {
+        /// The device.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
     /// The device holds data Strata did not write; it is left untouched.
     #[error("refusing to use {path}: it {found}; set cache.disk.overwrite: true (or run `strata format`) to format it")]
-    ForeignData { path: PathBuf, found: String },
+    ForeignData {
+        /// The device.
+        path: PathBuf,
+        /// What it holds, as a phrase ("has an XFS filesystem").
+        found: String,
+    },
     /// The device holds a Strata cache whose geometry differs from the configured one.
-    #[error("refusing to use {path}: it holds a Strata cache of another geometry ({found}); set cache.disk.overwrite: true (or run `strata format`) to reformat it")]
-    GeometryMismatch { path: PathBuf, found: String },
-    /// The configuration of a tier is unusable.
-    #[error("invalid storage configuration: {0}")]
-    Config(String),
+    #[error("refusing to use {path}: it holds a Strata cache of another geometry ({found}; configured {configured}); set cache.disk.overwrite: true (or run `strata format`) to reformat it")]
+    GeometryMismatch {
+        /// The device.
+        path: PathBuf,
+        /// The geometry on the device (`Superblock::describe`).
+        found: String,
+        /// The geometry the configuration asks for.
+        configured: String,
+    },
+    /// The device has a Strata superblock that fails its checksum; it is left untouched.
+    #[error("refusing to use {path}: it holds a Strata superblock with a bad checksum; set cache.disk.overwrite: true (or run `strata format`) to reformat it")]
+    CorruptSuperblock {
+        /// The device.
+        path: PathBuf,
+    },
+    /// The configured region size is unusable.
+    #[error("invalid storage configuration: region size {region_size} must be at least 1MiB and a multiple of {block}")]
+    RegionSize {
+        /// The configured region size.
+        region_size: u64,
+        /// The device's block size.
+        block: usize,
+    },
+    /// The device is too small for two regions.
+    #[error("invalid storage configuration: device of {device_size} bytes holds fewer than 2 regions of {region_size} bytes")]
+    TooFewRegions {
+        /// Bytes of the device.
+        device_size: u64,
+        /// The configured region size.
+        region_size: u64,
+    },
+    /// The device is larger than one store can address.
+    #[error("invalid storage configuration: device of {device_size} bytes is larger than the {max_tib} TiB one store addresses; use a partition")]
+    DeviceTooLarge {
+        /// Bytes of the device.
+        device_size: u64,
+        /// The largest addressable device, in TiB.
+        max_tib: u64,
+    },
+    /// A cache file of less than 8 MiB was asked for.
+    #[error("invalid storage configuration: cache file size {size} is too small (at least 8MiB)")]
+    FileTooSmall {
+        /// The configured size.
+        size: u64,
+    },
+    /// The path exists but is neither a regular file nor a block device.
+    #[error("invalid storage configuration: {path} is neither a regular file nor a block device")]
+    NotFileOrBlockDevice {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The device is mounted or opened exclusively by another program.
+    #[error("invalid storage configuration: {path} is in use (mounted or opened exclusively by another program)")]
+    DeviceBusy {
+        /// The device.
+        path: PathBuf,
+        /// What the system said (EBUSY).
+        #[source]
+        source: io::Error,
+    },
+    /// An io engine name that is not one of `auto`, `io_uring` or `psync`.
+    #[error("unknown io engine `{name}` (expected auto, io_uring or psync)")]
+    UnknownEngine {
+        /// The name given.
+        name: String,
+    },
     /// The value does not fit in one region of the disk store.
     #[error("item of {size} bytes is larger than the largest storable item ({max} bytes)")]
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// Bytes of the value.
+        size: usize,
+        /// The largest storable value under this key.
+        max: usize,
+    },
     /// The requested io engine is not available on this system.
-    #[error("io engine {engine} is unavailable: {reason}")]
+    #[error("io engine {engine} is unavailable: {source}")]
     EngineUnavailable {
+        /// The engine's name.
         engine: &'static str,
-        reason: String,
+        /// Why it could not start.
+        #[source]
+        source: io::Error,
     },
     /// Every region is busy with writes in flight; the insert was not admitted.
     #[error("disk store is busy: no region can be reclaimed right now")]

@@ -1,7 +1,7 @@
 //! Stable hashing of cache keys.
 
 /// Hash of a cache key, stable across processes and restarts (xxh3-64).
-pub fn key_hash(key: &[u8]) -> u64 {
+pub(crate) fn key_hash(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
 }
 

@@ -1,40 +1,70 @@
 //! Strata's storage: a two-tier key/value cache of byte values. It knows nothing of HTTP.
 //!
 //! # Layout
-//! - [`tiered`]: `TieredCache`, the public entry point, and the admission policy between tiers.
-//! - [`memory`]: the L1 memory tier (byte budget, S3-FIFO + TinyLFU).
-//! - [`disk`]: the L2 slab store: regions appended to, an index, region eviction.
-//! - [`region`], [`item`], [`summary`], [`superblock`]: the on-disk formats.
-//! - [`recovery`]: finding intact items after a restart or a crash.
-//! - [`inspect`]: a read-only report of a cache device.
-//! - [`index`]: the in-memory index of the disk store, in [`table`]s of bounded slack.
-//! - [`device`]: opening files and block devices with O_DIRECT.
-//! - [`engine`]: the io engines behind one trait.
-//! - [`aligned`]: aligned buffers for direct IO, and [`bufpool`], which keeps idle ones for reuse.
+//! - `tiered`: [`TieredCache`], the public entry point, and the admission policy between tiers.
+//! - `memory`: the L1 memory tier (byte budget, S3-FIFO + TinyLFU).
+//! - `disk`: the L2 slab store, [`DiskStore`]: regions filled append-only, an in-memory
+//!   index, region eviction with second chance, recovery; its `ondisk` formats over one
+//!   little-endian codec; [`inspect`], a read-only report of a device.
+//! - `io`: aligned buffers (and their private pool), the device, the io engines (psync,
+//!   io_uring) behind one trait.
+//! - `key`: the stable hash of cache keys.
+//! - `error`: [`StorageError`], one flat enum.
+//!
+//! Each layer uses only those below it: `tiered` → `memory`, `disk` → `io`; `key` and `error`
+//! are used by all.
+//!
+//! # How data flows
+//! - **Insert**: [`TieredCache::insert`] writes through to L2: [`DiskStore`] reserves blocks in
+//!   the active region (under the allocator's lock), encodes the item (header, key, value, crc32)
+//!   into an aligned buffer and writes it through the io engine outside the lock; once it has
+//!   landed the index points the key's hash at it. The value is then offered to L1, whose TinyLFU
+//!   filter decides whether it stays in memory. A full region is sealed (its summary written
+//!   after its last item); with no free region left the oldest is reclaimed.
+//! - **Read**: L1 first; on a miss, the index gives the item's blocks, one read fetches them,
+//!   and the item's crc32, version and full key are checked: a mismatch is a miss, never wrong
+//!   bytes. An L2 hit is offered to L1.
+//! - **Recovery**: at start-up every region header is read; sealed regions are listed from their
+//!   summaries, regions open at a crash are scanned item by item, and every item that can be
+//!   proved intact is indexed again (newest version wins, removal records apply).
+//!
+//! # Failpoints
+//! With the `failpoints` feature, named points inject errors (the `fail` crate): `disk::seal`,
+//! `disk::summary_write`, `disk::region_header_write`, `disk::item_write`, `disk::reclaim` and
+//! `io::complete`. They compile to nothing without it; `tests/failpoints.rs` drives each.
 
-pub mod aligned;
-pub mod bufpool;
-pub mod device;
-pub mod disk;
-pub mod engine;
-pub mod error;
-pub mod index;
-pub mod inspect;
-pub mod item;
-pub mod key;
-pub mod memory;
-pub mod recovery;
-pub mod region;
-pub mod summary;
-pub mod superblock;
-pub mod table;
-pub mod tiered;
+/// The IO error injected at the named failpoint when a test configured it (feature
+/// `failpoints`); always `None` otherwise.
+macro_rules! injected_error {
+    ($name:literal) => {{
+        #[cfg(feature = "failpoints")]
+        let injected = fail::eval($name, |_| {
+            std::io::Error::other(concat!("injected at failpoint ", $name))
+        });
+        #[cfg(not(feature = "failpoints"))]
+        let injected: Option<std::io::Error> = None;
+        injected
+    }};
+}
 
-pub use disk::format;
-pub use disk::{DiskConfig, DiskStats, DiskStore, EvictionPolicy};
-pub use engine::{EngineKind, EngineOptions};
+mod disk;
+mod error;
+mod io;
+mod key;
+mod memory;
+mod tiered;
+
+pub use disk::{
+    format, inspect, DiskConfig, DiskStats, DiskStore, EvictionPolicy, InspectReport, Superblock,
+};
 pub use error::{Result, StorageError};
-pub use inspect::{inspect, Report as InspectReport};
+pub use io::{DeviceKind, EngineKind, EngineOptions};
 pub use memory::{MemoryStats, MemoryTier};
-pub use superblock::Superblock;
 pub use tiered::{Admission, TieredCache, TieredCacheConfig, TieredStats};
+
+// The io layer and the item header length, for the storage crate's own tests and benches,
+// which drive engines directly and size values to whole blocks.
+pub use disk::ITEM_HEADER_LEN;
+pub use io::{
+    start as start_engine, AlignedBuf, CompletionHook, Device, IoEngine, IoFuture, IoResult,
+};

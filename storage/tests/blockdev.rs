@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use strata_storage::{DiskStore, EngineKind, StorageError};
+use strata_storage::{DeviceKind, DiskStore, EngineKind, StorageError};
 
 /// A loop device over a file, detached on drop.
 struct Loop(PathBuf);
 
 impl Loop {
     fn attach(file: &Path) -> Result<Loop, String> {
+        // SAFETY: geteuid takes nothing and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             return Err("not running as root".into());
         }
@@ -56,10 +57,7 @@ async fn loop_roundtrip(engine: EngineKind) {
     let n = 60u64;
     {
         let store = DiskStore::open(&cfg).await.unwrap();
-        assert_eq!(
-            store.device_kind(),
-            strata_storage::device::DeviceKind::Block
-        );
+        assert_eq!(store.device_kind(), DeviceKind::Block);
         assert_eq!(store.stats().regions, 47);
         for i in 0..n {
             store

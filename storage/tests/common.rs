@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use strata_storage::{DiskConfig, EngineKind};
 
 /// A directory on the real filesystem (not tmpfs), so O_DIRECT is exercised.
-pub fn scratch() -> tempfile::TempDir {
+pub(crate) fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir")
 }
 
 /// A disk config with small regions, for a file of `size` bytes.
-pub fn config(path: &Path, size: u64, engine: EngineKind) -> DiskConfig {
+pub(crate) fn config(path: &Path, size: u64, engine: EngineKind) -> DiskConfig {
     let mut c = DiskConfig::new(path.to_path_buf(), size);
     c.region_size = 1 << 20;
     c.engine = engine;
@@ -19,7 +19,7 @@ pub fn config(path: &Path, size: u64, engine: EngineKind) -> DiskConfig {
 }
 
 /// Deterministic value of `len` bytes for key number `n`, version `v`.
-pub fn value(n: u64, v: u64, len: usize) -> Vec<u8> {
+pub(crate) fn value(n: u64, v: u64, len: usize) -> Vec<u8> {
     let mut x = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ v.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -33,7 +33,7 @@ pub fn value(n: u64, v: u64, len: usize) -> Vec<u8> {
 }
 
 /// Length of the value for key number `n`: from 1 byte to ~300 KiB, many sizes.
-pub fn len_for(n: u64) -> usize {
+pub(crate) fn len_for(n: u64) -> usize {
     match n % 5 {
         0 => 1 + (n as usize % 100),
         1 => 4096 - 32 - 8 + (n as usize % 3),
@@ -43,12 +43,12 @@ pub fn len_for(n: u64) -> usize {
     }
 }
 
-pub fn key(n: u64) -> Vec<u8> {
+pub(crate) fn key(n: u64) -> Vec<u8> {
     format!("key-{n}").into_bytes()
 }
 
 /// Checksum of the first MiB of a file.
-pub fn head_digest(path: &PathBuf) -> Vec<u8> {
+pub(crate) fn head_digest(path: &PathBuf) -> Vec<u8> {
     let data = std::fs::read(path).expect("read");
     data[..data.len().min(1 << 20)].to_vec()
 }

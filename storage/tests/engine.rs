@@ -7,10 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_storage::aligned::AlignedBuf;
-use strata_storage::device::Device;
-use strata_storage::engine::{self, IoEngine};
-use strata_storage::{EngineKind, EngineOptions};
+use strata_storage::{start_engine, AlignedBuf, Device, EngineKind, EngineOptions, IoEngine};
 
 const SIZE: u64 = 8 << 20;
 /// A bound on a wait that should take milliseconds; reaching it means an IO was never completed.
@@ -20,8 +17,8 @@ fn start(kind: EngineKind, dir: &tempfile::TempDir) -> (Arc<dyn IoEngine>, usize
     let dev = Device::open(&dir.path().join("engine.img"), SIZE).expect("open device");
     assert!(dev.direct, "the scratch file must take O_DIRECT");
     let block = dev.block_size;
-    let engine = engine::start(kind, Arc::new(dev.file), EngineOptions::default())
-        .unwrap_or_else(|(name, e)| panic!("{name}: {e}"));
+    let engine = start_engine(kind, Arc::new(dev.file), EngineOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     (engine, block)
 }
 

@@ -5,8 +5,7 @@ mod common;
 
 use common::*;
 use strata_storage::{
-    inspect::inspect, DiskStore, EngineKind, EvictionPolicy, StorageError, TieredCache,
-    TieredCacheConfig,
+    inspect, DiskStore, EngineKind, EvictionPolicy, StorageError, TieredCache, TieredCacheConfig,
 };
 
 async fn roundtrip_restart(engine: EngineKind) {

@@ -2,7 +2,7 @@
 
 /// Where bench data files go: `STRATA_BENCH_DIR`, else `target/bench-data` (never tmpfs:
 /// O_DIRECT and device speed are what is measured).
-pub fn bench_dir() -> std::path::PathBuf {
+pub(crate) fn bench_dir() -> std::path::PathBuf {
     let dir = std::env::var_os("STRATA_BENCH_DIR")
         .map(Into::into)
         .unwrap_or_else(|| {
@@ -14,7 +14,7 @@ pub fn bench_dir() -> std::path::PathBuf {
 
 /// The runtime every bench drives the store from: two workers, as on the 2-core reference
 /// machine.
-pub fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

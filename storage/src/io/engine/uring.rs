@@ -21,8 +21,8 @@ use tokio::runtime::{self, Handle};
 use tokio::sync::oneshot;
 
 use super::ring::{complete_all, Completion, Finished, State};
-use super::{Done, IoEngine, IoFuture, Op, Request};
-use crate::aligned::AlignedBuf;
+use super::{CompletionHook, IoEngine, IoFuture, Op, Request};
+use crate::io::aligned::AlignedBuf;
 
 /// The engine's state, shared with its reapers.
 struct Shared {
@@ -35,13 +35,13 @@ struct Shared {
 /// Positional IO through io_uring. IO is started from within a tokio runtime, whose reactor
 /// delivers the completions; outside any runtime it fails at once, and a runtime without IO
 /// enabled panics, as with any tokio IO type.
-pub struct UringEngine {
+pub(crate) struct UringEngine {
     shared: Arc<Shared>,
 }
 
 impl UringEngine {
     /// Starts a ring of `depth` entries on `file`; fails if the kernel refuses io_uring.
-    pub fn new(file: Arc<File>, depth: u32) -> io::Result<Self> {
+    pub(crate) fn new(file: Arc<File>, depth: u32) -> io::Result<Self> {
         let depth = depth.clamp(2, 4096);
         // No SINGLE_ISSUER or COOP_TASKRUN: every runtime worker submits, and a worker parked
         // in its reactor must be interrupted to post its completions.
@@ -56,7 +56,13 @@ impl UringEngine {
         })
     }
 
-    fn submit(&self, op: Op, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
+    fn submit(
+        &self,
+        op: Op,
+        offset: u64,
+        buf: AlignedBuf,
+        done: Option<CompletionHook>,
+    ) -> IoFuture {
         let (req, fut) = Request::new(op, offset, buf, done);
         let mut st = self.shared.lock();
         let submitted_on = if st.failed {
@@ -222,7 +228,7 @@ impl IoEngine for UringEngine {
         self.submit(Op::Read, offset, buf, None)
     }
 
-    fn write(&self, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
+    fn write(&self, offset: u64, buf: AlignedBuf, done: Option<CompletionHook>) -> IoFuture {
         self.submit(Op::Write, offset, buf, done)
     }
 

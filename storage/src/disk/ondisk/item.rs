@@ -11,17 +11,18 @@
 //! 32 key, then value
 //! ```
 
-use crate::aligned::{align_up, AlignedBuf};
+use super::codec::{Reader, Writer};
+use crate::io::aligned::{align_up, AlignedBuf};
 
 /// Bytes of the fixed item header.
 pub const HEADER_LEN: usize = 32;
 const MAGIC: u32 = u32::from_le_bytes(*b"STIT");
 /// Flag: this item records the removal of its key.
-pub const FLAG_TOMBSTONE: u16 = 1;
+pub(crate) const FLAG_TOMBSTONE: u16 = 1;
 
 /// The decoded fixed header of an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ItemHeader {
+pub(crate) struct ItemHeader {
     /// Flag bits.
     pub flags: u16,
     /// Key length.
@@ -38,62 +39,63 @@ pub struct ItemHeader {
 
 impl ItemHeader {
     /// Bytes the item occupies on disk before padding.
-    pub fn item_len(&self) -> usize {
+    pub(crate) fn item_len(&self) -> usize {
         HEADER_LEN + self.key_len as usize + self.value_len as usize
     }
 
     /// True for a removal record.
-    pub fn is_tombstone(&self) -> bool {
+    pub(crate) fn is_tombstone(&self) -> bool {
         self.flags & FLAG_TOMBSTONE != 0
     }
 
     /// Parses the fixed header; `None` when the magic is absent.
-    pub fn decode(b: &[u8]) -> Option<ItemHeader> {
-        if b.len() < HEADER_LEN || u32::from_le_bytes(arr(&b[0..4])) != MAGIC {
+    pub(crate) fn decode(b: &[u8]) -> Option<ItemHeader> {
+        let mut r = Reader::at(b, 0);
+        if r.u32()? != MAGIC {
             return None;
         }
         Some(ItemHeader {
-            flags: u16::from_le_bytes(arr(&b[4..6])),
-            key_len: u16::from_le_bytes(arr(&b[6..8])),
-            value_len: u32::from_le_bytes(arr(&b[8..12])),
-            crc: u32::from_le_bytes(arr(&b[12..16])),
-            seq: u64::from_le_bytes(arr(&b[16..24])),
-            version: u64::from_le_bytes(arr(&b[24..32])),
+            flags: r.u16()?,
+            key_len: r.u16()?,
+            value_len: r.u32()?,
+            crc: r.u32()?,
+            seq: r.u64()?,
+            version: r.u64()?,
         })
     }
 }
 
-fn arr<const N: usize>(s: &[u8]) -> [u8; N] {
-    let mut a = [0u8; N];
-    a.copy_from_slice(s);
-    a
-}
-
 /// Size on disk of an item with this key and value, padded to `block`.
-pub fn padded_len(key_len: usize, value_len: usize, block: usize) -> usize {
+pub(crate) fn padded_len(key_len: usize, value_len: usize, block: usize) -> usize {
     align_up((HEADER_LEN + key_len + value_len) as u64, block as u64) as usize
 }
 
 /// Writes the image of an item into the start of `b` (at least `padded_len` bytes); bytes past
 /// the value are left as they are.
 /// `value` is given as consecutive parts, so a value received in pieces needs no joining copy.
-pub fn encode_into(b: &mut [u8], key: &[u8], value: &[&[u8]], seq: u64, flags: u16) {
+pub(crate) fn encode_into(b: &mut [u8], key: &[u8], value: &[&[u8]], seq: u64, flags: u16) {
     let value_len: usize = value.iter().map(|p| p.len()).sum();
-    b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    b[4..6].copy_from_slice(&flags.to_le_bytes());
-    b[6..8].copy_from_slice(&(key.len() as u16).to_le_bytes());
-    b[8..12].copy_from_slice(&(value_len as u32).to_le_bytes());
-    b[HEADER_LEN..HEADER_LEN + key.len()].copy_from_slice(key);
-    let mut at = HEADER_LEN + key.len();
+    Writer::at(b, 0)
+        .u32(MAGIC)
+        .u16(flags)
+        .u16(key.len() as u16)
+        .u32(value_len as u32);
+    let mut w = Writer::at(b, HEADER_LEN);
+    w.bytes(key);
     for p in value {
-        b[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
+        w.bytes(p);
     }
     set_seq(b, seq, seq);
 }
 
 /// Builds the aligned on-disk image of an item whose version is its seq.
-pub fn encode(key: &[u8], value: &[&[u8]], seq: u64, flags: u16, block: usize) -> AlignedBuf {
+pub(crate) fn encode(
+    key: &[u8],
+    value: &[&[u8]],
+    seq: u64,
+    flags: u16,
+    block: usize,
+) -> AlignedBuf {
     let value_len: usize = value.iter().map(|p| p.len()).sum();
     let mut buf = AlignedBuf::recycled(padded_len(key.len(), value_len, block), block);
     let b = buf.as_mut_slice();
@@ -105,13 +107,15 @@ pub fn encode(key: &[u8], value: &[&[u8]], seq: u64, flags: u16, block: usize) -
 }
 
 /// Rewrites the seq and version of an item image and its checksum.
-pub fn set_seq(b: &mut [u8], seq: u64, version: u64) {
-    b[16..24].copy_from_slice(&seq.to_le_bytes());
-    b[24..32].copy_from_slice(&version.to_le_bytes());
-    let body =
-        u16::from_le_bytes(arr(&b[6..8])) as usize + u32::from_le_bytes(arr(&b[8..12])) as usize;
-    let crc = checksum(b, body);
-    b[12..16].copy_from_slice(&crc.to_le_bytes());
+///
+/// `b` is an image this module encoded (at least its padded length); panics otherwise.
+pub(crate) fn set_seq(b: &mut [u8], seq: u64, version: u64) {
+    Writer::at(b, 16).u64(seq).u64(version);
+    let mut r = Reader::at(b, 6);
+    let lengths = r.u16().zip(r.u32());
+    let (key_len, value_len) = lengths.expect("an item image holds its header");
+    let crc = checksum(b, key_len as usize + value_len as usize);
+    Writer::at(b, 12).u32(crc);
 }
 
 fn checksum(item: &[u8], body_len: usize) -> u32 {
@@ -123,7 +127,7 @@ fn checksum(item: &[u8], body_len: usize) -> u32 {
 }
 
 /// Checks an item image read back from disk; returns its header when it is intact.
-pub fn verify(item: &[u8]) -> Option<ItemHeader> {
+pub(crate) fn verify(item: &[u8]) -> Option<ItemHeader> {
     let h = ItemHeader::decode(item)?;
     let len = h.item_len();
     if len > item.len() {
@@ -133,7 +137,7 @@ pub fn verify(item: &[u8]) -> Option<ItemHeader> {
 }
 
 /// The key bytes of a verified item image.
-pub fn key_of<'a>(item: &'a [u8], h: &ItemHeader) -> &'a [u8] {
+pub(crate) fn key_of<'a>(item: &'a [u8], h: &ItemHeader) -> &'a [u8] {
     &item[HEADER_LEN..HEADER_LEN + h.key_len as usize]
 }
 

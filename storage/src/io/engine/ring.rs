@@ -9,7 +9,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use tokio::runtime;
 use tokio::sync::oneshot;
 
-use super::{take_run, Done, HeldWrites, Op, Request};
+use super::{take_run, CompletionHook, HeldWrites, Op, Request};
 
 /// An IO in flight.
 enum InFlight {
@@ -56,7 +56,7 @@ pub(super) enum Completion {
     Done(Request, io::Result<()>),
     /// The completion hook of an IO abandoned after a fatal ring error (its buffer is leaked
     /// and its caller gets an error from the dropped reply).
-    Abandoned(Done),
+    Abandoned(CompletionHook),
 }
 
 pub(super) type Finished = Vec<Completion>;
@@ -192,7 +192,10 @@ impl State {
             self.held.started();
         }
         self.slots[slot] = Some(f);
-        // SAFETY: see sqe_for.
+        // SAFETY: the entry points into memory that stays valid until its completion is reaped:
+        // the buffer of `f` (or its iovecs and the buffers they point into), now owned by
+        // `self.slots[slot]`, which is neither moved out nor dropped while the IO is in flight
+        // (after a fatal ring error it is leaked instead).
         if unsafe { self.ring.submission().push(&sqe) }.is_err() {
             // Cannot happen (one submission entry per slot), but never strand a caller.
             if let Some(f) = self.slots[slot].take() {

@@ -13,12 +13,14 @@
 //! 40 crc32          u32  over bytes 0..40
 //! ```
 
+use super::codec::{Reader, Writer};
+
 const MAGIC: u32 = u32::from_le_bytes(*b"STRG");
 const LEN: usize = 44;
 
 /// The header block of a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RegionHeader {
+pub(crate) struct RegionHeader {
     /// Region number.
     pub region: u32,
     /// First sequence number that may live in this region.
@@ -31,32 +33,35 @@ pub struct RegionHeader {
 
 impl RegionHeader {
     /// Serialises into the start of `block`.
-    pub fn encode(&self, block: &mut [u8]) {
+    pub(crate) fn encode(&self, block: &mut [u8]) {
         let (sb, sn) = self.summary.unwrap_or((0, 0));
-        block[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-        block[4..8].copy_from_slice(&self.region.to_le_bytes());
-        block[8..16].copy_from_slice(&self.open_seq.to_le_bytes());
-        block[16..32].copy_from_slice(&self.uuid);
-        block[32..36].copy_from_slice(&sb.to_le_bytes());
-        block[36..40].copy_from_slice(&sn.to_le_bytes());
-        let crc = crc32fast::hash(&block[0..40]);
-        block[40..LEN].copy_from_slice(&crc.to_le_bytes());
+        let mut w = Writer::at(block, 0);
+        w.u32(MAGIC)
+            .u32(self.region)
+            .u64(self.open_seq)
+            .bytes(&self.uuid)
+            .u32(sb)
+            .u32(sn);
+        let end = w.pos();
+        let crc = crc32fast::hash(&block[..end]);
+        Writer::at(block, end).u32(crc);
     }
 
     /// Parses a header; `None` when absent or corrupt.
-    pub fn decode(block: &[u8]) -> Option<RegionHeader> {
-        if block.len() < LEN || block[0..4] != MAGIC.to_le_bytes() {
+    pub(crate) fn decode(block: &[u8]) -> Option<RegionHeader> {
+        let mut r = Reader::at(block, 0);
+        if r.u32()? != MAGIC {
             return None;
         }
-        let u32_at = |p: usize| block[p..p + 4].try_into().ok().map(u32::from_le_bytes);
-        if crc32fast::hash(&block[0..40]) != u32_at(40)? {
+        let (region, open_seq, uuid) = (r.u32()?, r.u64()?, r.array()?);
+        let (sb, sn) = (r.u32()?, r.u32()?);
+        if crc32fast::hash(&block[..LEN - 4]) != r.u32()? {
             return None;
         }
-        let (sb, sn) = (u32_at(32)?, u32_at(36)?);
         Some(RegionHeader {
-            region: u32_at(4)?,
-            open_seq: u64::from_le_bytes(block[8..16].try_into().ok()?),
-            uuid: block[16..32].try_into().ok()?,
+            region,
+            open_seq,
+            uuid,
             summary: (sb > 0 && sn > 0).then_some((sb, sn)),
         })
     }

@@ -1,4 +1,5 @@
-//! Idle IO buffers kept for reuse, so steady-state IO does not allocate.
+//! Idle IO buffers kept for reuse, so steady-state IO does not allocate. Private to `io`: only
+//! [`AlignedBuf`](super::aligned::AlignedBuf) takes and gives raw allocations here.
 //!
 //! Large aligned allocations come straight from the kernel: every fresh buffer is page-faulted
 //! and zeroed page by page, and every free unmaps it (and flushes other CPUs' TLBs). At a few
@@ -18,13 +19,13 @@ use std::sync::LazyLock;
 use parking_lot::Mutex;
 
 /// At most this many idle bytes are kept; beyond it, freed buffers go back to the allocator.
-pub const IDLE_BYTES: usize = 64 << 20;
+const IDLE_BYTES: usize = 64 << 20;
 /// Buffers larger than this (region scans) are never kept.
-pub const MAX_POOLED: usize = 4 << 20;
+const MAX_POOLED: usize = 4 << 20;
 /// Buffers aligned less than this (not for device IO) are never kept.
 const MIN_ALIGN: usize = 512;
 /// Buffers from this size on are made of 2 MiB huge pages.
-pub const HUGE_FROM: usize = 512 << 10;
+const HUGE_FROM: usize = 512 << 10;
 const HUGE_PAGE: usize = 2 << 20;
 
 /// An idle allocation; only ever handed to one owner at a time.
@@ -72,7 +73,7 @@ static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(Pool::new(IDLE_
 /// The allocation for a buffer of `len` bytes aligned to `align`: a power of two up to 64 KiB,
 /// then a multiple of an eighth of the next power of two (at most 25 % slack), and from
 /// [`HUGE_FROM`] on whole huge pages.
-pub fn layout(len: usize, align: usize) -> Layout {
+pub(super) fn layout(len: usize, align: usize) -> Layout {
     let len = len.max(1).next_multiple_of(align);
     let pow = len.next_power_of_two();
     let (size, align) = if len >= HUGE_FROM && align <= HUGE_PAGE {
@@ -87,7 +88,7 @@ pub fn layout(len: usize, align: usize) -> Layout {
 }
 
 /// A new zeroed allocation of `layout` (huge pages asked for when it is huge-page aligned).
-pub fn fresh(layout: Layout) -> NonNull<u8> {
+pub(super) fn fresh(layout: Layout) -> NonNull<u8> {
     // SAFETY: layout has a non-zero size.
     let raw = unsafe { std::alloc::alloc(layout) };
     let Some(ptr) = NonNull::new(raw) else {
@@ -108,17 +109,25 @@ fn poolable(layout: Layout) -> bool {
     layout.align() >= MIN_ALIGN && layout.size() <= MAX_POOLED
 }
 
-/// An idle buffer of exactly this layout, if one is kept. Its bytes are initialised (by
-/// whoever used it last) but unspecified.
-pub fn take(layout: Layout) -> Option<NonNull<u8>> {
+/// An idle buffer of exactly this layout, if one is kept, now owned by the caller (who frees it
+/// with this layout, or gives it back). Its bytes are initialised (by whoever used it last) but
+/// unspecified.
+pub(super) fn take(layout: Layout) -> Option<NonNull<u8>> {
     if !poolable(layout) {
         return None;
     }
     POOL.lock().take(layout)
 }
 
-/// Keeps a buffer of this layout for reuse; false (and nothing kept) when the pool is full.
-pub fn give(ptr: NonNull<u8>, layout: Layout) -> bool {
+/// Keeps a buffer of this layout for reuse; false (and nothing kept, the caller still owns it)
+/// when the pool is full or does not keep buffers of this layout.
+///
+/// # Safety
+///
+/// `ptr` must be an allocation of exactly `layout` from the global allocator, every byte of it
+/// initialised, owned by the caller and used by no one after this call when it returns true:
+/// the pool hands it to the next [`take`] of this layout, and a later owner may free it.
+pub(super) unsafe fn give(ptr: NonNull<u8>, layout: Layout) -> bool {
     poolable(layout) && POOL.lock().give(ptr, layout)
 }
 

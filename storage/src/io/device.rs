@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, StorageError};
 
 /// The smallest alignment Strata uses for device IO, whatever the device reports.
-pub const MIN_BLOCK: usize = 4096;
+pub(crate) const MIN_BLOCK: usize = 4096;
 
 /// What kind of thing the cache lives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +53,12 @@ impl Device {
             return Self::open_block(path);
         }
         if meta.as_ref().is_some_and(|m| !m.is_file()) {
-            return Err(StorageError::Config(format!(
-                "{} is neither a regular file nor a block device",
-                path.display()
-            )));
+            return Err(StorageError::NotFileOrBlockDevice {
+                path: path.to_path_buf(),
+            });
         }
         if file_size < 8 * 1024 * 1024 {
-            return Err(StorageError::Config(format!(
-                "cache file size {file_size} is too small (at least 8MiB)"
-            )));
+            return Err(StorageError::FileTooSmall { size: file_size });
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io_err)?;
@@ -130,10 +127,10 @@ fn open_maybe_direct(path: &Path, create: bool, extra: i32) -> Result<(File, boo
             let f = open(0).map_err(|e| StorageError::io(path, e))?;
             Ok((f, false))
         }
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(StorageError::Config(format!(
-            "{} is in use (mounted or opened exclusively by another program)",
-            path.display()
-        ))),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(StorageError::DeviceBusy {
+            path: path.to_path_buf(),
+            source: e,
+        }),
         Err(e) => Err(StorageError::io(path, e)),
     }
 }

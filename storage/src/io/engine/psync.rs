@@ -11,8 +11,8 @@ use std::thread;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{take_run, Done, HeldWrites, IoEngine, IoFuture, Op, Request};
-use crate::aligned::AlignedBuf;
+use super::{take_run, CompletionHook, HeldWrites, IoEngine, IoFuture, Op, Request};
+use crate::io::aligned::AlignedBuf;
 
 /// Requests waiting for a thread.
 #[derive(Default)]
@@ -31,14 +31,14 @@ struct Jobs {
 }
 
 /// Positional IO on dedicated threads; completions return to async callers through oneshots.
-pub struct PsyncEngine {
+pub(crate) struct PsyncEngine {
     jobs: Arc<Jobs>,
     workers: Vec<thread::JoinHandle<()>>,
 }
 
 impl PsyncEngine {
     /// Starts `threads` IO threads on `file`.
-    pub fn new(file: Arc<File>, threads: usize) -> io::Result<Self> {
+    pub(crate) fn new(file: Arc<File>, threads: usize) -> io::Result<Self> {
         let jobs = Arc::new(Jobs::default());
         let workers = (0..threads.max(1))
             .map(|i| {
@@ -59,7 +59,13 @@ impl PsyncEngine {
         Ok(PsyncEngine { jobs, workers })
     }
 
-    fn submit(&self, op: Op, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
+    fn submit(
+        &self,
+        op: Op,
+        offset: u64,
+        buf: AlignedBuf,
+        done: Option<CompletionHook>,
+    ) -> IoFuture {
         let (req, fut) = Request::new(op, offset, buf, done);
         let mut q = self.jobs.queue.lock();
         if q.closed {
@@ -200,7 +206,7 @@ impl IoEngine for PsyncEngine {
         self.submit(Op::Read, offset, buf, None)
     }
 
-    fn write(&self, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture {
+    fn write(&self, offset: u64, buf: AlignedBuf, done: Option<CompletionHook>) -> IoFuture {
         self.submit(Op::Write, offset, buf, done)
     }
 }

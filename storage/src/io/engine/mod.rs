@@ -7,8 +7,8 @@ mod psync;
 mod ring;
 mod uring;
 
-pub use psync::PsyncEngine;
-pub use uring::UringEngine;
+pub(crate) use psync::PsyncEngine;
+pub(crate) use uring::UringEngine;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::aligned::AlignedBuf;
+use crate::error::{Result, StorageError};
+use crate::io::aligned::AlignedBuf;
 
 /// The result of one IO: the outcome and the buffer handed back.
 pub type IoResult = (io::Result<()>, AlignedBuf);
@@ -35,7 +36,7 @@ pub trait IoEngine: Send + Sync + 'static {
     fn read(&self, offset: u64, buf: AlignedBuf) -> IoFuture;
     /// Writes all of `buf` to the device at `offset`; `done` runs (on whichever thread completes
     /// the IO) once the device is finished with the write, even if the caller stopped waiting.
-    fn write(&self, offset: u64, buf: AlignedBuf, done: Option<Done>) -> IoFuture;
+    fn write(&self, offset: u64, buf: AlignedBuf, done: Option<CompletionHook>) -> IoFuture;
     /// Delivers whatever IO has finished, now, on the caller's thread: for a caller about to
     /// wait on completion hooks of IO that other tasks (perhaps of a runtime since shut down)
     /// started.
@@ -43,7 +44,7 @@ pub trait IoEngine: Send + Sync + 'static {
 }
 
 /// Work to run when an IO has finished on the device.
-pub type Done = Box<dyn FnOnce() + Send>;
+pub type CompletionHook = Box<dyn FnOnce() + Send>;
 
 /// The kind of an IO.
 #[derive(Debug, Clone, Copy)]
@@ -52,18 +53,34 @@ pub(crate) enum Op {
     Write,
 }
 
+impl Op {
+    /// `read` or `write`.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Write => "write",
+        }
+    }
+}
+
 /// One IO on its way to the device, with its owned buffer and where to send the result.
 pub(crate) struct Request {
     pub op: Op,
     pub offset: u64,
     pub buf: AlignedBuf,
     pub reply: oneshot::Sender<IoResult>,
-    pub done: Option<Done>,
+    pub done: Option<CompletionHook>,
 }
 
 impl Request {
     /// A request, and the future its caller awaits for the outcome and the buffer.
-    pub fn new(op: Op, offset: u64, buf: AlignedBuf, done: Option<Done>) -> (Self, IoFuture) {
+    pub(crate) fn new(
+        op: Op,
+        offset: u64,
+        buf: AlignedBuf,
+        done: Option<CompletionHook>,
+    ) -> (Self, IoFuture) {
         let (reply, rx) = oneshot::channel();
         let fut = Box::pin(async move {
             match rx.await {
@@ -87,7 +104,17 @@ impl Request {
     }
 
     /// Reports the outcome: first the completion hook, then the waiting caller (if any).
-    pub fn complete(mut self, res: std::io::Result<()>) {
+    ///
+    /// Both engines report every IO here, so the failpoint `io::complete` fails IOs of both:
+    /// configured `return`, every IO reports EIO; `return(read)` or `return(write)`, only those.
+    pub(crate) fn complete(mut self, res: io::Result<()>) {
+        #[cfg(feature = "failpoints")]
+        let res = match fail::eval("io::complete", |kind| kind) {
+            Some(kind) if kind.as_deref().is_none_or(|k| k == self.op.name()) => {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            }
+            _ => res,
+        };
         if let Some(d) = self.done.take() {
             d();
         }
@@ -108,7 +135,7 @@ pub(crate) struct HeldWrites {
 
 impl HeldWrites {
     /// `req` back if it may go now; a write is kept while another write is in flight.
-    pub fn admit(&mut self, req: Request) -> Option<Request> {
+    pub(crate) fn admit(&mut self, req: Request) -> Option<Request> {
         if matches!(req.op, Op::Write) && self.in_flight > 0 {
             self.held.push(req);
             return None;
@@ -117,17 +144,17 @@ impl HeldWrites {
     }
 
     /// A write IO went to the device.
-    pub fn started(&mut self) {
+    pub(crate) fn started(&mut self) {
         self.in_flight += 1;
     }
 
     /// A write IO came back from the device.
-    pub fn finished(&mut self) {
+    pub(crate) fn finished(&mut self) {
         self.in_flight -= 1;
     }
 
     /// The held writes, sorted by offset, once no write is in flight (else none).
-    pub fn release(&mut self) -> Vec<Request> {
+    pub(crate) fn release(&mut self) -> Vec<Request> {
         if self.in_flight > 0 {
             return Vec::new();
         }
@@ -137,12 +164,12 @@ impl HeldWrites {
     }
 
     /// Every held write, whatever is in flight (the engine is failing).
-    pub fn take_all(&mut self) -> Vec<Request> {
+    pub(crate) fn take_all(&mut self) -> Vec<Request> {
         std::mem::take(&mut self.held)
     }
 
     /// True when no write is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
 }
@@ -185,15 +212,15 @@ pub enum EngineKind {
 }
 
 impl std::str::FromStr for EngineKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+    type Err = StorageError;
+    fn from_str(s: &str) -> Result<Self> {
         match s {
             "auto" => Ok(EngineKind::Auto),
             "io_uring" => Ok(EngineKind::IoUring),
             "psync" => Ok(EngineKind::Psync),
-            other => Err(format!(
-                "unknown io engine `{other}` (expected auto, io_uring or psync)"
-            )),
+            other => Err(StorageError::UnknownEngine {
+                name: other.to_string(),
+            }),
         }
     }
 }
@@ -216,19 +243,17 @@ impl Default for EngineOptions {
     }
 }
 
-/// Starts the engine `kind` asks for; `Auto` falls back to psync when io_uring is refused.
-pub fn start(
-    kind: EngineKind,
-    file: Arc<File>,
-    opts: EngineOptions,
-) -> Result<Arc<dyn IoEngine>, (&'static str, io::Error)> {
+/// Starts the engine `kind` asks for on `file`; `Auto` falls back to psync when io_uring is
+/// refused.
+pub fn start(kind: EngineKind, file: Arc<File>, opts: EngineOptions) -> Result<Arc<dyn IoEngine>> {
+    let unavailable = |engine| move |source| StorageError::EngineUnavailable { engine, source };
     match kind {
         EngineKind::Psync => PsyncEngine::new(file, opts.psync_threads)
             .map(|e| Arc::new(e) as Arc<dyn IoEngine>)
-            .map_err(|e| ("psync", e)),
+            .map_err(unavailable("psync")),
         EngineKind::IoUring => UringEngine::new(file, opts.queue_depth)
             .map(|e| Arc::new(e) as Arc<dyn IoEngine>)
-            .map_err(|e| ("io_uring", e)),
+            .map_err(unavailable("io_uring")),
         EngineKind::Auto => match UringEngine::new(file.clone(), opts.queue_depth) {
             Ok(e) => Ok(Arc::new(e)),
             Err(e) => {

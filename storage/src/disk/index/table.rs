@@ -1,31 +1,47 @@
-//! An open-addressing table from key hash to index entry, grown in small steps so that its
-//! slack stays bounded: once past its first growth, 64 % to 80 % of its 24-byte slots are used.
+//! An open-addressing table from key hash to a small value (the index's entry), grown in small
+//! steps so that its slack stays bounded: once past its first growth, 64 % to 80 % of its slots
+//! (24 bytes each for the index) are used.
 //!
 //! A general-purpose map doubles when full, so right after growing it spends more than twice
 //! the bytes per item; an index of millions of items should cost about the same per item at
 //! every fill level. Linear probing with backward-shift deletion (no tombstones).
 
-use crate::index::Entry;
+//!
+//! The table knows nothing of what it stores: the index (its parent module) gives it values of
+//! its own `Entry` type, so the table depends on nothing of the index.
 
-/// Key hash 0 marks an empty slot; a real hash of 0 is stored as 1 (a collision the full-key
-/// check on read already handles).
-const EMPTY: Slot = Slot {
-    hash: 0,
-    entry: Entry::ZERO,
-};
 const MIN_SLOTS: usize = 16;
 
+/// One slot: key hash 0 marks an empty one; a real hash of 0 is stored as 1 (a collision the
+/// full-key check on read already handles).
 #[derive(Clone, Copy)]
-struct Slot {
+struct Slot<V> {
     hash: u64,
-    entry: Entry,
+    value: V,
 }
 
-/// A map from (non-zero) key hash to [`Entry`].
-#[derive(Default)]
-pub struct Table {
-    slots: Box<[Slot]>,
+impl<V: Copy + Default> Slot<V> {
+    fn empty() -> Self {
+        Slot {
+            hash: 0,
+            value: V::default(),
+        }
+    }
+}
+
+/// A map from (non-zero) key hash to a `V`.
+pub(crate) struct Table<V> {
+    slots: Box<[Slot<V>]>,
     len: usize,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Table {
+            slots: Box::default(),
+            len: 0,
+        }
+    }
 }
 
 fn stored(hash: u64) -> u64 {
@@ -41,20 +57,15 @@ fn between(x: usize, a: usize, b: usize) -> bool {
     }
 }
 
-impl Table {
+impl<V: Copy + Default> Table<V> {
     /// Entries held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Heap bytes held (all slots, used or not).
-    pub fn memory_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Slot>()
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<Slot<V>>()
     }
 
     /// Where `hash` would sit with no collisions. The index picks shards by the hash's top bits,
@@ -81,51 +92,51 @@ impl Table {
     }
 
     /// The entry for `hash`.
-    pub fn get(&self, hash: u64) -> Option<&Entry> {
-        self.find(hash).map(|i| &self.slots[i].entry)
+    pub(crate) fn get(&self, hash: u64) -> Option<&V> {
+        self.find(hash).map(|i| &self.slots[i].value)
     }
 
     /// The entry for `hash`, writable.
-    pub fn get_mut(&mut self, hash: u64) -> Option<&mut Entry> {
-        self.find(hash).map(|i| &mut self.slots[i].entry)
+    pub(crate) fn get_mut(&mut self, hash: u64) -> Option<&mut V> {
+        self.find(hash).map(|i| &mut self.slots[i].value)
     }
 
     /// Sets the entry for `hash`; returns the one it replaces.
-    pub fn insert(&mut self, hash: u64, entry: Entry) -> Option<Entry> {
+    pub(crate) fn insert(&mut self, hash: u64, value: V) -> Option<V> {
         if let Some(i) = self.find(hash) {
-            return Some(std::mem::replace(&mut self.slots[i].entry, entry));
+            return Some(std::mem::replace(&mut self.slots[i].value, value));
         }
         if (self.len + 1) * 5 > self.slots.len() * 4 {
             self.grow();
         }
-        self.place(stored(hash), entry);
+        self.place(stored(hash), value);
         self.len += 1;
         None
     }
 
     /// Puts a hash known to be absent into the first free slot from its home.
-    fn place(&mut self, hash: u64, entry: Entry) {
+    fn place(&mut self, hash: u64, value: V) {
         let n = self.slots.len();
         let mut i = self.home(hash);
         while self.slots[i].hash != 0 {
             i = (i + 1) % n;
         }
-        self.slots[i] = Slot { hash, entry };
+        self.slots[i] = Slot { hash, value };
     }
 
     /// A quarter more slots (at least [`MIN_SLOTS`]), every entry moved to its new place.
     fn grow(&mut self) {
         let n = (self.slots.len() + self.slots.len() / 4).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![EMPTY; n].into_boxed_slice());
+        let old = std::mem::replace(&mut self.slots, vec![Slot::empty(); n].into_boxed_slice());
         for s in old.iter().filter(|s| s.hash != 0) {
-            self.place(s.hash, s.entry);
+            self.place(s.hash, s.value);
         }
     }
 
     /// Removes the entry for `hash`.
-    pub fn remove(&mut self, hash: u64) -> Option<Entry> {
+    pub(crate) fn remove(&mut self, hash: u64) -> Option<V> {
         let mut hole = self.find(hash)?;
-        let removed = self.slots[hole].entry;
+        let removed = self.slots[hole].value;
         let n = self.slots.len();
         // Entries after the hole whose home is not between the hole and them move back into it,
         // so every entry stays reachable from its home without tombstones.
@@ -137,7 +148,7 @@ impl Table {
             }
             j = (j + 1) % n;
         }
-        self.slots[hole] = EMPTY;
+        self.slots[hole] = Slot::empty();
         self.len -= 1;
         Some(removed)
     }
@@ -146,6 +157,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::index::Entry;
     use std::collections::HashMap;
 
     fn rng(x: &mut u64) -> u64 {

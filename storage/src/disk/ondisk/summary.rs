@@ -8,13 +8,15 @@
 //! .. crc32    u32  over everything before it
 //! ```
 
+use super::codec::{Reader, Writer};
+
 const MAGIC: u32 = u32::from_le_bytes(*b"STSM");
 const ENTRY: usize = 32;
 const TOMBSTONE_BIT: u32 = 1 << 31;
 
 /// One item as listed in a summary (or found by a scan).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SummaryEntry {
+pub(crate) struct SummaryEntry {
     /// Hash of the key.
     pub hash: u64,
     /// First block of the item inside its region.
@@ -30,61 +32,55 @@ pub struct SummaryEntry {
 }
 
 /// Bytes a summary of `count` entries takes before padding.
-pub fn encoded_len(count: usize) -> usize {
+pub(crate) fn encoded_len(count: usize) -> usize {
     16 + count * ENTRY + 4
 }
 
 /// Serialises a summary into `out` (at least `encoded_len` bytes).
-pub fn encode(entries: &[SummaryEntry], open_seq: u64, out: &mut [u8]) {
-    out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    out[4..8].copy_from_slice(&(entries.len() as u32).to_le_bytes());
-    out[8..16].copy_from_slice(&open_seq.to_le_bytes());
-    let mut p = 16;
+pub(crate) fn encode(entries: &[SummaryEntry], open_seq: u64, out: &mut [u8]) {
+    let mut w = Writer::at(out, 0);
+    w.u32(MAGIC).u32(entries.len() as u32).u64(open_seq);
     for e in entries {
         let blocks = e.blocks | if e.tombstone { TOMBSTONE_BIT } else { 0 };
-        out[p..p + 8].copy_from_slice(&e.hash.to_le_bytes());
-        out[p + 8..p + 12].copy_from_slice(&e.block.to_le_bytes());
-        out[p + 12..p + 16].copy_from_slice(&blocks.to_le_bytes());
-        out[p + 16..p + 24].copy_from_slice(&e.seq.to_le_bytes());
-        out[p + 24..p + 32].copy_from_slice(&e.version.to_le_bytes());
-        p += ENTRY;
+        w.u64(e.hash)
+            .u32(e.block)
+            .u32(blocks)
+            .u64(e.seq)
+            .u64(e.version);
     }
-    let crc = crc32fast::hash(&out[..p]);
-    out[p..p + 4].copy_from_slice(&crc.to_le_bytes());
+    let end = w.pos();
+    let crc = crc32fast::hash(&out[..end]);
+    Writer::at(out, end).u32(crc);
 }
 
 /// Parses a summary written for a region opened at `open_seq`; `None` when absent or corrupt.
-pub fn decode(b: &[u8], open_seq: u64) -> Option<Vec<SummaryEntry>> {
-    if b.len() < 20 || b[0..4] != MAGIC.to_le_bytes() {
+pub(crate) fn decode(b: &[u8], open_seq: u64) -> Option<Vec<SummaryEntry>> {
+    let mut r = Reader::at(b, 0);
+    if r.u32()? != MAGIC {
         return None;
     }
-    let count = u32::from_le_bytes(b[4..8].try_into().ok()?) as usize;
+    let count = r.u32()? as usize;
+    if r.u64()? != open_seq {
+        return None;
+    }
     let end = 16usize.checked_add(count.checked_mul(ENTRY)?)?;
-    if end + 4 > b.len() || u64::from_le_bytes(b[8..16].try_into().ok()?) != open_seq {
-        return None;
-    }
-    let crc = u32::from_le_bytes(b[end..end + 4].try_into().ok()?);
+    let crc = Reader::at(b, end).u32()?;
     if crc32fast::hash(&b[..end]) != crc {
         return None;
     }
-    let u64_at = |p: usize| u64::from_le_bytes(b[p..p + 8].try_into().unwrap_or_default());
-    let u32_at = |p: usize| u32::from_le_bytes(b[p..p + 4].try_into().unwrap_or_default());
-    Some(
-        (0..count)
-            .map(|i| {
-                let p = 16 + i * ENTRY;
-                let blocks = u32_at(p + 12);
-                SummaryEntry {
-                    hash: u64_at(p),
-                    block: u32_at(p + 8),
-                    blocks: blocks & !TOMBSTONE_BIT,
-                    tombstone: blocks & TOMBSTONE_BIT != 0,
-                    seq: u64_at(p + 16),
-                    version: u64_at(p + 24),
-                }
+    (0..count)
+        .map(|_| {
+            let (hash, block, blocks) = (r.u64()?, r.u32()?, r.u32()?);
+            Some(SummaryEntry {
+                hash,
+                block,
+                blocks: blocks & !TOMBSTONE_BIT,
+                tombstone: blocks & TOMBSTONE_BIT != 0,
+                seq: r.u64()?,
+                version: r.u64()?,
             })
-            .collect(),
-    )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 
-use crate::bufpool;
+use crate::io::bufpool;
 
-/// A heap buffer whose address and length are multiples of its alignment; reused through
-/// [`crate::bufpool`] when dropped.
+/// A heap buffer whose address and length are multiples of its alignment; kept for reuse in a
+/// pool private to the io layer when dropped.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
@@ -73,7 +73,8 @@ impl AlignedBuf {
 
     /// The bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and &mut self guarantees exclusive access.
+        // SAFETY: ptr is valid for layout.size() >= len initialised bytes while self lives, and
+        // &mut self guarantees exclusive access for the slice's lifetime.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
@@ -85,7 +86,10 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        if !bufpool::give(self.ptr, self.layout) {
+        // SAFETY: ptr is an allocation of exactly self.layout from the global allocator (fresh
+        // or taken from the pool with this layout), all of it initialised (fresh buffers are
+        // zeroed), owned by self alone, and self is never used again after drop.
+        if !unsafe { bufpool::give(self.ptr, self.layout) } {
             // SAFETY: ptr was allocated with exactly this layout and is freed once.
             unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
         }
@@ -108,7 +112,7 @@ impl std::fmt::Debug for AlignedBuf {
 }
 
 /// Rounds `v` up to a multiple of `align` (a power of two).
-pub fn align_up(v: u64, align: u64) -> u64 {
+pub(crate) fn align_up(v: u64, align: u64) -> u64 {
     (v + align - 1) & !(align - 1)
 }
 

@@ -1,11 +1,28 @@
 //! The superblock at offset 0: what this device is and how it is laid out.
+//!
+//! ```text
+//! 0  magic          [u8; 8]   "STRATAv1"
+//! 8  version        u32       FORMAT_VERSION
+//! 12 block_size     u32
+//! 16 device_size    u64
+//! 24 data_offset    u64       where region 0 starts
+//! 32 region_count   u32
+//! 36 region_size    u64
+//! 44 uuid           [u8; 16]  regions carry it: a region of an earlier format is ignored
+//! 60 created        u64       unix seconds
+//! 68 clean_shutdown u32       1 after a clean close, 0 while open
+//! 72 crc32          u32       over bytes 0..72
+//! ```
+//! The rest of the block is zero.
 
-use crate::error::{Result, StorageError};
 use std::path::Path;
+
+use super::codec::{Reader, Writer};
+use crate::error::{Result, StorageError};
 
 const MAGIC: &[u8; 8] = b"STRATAv1";
 /// On-disk format version.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Bytes of the superblock that carry data; the rest of its block is zero.
 const ENCODED_LEN: usize = 8 + 4 + 4 + 8 + 8 + 4 + 8 + 16 + 8 + 4 + 4;
 
@@ -35,46 +52,48 @@ pub struct Superblock {
 impl Superblock {
     /// Serialises into the first bytes of `block` (little-endian, crc32 last).
     pub fn encode(&self, block: &mut [u8]) {
-        let mut w = Writer { buf: block, pos: 0 };
-        w.put(MAGIC);
-        w.put(&self.version.to_le_bytes());
-        w.put(&self.block_size.to_le_bytes());
-        w.put(&self.device_size.to_le_bytes());
-        w.put(&self.data_offset.to_le_bytes());
-        w.put(&self.region_count.to_le_bytes());
-        w.put(&self.region_size.to_le_bytes());
-        w.put(&self.uuid);
-        w.put(&self.created.to_le_bytes());
-        w.put(&self.clean_shutdown.to_le_bytes());
+        Writer::at(block, 0)
+            .bytes(MAGIC)
+            .u32(self.version)
+            .u32(self.block_size)
+            .u64(self.device_size)
+            .u64(self.data_offset)
+            .u32(self.region_count)
+            .u64(self.region_size)
+            .bytes(&self.uuid)
+            .u64(self.created)
+            .u32(self.clean_shutdown);
         let crc = crc32fast::hash(&block[..ENCODED_LEN - 4]);
-        block[ENCODED_LEN - 4..ENCODED_LEN].copy_from_slice(&crc.to_le_bytes());
+        Writer::at(block, ENCODED_LEN - 4).u32(crc);
     }
 
     /// Parses a superblock; `Ok(None)` when the magic is absent, an error when it is corrupt.
     pub fn decode(block: &[u8], path: &Path) -> Result<Option<Superblock>> {
-        if block.len() < ENCODED_LEN || &block[..8] != MAGIC {
+        let mut r = Reader::at(block, 0);
+        let stored = Reader::at(block, ENCODED_LEN - 4).u32();
+        let Some(stored) = stored.filter(|_| r.bytes(MAGIC.len()) == Some(MAGIC)) else {
             return Ok(None);
-        }
-        let stored = u32::from_le_bytes(le(&block[ENCODED_LEN - 4..ENCODED_LEN]));
+        };
         if crc32fast::hash(&block[..ENCODED_LEN - 4]) != stored {
-            return Err(StorageError::GeometryMismatch {
+            return Err(StorageError::CorruptSuperblock {
                 path: path.to_path_buf(),
-                found: "a Strata superblock with a bad checksum".into(),
             });
         }
-        let mut r = Reader { buf: block, pos: 8 };
-        let sb = Superblock {
-            version: u32::from_le_bytes(r.take()),
-            block_size: u32::from_le_bytes(r.take()),
-            device_size: u64::from_le_bytes(r.take()),
-            data_offset: u64::from_le_bytes(r.take()),
-            region_count: u32::from_le_bytes(r.take()),
-            region_size: u64::from_le_bytes(r.take()),
-            uuid: r.take(),
-            created: u64::from_le_bytes(r.take()),
-            clean_shutdown: u32::from_le_bytes(r.take()),
+        let mut fields = || -> Option<Superblock> {
+            Some(Superblock {
+                version: r.u32()?,
+                block_size: r.u32()?,
+                device_size: r.u64()?,
+                data_offset: r.u64()?,
+                region_count: r.u32()?,
+                region_size: r.u64()?,
+                uuid: r.array()?,
+                created: r.u64()?,
+                clean_shutdown: r.u32()?,
+            })
         };
-        Ok(Some(sb))
+        // The block holds ENCODED_LEN bytes (checked above), so every field is there.
+        Ok(fields())
     }
 
     /// A one-line description of the geometry, for errors and `inspect`.
@@ -86,39 +105,8 @@ impl Superblock {
     }
 }
 
-fn le<const N: usize>(s: &[u8]) -> [u8; N] {
-    let mut a = [0u8; N];
-    a.copy_from_slice(&s[..N]);
-    a
-}
-
-struct Writer<'a> {
-    buf: &'a mut [u8],
-    pos: usize,
-}
-
-impl Writer<'_> {
-    fn put(&mut self, b: &[u8]) {
-        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
-        self.pos += b.len();
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let a = le::<N>(&self.buf[self.pos..]);
-        self.pos += N;
-        a
-    }
-}
-
 /// Names a well-known foreign signature in the first bytes of a device, if any.
-pub fn foreign_signature(head: &[u8]) -> Option<&'static str> {
+pub(crate) fn foreign_signature(head: &[u8]) -> Option<&'static str> {
     let at = |off: usize, sig: &[u8]| head.get(off..off + sig.len()) == Some(sig);
     if at(1080, &[0x53, 0xEF]) {
         return Some("has an ext2/3/4 filesystem");

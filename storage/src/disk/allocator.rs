@@ -1,0 +1,285 @@
+//! Which regions are free, filling or sealed, and how space is reserved in them.
+//!
+//! Writes reserve blocks in the active region under the allocator's lock and run outside it, so
+//! the device sees a stream of adjacent writes. A region that fills is sealed: its summary (the
+//! list of its items) is written after its last item and its header is pointed at it. When no
+//! region is free, the oldest sealed one with no write in flight is reclaimed, and the items that
+//! earn a second chance are copied into its new generation first.
+
+use std::collections::VecDeque;
+
+use super::index::Entry;
+use super::ondisk::item;
+use super::ondisk::region::RegionHeader;
+use super::ondisk::summary::{self, SummaryEntry};
+use super::reclaim::{reclaim, HotItem};
+use super::slab::Slab;
+use super::stats::bump;
+use crate::error::{Result, StorageError};
+use crate::io::aligned::AlignedBuf;
+
+/// The region being filled.
+pub(crate) struct Active {
+    region: u32,
+    next_block: u32,
+    open_seq: u64,
+    entries: Vec<SummaryEntry>,
+}
+
+/// Space reserved for one item: where it goes and its sequence number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reservation {
+    pub(crate) region: u32,
+    pub(crate) block: u32,
+    pub(crate) seq: u64,
+    /// A removal record.
+    pub(crate) tombstone: bool,
+}
+
+/// The regions by state; used under the store's allocator lock.
+pub(crate) struct Allocator {
+    active: Option<Active>,
+    free: VecDeque<u32>,
+    /// Headers of sealed regions, oldest first (the reclaim order); a region whose summary
+    /// could not be written has none (it is scanned when reclaimed).
+    sealed: VecDeque<RegionHeader>,
+}
+
+impl Allocator {
+    /// Every region of a new cache free.
+    pub(crate) fn empty(region_count: u32) -> Self {
+        Allocator {
+            active: None,
+            free: (0..region_count).collect(),
+            sealed: VecDeque::new(),
+        }
+    }
+
+    /// The state recovery found: `sealed` regions in use, oldest first; the others free.
+    pub(crate) fn recovered(region_count: u32, sealed: VecDeque<RegionHeader>) -> Self {
+        let mut in_use = vec![false; region_count as usize];
+        for h in &sealed {
+            in_use[h.region as usize] = true;
+        }
+        Allocator {
+            active: None,
+            free: (0..region_count).filter(|&r| !in_use[r as usize]).collect(),
+            sealed,
+        }
+    }
+
+    /// The region being filled, if any.
+    pub(crate) fn active_region(&self) -> Option<u32> {
+        self.active.as_ref().map(|a| a.region)
+    }
+
+    /// Reserves `blocks` blocks in the active region for an item of `hash`, sealing and opening
+    /// regions as needed.
+    pub(crate) async fn reserve(
+        &mut self,
+        slab: &Slab,
+        blocks: u32,
+        hash: u64,
+        tombstone: bool,
+    ) -> Result<Reservation> {
+        let per_region = slab.geo.blocks_per_region();
+        loop {
+            if let Some(act) = self.active.as_mut() {
+                let after = slab.geo.summary_blocks(act.entries.len() + 1);
+                if act.next_block + blocks + after <= per_region {
+                    let (region, block) = (act.region, act.next_block);
+                    act.next_block += blocks;
+                    let seq = slab.next_seq();
+                    act.entries.push(SummaryEntry {
+                        hash,
+                        block,
+                        blocks,
+                        tombstone,
+                        seq,
+                        version: seq,
+                    });
+                    slab.begin_write(region);
+                    return Ok(Reservation {
+                        region,
+                        block,
+                        seq,
+                        tombstone,
+                    });
+                }
+            }
+            self.seal_active(slab).await;
+            let (region, hot) = match self.free.pop_front() {
+                Some(r) => (r, Vec::new()),
+                None => self.reclaim_oldest(slab).await?,
+            };
+            match open_region(slab, region, hot).await {
+                Ok(act) => self.active = Some(act),
+                Err(e) => {
+                    // Nothing of the new generation was written: the region is free again.
+                    self.free.push_back(region);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Reclaims the oldest sealed region with no writes in flight; returns it and the items
+    /// that earn a second chance.
+    async fn reclaim_oldest(&mut self, slab: &Slab) -> Result<(u32, Vec<HotItem>)> {
+        let pos = self
+            .sealed
+            .iter()
+            .position(|h| !slab.has_pending(h.region))
+            .ok_or(StorageError::Busy)?;
+        let h = self.sealed.remove(pos).ok_or(StorageError::Busy)?;
+        match reclaim(slab, &h).await {
+            Ok(hot) => Ok((h.region, hot)),
+            Err(e) => {
+                // Still holding its items: back in line, at the front.
+                self.sealed.push_front(h);
+                Err(e)
+            }
+        }
+    }
+
+    /// Strikes the item of reservation `r`, whose write failed, from its region's summary: from
+    /// the list of the active region, or, when its region was sealed meanwhile, by pointing the
+    /// region's header at no summary (the region is then scanned, which finds only intact items).
+    /// A removal record stays listed: applied at recovery, it can only make its key a miss.
+    pub(crate) async fn forget(&mut self, slab: &Slab, r: Reservation) {
+        if r.tombstone {
+            return;
+        }
+        if let Some(act) = self.active.as_mut().filter(|a| a.region == r.region) {
+            if act.open_seq <= r.seq {
+                act.entries.retain(|e| e.seq != r.seq);
+            }
+            return;
+        }
+        let Some(h) = self
+            .sealed
+            .iter_mut()
+            .find(|h| h.region == r.region && h.open_seq <= r.seq && h.summary.is_some())
+        else {
+            // Reclaimed since (or never summarised): nothing lists the item.
+            return;
+        };
+        h.summary = None;
+        let unsummarised = *h;
+        if let Err(e) = slab.write_header(&unsummarised).await {
+            tracing::warn!(region = r.region, error = %e, "a summary lists an item whose write failed");
+        }
+    }
+
+    /// Seals the active region, if any, and lists it for reclaim.
+    pub(crate) async fn seal_active(&mut self, slab: &Slab) {
+        let Some(full) = self.active.take() else {
+            return;
+        };
+        // Listed as sealed before its summary is written: if that is interrupted, the region
+        // stays reclaimable (and recoverable by a scan), never lost.
+        self.sealed.push_back(RegionHeader {
+            region: full.region,
+            open_seq: full.open_seq,
+            uuid: slab.uuid,
+            summary: None,
+        });
+        let summary = seal(slab, &full).await;
+        // Still the last entry: nothing else touches the list while the allocator is locked.
+        if let Some(h) = self.sealed.back_mut() {
+            h.summary = summary;
+        }
+    }
+}
+
+/// Writes the summary and the sealed header of a full region; returns where the summary is, or
+/// `None` when the region could not be sealed (it is then still recoverable by a scan).
+async fn seal(slab: &Slab, act: &Active) -> Option<(u32, u32)> {
+    if let Some(e) = injected_error!("disk::seal") {
+        let e = slab.io_error(e);
+        tracing::warn!(region = act.region, error = %e, "region left unsealed");
+        return None;
+    }
+    let n = slab.geo.summary_blocks(act.entries.len());
+    let mut buf = AlignedBuf::zeroed(n as usize * slab.geo.block, slab.geo.block);
+    summary::encode(&act.entries, act.open_seq, buf.as_mut_slice());
+    let written = match injected_error!("disk::summary_write") {
+        Some(e) => Err(slab.io_error(e)),
+        None => slab.write_at(act.region, act.next_block, buf, None).await,
+    };
+    written.ok()?;
+    let header = RegionHeader {
+        region: act.region,
+        open_seq: act.open_seq,
+        uuid: slab.uuid,
+        summary: Some((act.next_block, n)),
+    };
+    slab.write_header(&header).await.ok()?;
+    header.summary
+}
+
+/// Starts a new generation of `region`, copying `hot` items into it first.
+async fn open_region(slab: &Slab, region: u32, hot: Vec<HotItem>) -> Result<Active> {
+    let geo = slab.geo;
+    let open_seq = slab.seq.load(std::sync::atomic::Ordering::Relaxed);
+    let opened = slab
+        .write_header(&RegionHeader {
+            region,
+            open_seq,
+            uuid: slab.uuid,
+            summary: None,
+        })
+        .await;
+    if let Err(e) = opened {
+        // The items given a second chance are out of the index already: they are evicted.
+        bump(&slab.counters.evicted_items, hot.len() as u64);
+        return Err(e);
+    }
+    let mut act = Active {
+        region,
+        next_block: 1,
+        open_seq,
+        entries: Vec::with_capacity(hot.len()),
+    };
+    if hot.is_empty() {
+        return Ok(act);
+    }
+    let total: usize = hot.iter().map(|h| h.len).sum();
+    let mut batch = AlignedBuf::zeroed(total, geo.block);
+    let mut placed = Vec::with_capacity(hot.len());
+    let mut off = 0;
+    for h in &hot {
+        let seq = slab.next_seq();
+        let dst = &mut batch.as_mut_slice()[off..off + h.len];
+        dst.copy_from_slice(&h.image.as_slice()[..h.len]);
+        item::set_seq(dst, seq, h.version);
+        let blocks = geo.blocks_of(h.len);
+        let block = act.next_block + geo.blocks_of(off);
+        act.entries.push(SummaryEntry {
+            hash: h.hash,
+            block,
+            blocks,
+            tombstone: false,
+            seq,
+            version: h.version,
+        });
+        placed.push(Entry::new(geo.abs_block(region, block), blocks, h.version));
+        off += h.len;
+    }
+    if slab
+        .write_at(region, act.next_block, batch, None)
+        .await
+        .is_ok()
+    {
+        for (h, e) in hot.iter().zip(placed) {
+            // A newer version inserted meanwhile wins over this copy.
+            if slab.index.insert_if_newer(h.hash, e) {
+                bump(&slab.counters.reinserted_items, 1);
+            }
+        }
+    } else {
+        bump(&slab.counters.evicted_items, hot.len() as u64);
+    }
+    act.next_block += geo.blocks_of(total);
+    Ok(act)
+}

@@ -1,0 +1,131 @@
+//! Claiming a device: a blank one (or any, when the operator asks) is formatted, a cache of the
+//! same geometry is recovered, anything else is refused untouched.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::config::DiskConfig;
+use super::geometry::DATA_OFFSET;
+use super::ondisk::superblock::{foreign_signature, Superblock, FORMAT_VERSION};
+use crate::error::{Result, StorageError};
+use crate::io::aligned::AlignedBuf;
+use crate::io::device::Device;
+
+/// Whether a claimed device holds a cache to recover or is to be formatted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// A cache of the configured geometry: recover it.
+    Recover(Superblock),
+    /// Blank, or `overwrite` was asked: a new cache with this superblock, which the caller
+    /// writes.
+    Format(Superblock),
+}
+
+/// Decides whether the device may be used (blank, ours, or `overwrite`).
+pub(crate) fn claim_device(dev: &Device, wanted: Superblock, overwrite: bool) -> Result<Claim> {
+    let head_len = DATA_OFFSET.min(dev.size) as usize;
+    let mut head = AlignedBuf::zeroed(head_len, dev.block_size);
+    dev.file
+        .read_exact_at(head.as_mut_slice(), 0)
+        .map_err(|e| StorageError::io(&dev.path, e))?;
+    let same_geometry = |sb: &Superblock| {
+        sb.version == wanted.version
+            && sb.block_size == wanted.block_size
+            && sb.device_size == wanted.device_size
+            && sb.data_offset == wanted.data_offset
+            && sb.region_count == wanted.region_count
+            && sb.region_size == wanted.region_size
+    };
+    match Superblock::decode(head.as_slice(), &dev.path) {
+        Ok(Some(sb)) if same_geometry(&sb) => return Ok(Claim::Recover(sb)),
+        Ok(Some(sb)) if !overwrite => {
+            return Err(StorageError::GeometryMismatch {
+                path: dev.path.clone(),
+                found: sb.describe(),
+                configured: wanted.describe(),
+            })
+        }
+        Err(e) if !overwrite => return Err(e),
+        Ok(None) if !overwrite && !head.as_slice().iter().all(|&b| b == 0) => {
+            let found = foreign_signature(head.as_slice())
+                .unwrap_or("holds data that is not a Strata cache (its first MiB is not blank)");
+            return Err(StorageError::ForeignData {
+                path: dev.path.clone(),
+                found: found.to_string(),
+            });
+        }
+        _ => {}
+    }
+    tracing::info!(path = %dev.path.display(), geometry = %wanted.describe(), "formatting cache device");
+    Ok(Claim::Format(wanted))
+}
+
+/// Formats `path` as an empty cache of this geometry, whatever it holds (the operator asked).
+pub fn format(cfg: &DiskConfig) -> Result<Superblock> {
+    let dev = Device::open(&cfg.path, cfg.size)?;
+    let sb = new_superblock(cfg, &dev)?;
+    // A new uuid makes every region of an earlier cache unreadable.
+    write_superblock(&dev.file, &dev.path, dev.block_size, &sb)?;
+    Ok(sb)
+}
+
+/// The superblock of a new cache of the configured geometry on `dev`; refuses geometries the
+/// store cannot address.
+pub(crate) fn new_superblock(cfg: &DiskConfig, dev: &Device) -> Result<Superblock> {
+    let block = dev.block_size;
+    if cfg.region_size < (1 << 20) || !cfg.region_size.is_multiple_of(block as u64) {
+        return Err(StorageError::RegionSize {
+            region_size: cfg.region_size,
+            block,
+        });
+    }
+    let region_count = dev.size.saturating_sub(DATA_OFFSET) / cfg.region_size;
+    if region_count < 2 {
+        return Err(StorageError::TooFewRegions {
+            device_size: dev.size,
+            region_size: cfg.region_size,
+        });
+    }
+    // Items are addressed by a u32 block number counted from region 0 (so are regions).
+    let too_large = StorageError::DeviceTooLarge {
+        device_size: dev.size,
+        max_tib: (u32::MAX as u64 * block as u64) >> 40,
+    };
+    if region_count * cfg.region_size / block as u64 > u32::MAX as u64 {
+        return Err(too_large);
+    }
+    let region_count = u32::try_from(region_count).map_err(|_| too_large)?;
+    Ok(Superblock {
+        version: FORMAT_VERSION,
+        block_size: block as u32,
+        device_size: dev.size,
+        data_offset: DATA_OFFSET,
+        region_count,
+        region_size: cfg.region_size,
+        uuid: rand::random(),
+        created: now_secs(),
+        clean_shutdown: 0,
+    })
+}
+
+/// Writes `sb` as the device's superblock, durably.
+pub(crate) fn write_superblock(
+    file: &File,
+    path: &Path,
+    block: usize,
+    sb: &Superblock,
+) -> Result<()> {
+    let mut buf = AlignedBuf::zeroed(block, block);
+    sb.encode(buf.as_mut_slice());
+    let io = |e| StorageError::io(path, e);
+    file.write_all_at(buf.as_slice(), 0).map_err(io)?;
+    file.sync_data().map_err(io)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

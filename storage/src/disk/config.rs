@@ -1,0 +1,49 @@
+//! How to open the disk store: [`DiskConfig`] and the reclaim policy, plain data.
+
+use std::path::PathBuf;
+
+use crate::io::engine::{EngineKind, EngineOptions};
+
+/// What happens to the items of a region that is reclaimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictionPolicy {
+    /// All are dropped (plain region FIFO).
+    Fifo,
+    /// Items read since they were written are copied forward once (up to half a region).
+    #[default]
+    SecondChance,
+}
+
+/// How to open the disk store.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    /// A regular file (created and preallocated) or a block device.
+    pub path: PathBuf,
+    /// Size of a regular file; a block device uses its own size.
+    pub size: u64,
+    /// Bytes per region (a multiple of the block size, default 16 MiB).
+    pub region_size: u64,
+    /// Which io engine runs.
+    pub engine: EngineKind,
+    /// Engine tuning.
+    pub engine_options: EngineOptions,
+    /// Format even when the device holds other data or a cache of another geometry.
+    pub overwrite: bool,
+    /// Reclaim policy.
+    pub eviction: EvictionPolicy,
+}
+
+impl DiskConfig {
+    /// Defaults for a file at `path` of `size` bytes.
+    pub fn new(path: impl Into<PathBuf>, size: u64) -> Self {
+        DiskConfig {
+            path: path.into(),
+            size,
+            region_size: 16 << 20,
+            engine: EngineKind::Auto,
+            engine_options: EngineOptions::default(),
+            overwrite: false,
+            eviction: EvictionPolicy::default(),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The L2 slab store: items appended into regions of one device, found through an in-memory
+//! index. [`DiskStore`] is its API; the files below are its parts, each one concept:
+//!
+//! - [`config`]: [`DiskConfig`] and the [`EvictionPolicy`];
+//! - [`claim`]: formatting a blank device, refusing foreign data, [`format`];
+//! - [`geometry`]: region and block addresses;
+//! - [`slab`]: the state every part shares (device IO by region, the index, the sequence);
+//! - [`allocator`]: free, filling and sealed regions; reserving space; sealing;
+//! - [`reclaim`]: emptying the oldest sealed region, with second chance;
+//! - [`listing`]: what a region holds (its summary, else a scan), for recovery, reclaim, inspect;
+//! - [`recover`]: rebuilding the index at start-up;
+//! - [`removals`]: recent removals, so a late insert does not bring a key back;
+//! - [`index`]: key hash → item location, in open-addressing tables of bounded slack;
+//! - [`ondisk`]: the byte formats (superblock, region header, item, summary) and their codec;
+//! - [`stats`]: counters and [`DiskStats`];
+//! - [`inspect`]: a read-only report of a device.
+
+mod allocator;
+mod claim;
+mod config;
+mod geometry;
+mod index;
+mod inspect;
+mod listing;
+mod ondisk;
+mod reclaim;
+mod recover;
+mod removals;
+mod slab;
+mod stats;
+
+pub use claim::format;
+pub use config::{DiskConfig, EvictionPolicy};
+pub use inspect::{inspect, InspectReport};
+pub use ondisk::item::HEADER_LEN as ITEM_HEADER_LEN;
+pub use ondisk::superblock::Superblock;
+pub use stats::DiskStats;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use allocator::{Allocator, Reservation};
+use claim::{claim_device, new_superblock, write_superblock, Claim};
+use geometry::Geometry;
+use index::{Entry, Index};
+use ondisk::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
+use removals::RecentRemovals;
+use slab::Slab;
+use stats::{bump, Counters};
+
+use crate::error::{Result, StorageError};
+use crate::io::aligned::AlignedBuf;
+use crate::io::device::{Device, DeviceKind};
+use crate::io::engine;
+use crate::key::key_hash;
+
+/// The raw-disk slab store.
+pub struct DiskStore {
+    slab: Slab,
+    file: std::fs::File,
+    superblock: Superblock,
+    /// Keys removed lately, with the sequence at removal: an insert that was already in flight
+    /// then (an older version) must not bring the key back.
+    removed: parking_lot::Mutex<RecentRemovals>,
+    // A tokio mutex: sealing and reclaiming do IO while holding it (once per region).
+    alloc: tokio::sync::Mutex<Allocator>,
+    direct: bool,
+    kind: DeviceKind,
+    recovered_items: u64,
+    recovery_ms: u64,
+    closed: AtomicBool,
+}
+
+impl DiskStore {
+    /// Opens the device described by `cfg`: recovers a cache of the same geometry, formats a
+    /// blank device (or any device when `overwrite` is set), refuses anything else untouched.
+    pub async fn open(cfg: &DiskConfig) -> Result<DiskStore> {
+        let started = Instant::now();
+        let dev = Device::open(&cfg.path, cfg.size)?;
+        let wanted = new_superblock(cfg, &dev)?;
+        let claim = claim_device(&dev, wanted, cfg.overwrite)?;
+        let (Claim::Recover(sb) | Claim::Format(sb)) = &claim;
+        let geo = Geometry::of(sb);
+        let file = Arc::new(
+            dev.file
+                .try_clone()
+                .map_err(|e| StorageError::io(&dev.path, e))?,
+        );
+        let engine = engine::start(cfg.engine, file, cfg.engine_options)?;
+        let mut store = DiskStore {
+            slab: Slab {
+                engine,
+                path: dev.path,
+                geo,
+                uuid: sb.uuid,
+                index: Index::default(),
+                seq: AtomicU64::new(1),
+                pending: Arc::new((0..geo.region_count).map(|_| AtomicU32::new(0)).collect()),
+                counters: Counters::default(),
+                eviction: cfg.eviction,
+            },
+            file: dev.file,
+            superblock: sb.clone(),
+            removed: parking_lot::Mutex::new(RecentRemovals::default()),
+            alloc: tokio::sync::Mutex::new(Allocator::empty(geo.region_count)),
+            direct: dev.direct,
+            kind: dev.kind,
+            recovered_items: 0,
+            recovery_ms: 0,
+            closed: AtomicBool::new(false),
+        };
+        if let Claim::Recover(_) = claim {
+            store.alloc = tokio::sync::Mutex::new(recover::recover(&store.slab).await?);
+            store.recovered_items = store.slab.index.len() as u64;
+        }
+        // Until a clean close says otherwise, the next start must assume a crash.
+        let mut sb = store.superblock.clone();
+        sb.clean_shutdown = 0;
+        store.write_superblock(&sb)?;
+        store.recovery_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            path = %store.slab.path.display(),
+            engine = store.slab.engine.name(),
+            direct = store.direct,
+            regions = geo.region_count,
+            region_size = geo.region_size,
+            recovered_items = store.recovered_items,
+            last_shutdown_clean = store.superblock.clean_shutdown == 1,
+            ms = store.recovery_ms,
+            "disk store open"
+        );
+        Ok(store)
+    }
+
+    fn write_superblock(&self, sb: &Superblock) -> Result<()> {
+        write_superblock(&self.file, &self.slab.path, self.slab.geo.block, sb)
+    }
+
+    /// The device path.
+    pub fn path(&self) -> &Path {
+        &self.slab.path
+    }
+
+    /// Name of the io engine in use.
+    pub fn engine_name(&self) -> &'static str {
+        self.slab.engine.name()
+    }
+
+    /// Whether IO bypasses the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// File or block device.
+    pub fn device_kind(&self) -> DeviceKind {
+        self.kind
+    }
+
+    /// Largest value storable under a key of `key_len` bytes.
+    pub fn max_value_len(&self, key_len: usize) -> usize {
+        self.slab.geo.max_value_len(key_len)
+    }
+
+    /// True when `key` is indexed (its bytes may still fail their checksum on read).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.slab.index.get(key_hash(key)).is_some()
+    }
+
+    /// Reads the value of `key`; a missing, evicted or corrupt item is `None`.
+    pub async fn get(&self, key: &[u8]) -> Option<Bytes> {
+        let found = self.read_item(key).await;
+        let c = &self.slab.counters;
+        bump(if found.is_some() { &c.hits } else { &c.misses }, 1);
+        found
+    }
+
+    async fn read_item(&self, key: &[u8]) -> Option<Bytes> {
+        let (slab, geo) = (&self.slab, self.slab.geo);
+        let hash = key_hash(key);
+        let entry = slab.index.get(hash)?;
+        let offset = geo.abs_offset(entry.block);
+        let buf = AlignedBuf::recycled(entry.blocks() as usize * geo.block, geo.block);
+        let (res, buf) = slab.engine.read(offset, buf).await;
+        if let Err(e) = res {
+            let e = slab.io_error(e);
+            tracing::warn!(offset, error = %e, "disk read failed");
+            return None;
+        }
+        let Some(h) = item::verify(buf.as_slice()) else {
+            // Corrupt on the device (or torn by a crash): never serve these bytes.
+            if slab.index.remove_if(hash, &entry).is_some() {
+                bump(&slab.counters.checksum_failures, 1);
+                tracing::warn!(path = %slab.path.display(), block = entry.block, "item failed its checksum; dropped");
+            }
+            return None;
+        };
+        if h.version != entry.version || h.is_tombstone() || item::key_of(buf.as_slice(), &h) != key
+        {
+            // The region was reclaimed under this read, or another key shares the hash.
+            return None;
+        }
+        // The hot bit is only set, and only second chance reads it: skip the shard lock otherwise.
+        if slab.eviction == EvictionPolicy::SecondChance && !entry.is_hot() {
+            slab.index.mark_hot(hash, &entry);
+        }
+        let start = HEADER_LEN + h.key_len as usize;
+        let end = start + h.value_len as usize;
+        Some(Bytes::from_owner(buf).slice(start..end))
+    }
+
+    /// Writes `value` under `key`; it becomes readable once the device has it.
+    pub async fn insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.insert_parts(key, &[value]).await.map(|_| ())
+    }
+
+    /// Writes a value given in consecutive parts; returns the value as written (a view of the
+    /// write buffer, so a caller can keep it in memory without another copy).
+    pub async fn insert_parts(&self, key: &[u8], parts: &[&[u8]]) -> Result<Bytes> {
+        let (slab, geo) = (&self.slab, self.slab.geo);
+        let value_len: usize = parts.iter().map(|p| p.len()).sum();
+        let max = geo.max_value_len(key.len());
+        if value_len > max || key.len() > u16::MAX as usize {
+            return Err(StorageError::TooLarge {
+                size: value_len,
+                max,
+            });
+        }
+        let hash = key_hash(key);
+        let blocks = geo.blocks_of(item::padded_len(key.len(), value_len, geo.block));
+        let reserved = {
+            let mut a = self.alloc.lock().await;
+            a.reserve(slab, blocks, hash, false).await
+        };
+        let r = reserved.inspect_err(|e| {
+            if matches!(e, StorageError::Busy) {
+                bump(&slab.counters.rejected_busy, 1);
+            }
+        })?;
+        let buf = item::encode(key, parts, r.seq, 0, geo.block);
+        let buf = self.write_item(r, buf).await?;
+        let at = geo.abs_block(r.region, r.block);
+        if !self.removed.lock().removed_after(hash, r.seq) {
+            slab.index
+                .insert_if_newer(hash, Entry::new(at, blocks, r.seq));
+        }
+        bump(&slab.counters.inserts, 1);
+        bump(&slab.counters.insert_bytes, value_len as u64);
+        let start = HEADER_LEN + key.len();
+        Ok(Bytes::from_owner(buf).slice(start..start + value_len))
+    }
+
+    /// Forgets `key`, durably: a removal record is written so a restart does not bring it back.
+    pub async fn remove(&self, key: &[u8]) -> Result<()> {
+        let (slab, geo) = (&self.slab, self.slab.geo);
+        let hash = key_hash(key);
+        // Under the allocator lock, so a concurrent reclaim cannot copy the item forward after
+        // it was removed here.
+        let mut a = self.alloc.lock().await;
+        self.removed
+            .lock()
+            .record(hash, slab.seq.load(std::sync::atomic::Ordering::Relaxed));
+        if slab.index.remove(hash).is_none() {
+            return Ok(());
+        }
+        let blocks = geo.blocks_of(item::padded_len(key.len(), 0, geo.block));
+        let r = a.reserve(slab, blocks, hash, true).await?;
+        drop(a);
+        let buf = item::encode(key, &[], r.seq, FLAG_TOMBSTONE, geo.block);
+        self.write_item(r, buf).await.map(drop)
+    }
+
+    /// Writes an item image into its reservation. A write that fails is struck from its region's
+    /// summary (see [`Allocator::forget`]): recovery must not index bytes that may never have
+    /// landed over an older, intact version of the key.
+    async fn write_item(&self, r: Reservation, buf: AlignedBuf) -> Result<AlignedBuf> {
+        let release = self.slab.release(r.region);
+        let written = match injected_error!("disk::item_write") {
+            Some(e) => {
+                // Nothing reaches the device: the reservation ends here.
+                release();
+                Err(self.slab.io_error(e))
+            }
+            None => {
+                self.slab
+                    .write_at(r.region, r.block, buf, Some(release))
+                    .await
+            }
+        };
+        if written.is_err() {
+            self.alloc.lock().await.forget(&self.slab, r).await;
+        }
+        written
+    }
+
+    /// Seals the active region and records a clean shutdown, so the next start reads only
+    /// summaries. Idempotent; the store stays usable for reads.
+    pub async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut a = self.alloc.lock().await;
+        if let Some(region) = a.active_region() {
+            // Wait (a little) for writes in flight, so the summary describes landed items.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            // Their completions may have no one left to deliver them (a serving runtime that
+            // shut down first): deliver them from here.
+            self.slab.engine.complete_finished();
+            while self.slab.has_pending(region) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                self.slab.engine.complete_finished();
+            }
+        }
+        a.seal_active(&self.slab).await;
+        let mut sb = self.superblock.clone();
+        sb.clean_shutdown = 1;
+        self.write_superblock(&sb)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> DiskStats {
+        DiskStats {
+            items: self.slab.index.len() as u64,
+            index_bytes: self.slab.index.memory_bytes() as u64,
+            regions: self.slab.geo.region_count,
+            region_size: self.slab.geo.region_size,
+            recovered_items: self.recovered_items,
+            recovery_ms: self.recovery_ms,
+            last_shutdown_clean: self.superblock.clean_shutdown == 1,
+            ..self.slab.counters.snapshot()
+        }
+    }
+}
