@@ -16,9 +16,9 @@ fn node(s3: &S3Server, extra_routes: &str) -> Strata {
     let ep = s3.endpoint();
     let mut cfg = NodeConfig::new("http://127.0.0.1:9/");
     cfg.routes = format!(
-        "  - name: assets\n    path_prefix: /assets/\n    default_ttl: 1h\n    s3:\n{}      allow_writes: true\n\
-         \x20 - name: ro\n    path_prefix: /ro/\n    default_ttl: 1h\n    s3:\n{}\
-         \x20 - name: bad\n    path_prefix: /bad/\n    s3:\n{}{extra_routes}",
+        "  - name: assets\n    path_prefix: /assets/\n    default_ttl: 1h\n    public: true\n    s3:\n{}      allow_writes: true\n\
+         \x20 - name: ro\n    path_prefix: /ro/\n    default_ttl: 1h\n    public: true\n    s3:\n{}\
+         \x20 - name: bad\n    path_prefix: /bad/\n    public: true\n    s3:\n{}{extra_routes}",
         bucket_yaml(&ep, "assets", SECRET_KEY),
         bucket_yaml(&ep, "assets", SECRET_KEY),
         bucket_yaml(&ep, "assets", "not-the-secret"),
@@ -183,7 +183,7 @@ async fn a_replica_serves_when_the_primary_is_down() {
     let dead = format!("http://127.0.0.1:{}", free_port());
     let replica = bucket_yaml(&s3.endpoint(), "assets", SECRET_KEY).replace("      ", "          ");
     let extra = format!(
-        "  - name: rep\n    path_prefix: /rep/\n    s3:\n{}      replicas:\n        - endpoint: {}\n{}",
+        "  - name: rep\n    path_prefix: /rep/\n    public: true\n    s3:\n{}      replicas:\n        - endpoint: {}\n{}",
         bucket_yaml(&dead, "assets", SECRET_KEY),
         s3.endpoint(),
         replica.lines().skip(1).map(|l| format!("{l}\n")).collect::<String>(),

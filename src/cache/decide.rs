@@ -153,7 +153,8 @@ fn slices_available(plane: &CachePlane, job: &Job, meta: &ObjectMeta) -> bool {
     if job.is_head || meta.strong_etag().is_some() {
         return true;
     }
-    let Some(r) = job.needed(meta.status, meta.length) else {
+    let applies = job.range_applies(meta.header("etag"), meta.header("last-modified"));
+    let Some(r) = job.needed(meta.status, meta.length, applies) else {
         return true;
     };
     let (a, b) = r.slices(meta.slice_size as u64);

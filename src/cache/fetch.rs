@@ -134,7 +134,10 @@ pub(super) async fn lead(
         .unwrap_or_default();
     let up = match origin_request(job, &origin_range(plane, job), &conditionals) {
         Ok(up) => up,
-        Err(e) => return failed(fwd, Detail::OriginUnreachable, &e.to_string()),
+        Err(e) => {
+            tracing::warn!(route = %job.route.name, error = %e, "origin request not built");
+            return failed(fwd, Detail::OriginUnreachable, "origin request failed");
+        }
     };
     plane.metrics.origin_request(&job.route.name);
     let origin = match plane
@@ -153,7 +156,7 @@ pub(super) async fn lead(
                 UpstreamError::Credentials { .. } => Detail::OriginCredentials,
                 _ => Detail::OriginUnreachable,
             };
-            return failed(fwd, detail, &e.to_string());
+            return failed(fwd, detail, &e.public_message());
         }
     };
     let status = origin.header.status;
@@ -170,8 +173,8 @@ pub(super) async fn lead(
                     status: cs,
                 };
             }
-            // A 304 for another version than the stored one: drop ours and let the
-            // client's own request through (it never asked for a 304).
+            // A 304 for another version than the stored one, or one that makes it unstorable:
+            // drop ours and let the client's own request through (it never asked for a 304).
             let _ = plane.cache.remove(&meta_key(&job.key)).await;
             return Fetched::PassThrough(fwd);
         } else if s.if_error && status.is_server_error() {
@@ -202,7 +205,9 @@ fn stale_on_error(s: Stale, origin_status: Option<u16>, fwd: Forward) -> Fetched
     }
 }
 
-/// Merges a 304 into the stored response (RFC 9111 §4.3.4) and stores the result.
+/// Merges a 304 into the stored response (RFC 9111 §4.3.4) and stores the result; `None`
+/// when the 304 selects another version, or when the merged response may no longer be stored
+/// (a 304 that adds `Set-Cookie`, `private` or `no-store`): the caller drops the stored one.
 async fn refresh(
     plane: &CachePlane,
     job: &Job,
@@ -213,6 +218,11 @@ async fn refresh(
     let (policy, merged) =
         old.policy
             .revalidated(&old.header_map(), h, now, job.route.overrides)?;
+    // Only the response decides here: a client's own `no-store` must not evict the entry.
+    if let Err(why) = policy.storable(&HeaderMap::new(), &merged) {
+        tracing::info!(key = %job.key, reason = why.as_str(), "revalidated response no longer storable");
+        return None;
+    }
     let meta = ObjectMeta {
         headers: stored_headers(&merged),
         policy,
@@ -245,10 +255,13 @@ async fn adopt(
     // Without a strong ETag, slices this body does not cover could never be added later
     // (two fetches may be two versions): such a body is only stored if it covers what the
     // client asked for.
+    let header = |n: header::HeaderName| oh.headers.get(n).map(|v| v.as_bytes());
+    // With an `If-Range` this response does not match, the client wants all of it.
+    let range_applies = job.range_applies(header(header::ETAG), header(header::LAST_MODIFIED));
     let covers_need = |s: BodySpan| {
         let end = body_end(oh.status, &oh.headers, s.total);
         // Whatever the status, the client's range is what it asked of this response.
-        job.needed(200, s.total)
+        job.needed(200, s.total, range_applies)
             .is_none_or(|n| s.start <= n.start && n.end <= end)
     };
     let strong = oh
@@ -270,11 +283,22 @@ async fn adopt(
             }
             Fetched::Stored { meta, status: cs }
         }
-        (Ok(()), None) if oh.status == StatusCode::OK => {
+        // Only a chunked body proves its end (the terminating chunk); a body delimited by the
+        // connection closing looks the same whether it ended or was cut off: never stored.
+        (Ok(()), None) if oh.status == StatusCode::OK && is_chunked(&oh.headers) => {
             guard.resolve(Discovery::Uncoalescable);
             Fetched::Unsized {
                 origin,
                 policy,
+                fwd,
+            }
+        }
+        (Ok(()), None) if oh.status == StatusCode::OK => {
+            guard.resolve(Discovery::Uncoalescable);
+            Fetched::Unstored {
+                origin,
+                span,
+                why: Detail::CloseDelimited,
                 fwd,
             }
         }
@@ -335,7 +359,10 @@ async fn describe(
     });
     let s = meta.slice_size as u64;
     let first = span.start / s;
-    let wanted_last = job.needed(meta.status, total).map_or(0, |r| r.end / s);
+    let applies = job.range_applies(meta.header("etag"), meta.header("last-modified"));
+    let wanted_last = job
+        .needed(meta.status, total, applies)
+        .map_or(0, |r| r.end / s);
     // A one-byte probe covers no slice (unless the object is one byte long).
     let covers = total > 0
         && (oh.status != StatusCode::PARTIAL_CONTENT
@@ -390,6 +417,9 @@ pub(super) fn revalidate_in_background(
         if oh.status == StatusCode::NOT_MODIFIED {
             if refresh(&plane, &job, &stale, &oh.headers).await.is_some() {
                 guard.resolve(Discovery::Ready);
+            } else {
+                // Not this version, or no longer storable: the next request fetches anew.
+                let _ = plane.cache.remove(&meta_key(&job.key)).await;
             }
             plane.upstream.release(origin).await;
             return;
@@ -411,9 +441,28 @@ pub(super) fn revalidate_in_background(
                     drop(interest);
                 }
             }
-            None => drop(guard),
+            None => {
+                drop(guard);
+                // A new version this task cannot store (no length, a range, another status):
+                // the stale one must go, or every request in the window would serve it and
+                // revalidate again. The next request fetches in the foreground. A failing
+                // origin (5xx) leaves it, as stale-if-error would.
+                if !oh.status.is_server_error() {
+                    let _ = plane.cache.remove(&meta_key(&job.key)).await;
+                }
+            }
         }
     });
+}
+
+/// Whether a message's body is chunked (its last transfer coding, RFC 9112 §6.1).
+fn is_chunked(h: &HeaderMap) -> bool {
+    h.get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
 }
 
 /// The status an object is stored with: a 206 stands for the whole (200) representation.

@@ -9,7 +9,7 @@ use pingora::http::RequestHeader;
 
 use crate::cache::coalesce::Interest;
 use crate::cache::key::{cache_key, variant_key};
-use crate::http::range::{self, ByteRange, RangeRequest};
+use crate::http::range::{self, if_range_matches, ByteRange, RangeRequest};
 use crate::routing::Route;
 
 /// One request being served.
@@ -83,12 +83,25 @@ impl Job {
         };
     }
 
+    /// Whether the request's `Range` applies to a representation with these validators: always
+    /// without `If-Range`, else only when it matches (RFC 9110 §13.1.5).
+    pub(crate) fn range_applies(&self, etag: Option<&[u8]>, last_modified: Option<&[u8]>) -> bool {
+        self.if_range
+            .as_ref()
+            .is_none_or(|ir| if_range_matches(ir, etag, last_modified))
+    }
+
     /// The bytes of an object of `len` bytes this request needs: its range when the object
-    /// is a representation (status 200), else all of it; `None` when the object is empty.
-    pub(crate) fn needed(&self, status: u16, len: u64) -> Option<ByteRange> {
+    /// is a representation (status 200) the range applies to (`range_applies`, the object's
+    /// validators), else all of it; `None` when the object is empty.
+    pub(crate) fn needed(&self, status: u16, len: u64, range_applies: bool) -> Option<ByteRange> {
         let last = len.checked_sub(1)?;
-        Some(match self.range.as_ref().map(|r| range::evaluate(r, len)) {
-            Some(RangeRequest::Single(r)) if status == 200 => r,
+        let range = self
+            .range
+            .as_ref()
+            .filter(|_| range_applies && status == 200);
+        Some(match range.map(|r| range::evaluate(r, len)) {
+            Some(RangeRequest::Single(r)) => r,
             _ => ByteRange {
                 start: 0,
                 end: last,

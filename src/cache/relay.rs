@@ -60,7 +60,10 @@ pub(super) async fn forward(
         plane.upstream.release(origin).await;
         return Ok(Outcome::Served(cs));
     };
-    let wanted = match &job.range {
+    // The client's range applies only if its `If-Range` matches this response.
+    let header = |n: header::HeaderName| oh.headers.get(n).map(|v| v.as_bytes());
+    let applies = job.range_applies(header(header::ETAG), header(header::LAST_MODIFIED));
+    let wanted = match job.range.as_ref().filter(|_| applies) {
         Some(r) => range::evaluate(r, total),
         None => RangeRequest::Full,
     };

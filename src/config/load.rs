@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::path::PathBuf;
 
-use super::env::{expand_env, EnvError};
+use super::env::{expand_values, EnvError};
 use super::Config;
 
 /// A configuration error; the message names the key.
@@ -108,12 +108,13 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
-        let text = expand_env(text).map_err(|source| ConfigError::Env {
+        let mut doc: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        expand_values(&mut doc).map_err(|source| ConfigError::Env {
             path: path.to_path_buf(),
             source,
         })?;
-        let de = serde_norway::Deserializer::from_str(&text);
-        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let cfg: Config = serde_path_to_error::deserialize(doc).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner().to_string();
             if key == "." || key.is_empty() {

@@ -34,6 +34,11 @@ pub struct RouteConfig {
     /// `routes[].auth`: who may use the route.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// `routes[].public`: the operator's word that a route signing with Strata's own
+    /// credentials (an S3 route with keys) may serve anyone without `auth` (default false:
+    /// such a route needs `auth` or `public: true`).
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// `routes[].auth`.
@@ -133,7 +138,7 @@ impl std::fmt::Debug for S3Config {
 }
 
 /// `routes[].auth.jwt` as written in the configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Accepted algorithms (`HS256`…`EdDSA`); tokens signed otherwise are refused.
@@ -168,6 +173,23 @@ fn default_sources() -> Vec<String> {
     vec!["header".into()]
 }
 
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The shared secret never reaches logs or error messages.
+        f.debug_struct("JwtConfig")
+            .field("algorithms", &self.algorithms)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("public_key_file", &self.public_key_file)
+            .field("jwks_file", &self.jwks_file)
+            .field("sources", &self.sources)
+            .field("claims", &self.claims)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
 impl S3Config {
     /// The primary bucket's part of the configuration.
     pub fn primary(&self) -> BucketConfig {
@@ -180,5 +202,27 @@ impl S3Config {
             session_token: self.session_token.clone(),
             addressing: self.addressing,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_reach_debug_output() {
+        let jwt: JwtConfig =
+            serde_norway::from_str("{algorithms: [HS256], secret: 'hunter2-hunter2-hunter2'}")
+                .unwrap();
+        let s3: S3Config = serde_norway::from_str(
+            "{endpoint: 'http://s3', bucket: b, region: r, access_key_id: AKID, secret_access_key: SHHH}",
+        )
+        .unwrap();
+        let text = format!("{jwt:?} {s3:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("SHHH"),
+            "{text}"
+        );
+        assert!(text.contains("HS256"), "{text}");
     }
 }

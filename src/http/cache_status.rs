@@ -59,6 +59,12 @@ pub enum Detail {
     ReadOnly,
     /// An S3 route asked for the bucket itself, not an object.
     NoKey,
+    /// An S3 key with an empty leading segment or a dot segment.
+    BadKey,
+    /// An S3 write to a sub-resource uploads do not need.
+    SubResource,
+    /// A request path spelled ambiguously (an encoded separator, a malformed escape…).
+    BadPath,
     /// A JWT-guarded route without a token.
     TokenMissing,
     /// A token that does not verify.
@@ -77,6 +83,8 @@ pub enum Detail {
     OriginUnreachable,
     /// A variant of unknown length: forwarded, not stored.
     Vary,
+    /// A body delimited by the connection closing: its end cannot be told from a cut.
+    CloseDelimited,
     /// The response cannot be stored in slices (its body does not start on a slice boundary or
     /// lacks a length).
     Unsliceable,
@@ -91,6 +99,9 @@ impl Detail {
             Detail::NoRoute => "no-route",
             Detail::ReadOnly => "read-only",
             Detail::NoKey => "no-key",
+            Detail::BadKey => "bad-key",
+            Detail::SubResource => "sub-resource",
+            Detail::BadPath => "bad-path",
             Detail::TokenMissing => "token-missing",
             Detail::TokenInvalid => "token-invalid",
             Detail::TokenForbidden => "token-forbidden",
@@ -100,6 +111,7 @@ impl Detail {
             Detail::OriginCredentials => "origin-credentials",
             Detail::OriginUnreachable => "origin-unreachable",
             Detail::Vary => "vary",
+            Detail::CloseDelimited => "close-delimited",
             Detail::Unsliceable => "unsliceable",
             Detail::NotStored(n) => n.as_str(),
         }

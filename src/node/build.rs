@@ -50,6 +50,10 @@ routes:
   - name: b
     path_prefix: /b/
     s3: {endpoint: 'http://127.0.0.1:2', bucket: b, region: r}
+  - name: c
+    path_prefix: /c/
+    public: true
+    s3: {endpoint: 'http://127.0.0.1:2', bucket: c, region: r, access_key_id: k, secret_access_key: s}
 ";
 
     fn build(text: &str) -> Result<Router, String> {
@@ -65,6 +69,7 @@ routes:
             ("http://127.0.0.1:1/", "ftp://x/", "routes[0].origin"),
             ("bucket: b", "bucket: B!", "routes[1].s3.bucket"),
             ("region: r}", "region: r, access_key_id: k}", "routes[1].s3.secret_access_key"),
+            ("    public: true\n", "", "routes[2].public"),
             (
                 "origin: http://127.0.0.1:1/",
                 "origin: http://127.0.0.1:1/\n    auth: {jwt: {algorithms: [HS256], secret: short}}",

@@ -49,6 +49,18 @@ pub(crate) enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// What a client may be told: no host names, addresses or origin error text, which stay in
+    /// the log. Strata's own credentials refused is said plainly (it names the route, not the
+    /// bucket's host).
+    pub(crate) fn public_message(&self) -> String {
+        match self {
+            UpstreamError::Resolve(_) | UpstreamError::Connect(_) => "origin unreachable".into(),
+            UpstreamError::Credentials { .. } => self.to_string(),
+            UpstreamError::Sign(_) => "origin request could not be signed".into(),
+            _ => "origin failed".into(),
+        }
+    }
+
     /// True when the origin could not be reached at all (as opposed to answering badly).
     fn is_connect(&self) -> bool {
         matches!(self, UpstreamError::Resolve(_) | UpstreamError::Connect(_))

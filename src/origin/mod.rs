@@ -55,10 +55,25 @@ impl BackendError {
     }
 }
 
-/// A request path that addresses no object.
+/// Why a backend refuses a request before it reaches the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no object key")]
-pub(crate) struct NoKey;
+pub(crate) enum Refused {
+    /// An S3 path that names the bucket itself, not an object (404).
+    #[error("no object key")]
+    NoKey,
+    /// An S3 key with an empty leading segment or a `.` or `..` segment (400): S3 takes it
+    /// literally, other tools resolve it, and neither is what the route promises.
+    #[error("the object key has an empty or dot segment")]
+    BadKey,
+    /// An S3 write to a sub-resource other than those uploads need (403): `?acl`,
+    /// `?retention`, `?versionId`… would act with Strata's credentials.
+    #[error("this sub-resource cannot be written through this route")]
+    SubResource,
+}
+
+/// The query parameters an S3 write may carry: those of single and multipart uploads (and
+/// the operation hint some SDKs add).
+const S3_WRITE_PARAMS: [&str; 4] = ["uploads", "uploadId", "partNumber", "x-id"];
 
 impl Backend {
     /// Builds the backend of a route from `routes[].origin` or `routes[].s3`.
@@ -88,6 +103,14 @@ impl Backend {
         match self {
             Backend::Http(_) => e.url.authority_url(),
             Backend::S3(b) => format!("{}{}", e.url.authority_url(), b.primary().request_path("")),
+        }
+    }
+
+    /// Whether it acts with Strata's own credentials: whoever reaches the route can use them.
+    pub(crate) fn uses_credentials(&self) -> bool {
+        match self {
+            Backend::Http(_) => false,
+            Backend::S3(b) => b.is_signed(),
         }
     }
 
@@ -131,7 +154,7 @@ impl Backend {
         normalized: &str,
         query: Option<&str>,
         method: &Method,
-    ) -> Result<String, NoKey> {
+    ) -> Result<String, Refused> {
         let strip = |p: &'_ str| -> String {
             let rest = p.strip_prefix(prefix).unwrap_or(p);
             rest.strip_prefix('/').unwrap_or(rest).to_string()
@@ -150,17 +173,43 @@ impl Backend {
                 } else {
                     normalized
                 };
-                let key = s3::encode_key(&strip(base));
-                if key.is_empty() {
+                let rest = strip(base);
+                if rest.is_empty() {
                     // An empty key would address the bucket itself (a listing).
-                    return Err(NoKey);
+                    return Err(Refused::NoKey);
                 }
+                let decoded: Vec<u8> = percent_encoding::percent_decode_str(&rest).collect();
+                let leading_empty = decoded.first() == Some(&b'/');
+                let dots = decoded
+                    .split(|&b| b == b'/')
+                    .any(|s| s == b"." || s == b"..");
+                if leading_empty || dots {
+                    return Err(Refused::BadKey);
+                }
+                let key = s3::encode_key(&rest);
                 let safe = *method == Method::GET || *method == Method::HEAD;
+                if let Some(q) = query.filter(|_| !safe) {
+                    let allowed = url::form_urlencoded::parse(q.as_bytes())
+                        .all(|(k, _)| S3_WRITE_PARAMS.contains(&k.as_ref()));
+                    if !allowed {
+                        return Err(Refused::SubResource);
+                    }
+                }
                 Ok(match query.filter(|_| !safe) {
                     Some(q) => format!("/{key}?{q}"),
                     None => format!("/{key}"),
                 })
             }
+        }
+    }
+
+    /// The upstream path whose stored response a successful write to `upstream_path`
+    /// invalidates: S3 reads drop the query, so a write with one (completing a multipart
+    /// upload) invalidates the key without it.
+    pub(crate) fn invalidated_path<'a>(&self, upstream_path: &'a str) -> &'a str {
+        match self {
+            Backend::Http(_) => upstream_path,
+            Backend::S3(_) => upstream_path.split('?').next().unwrap_or(upstream_path),
         }
     }
 
@@ -185,7 +234,7 @@ impl Backend {
 mod tests {
     use super::*;
 
-    fn path(b: &Backend, prefix: &str, p: &str, q: Option<&str>) -> Result<String, NoKey> {
+    fn path(b: &Backend, prefix: &str, p: &str, q: Option<&str>) -> Result<String, Refused> {
         b.upstream_path(prefix, p, p, q, &Method::GET)
     }
 
@@ -216,8 +265,70 @@ mod tests {
         assert_eq!(raw.unwrap(), "/a%20b//c");
         let put = b.upstream_path("/s3/", "/s3/k", "/s3/k", Some("uploads"), &Method::PUT);
         assert_eq!(put.unwrap(), "/k?uploads");
-        assert_eq!(path(&b, "/s3/", "/s3/", None), Err(NoKey));
+        assert_eq!(path(&b, "/s3/", "/s3/", None), Err(Refused::NoKey));
         assert!(!b.allows(&Method::PUT) && b.allows(&Method::HEAD));
         assert!(!b.invalidates_locations());
+    }
+
+    fn s3() -> Backend {
+        let cfg: S3Config = serde_norway::from_str(
+            "{endpoint: 'http://127.0.0.1:9000', bucket: assets, region: us-east-1, allow_writes: true}",
+        )
+        .unwrap();
+        Backend::new(None, Some(&cfg)).unwrap()
+    }
+
+    #[test]
+    fn s3_keys_with_dot_or_empty_leading_segments_are_refused() {
+        let b = s3();
+        for raw in [
+            "/s3/x/..",
+            "/s3/.",
+            "/s3/..",
+            "/s3/a/./b",
+            "/s3///k",
+            "/s3/%2e%2e/k",
+            "/s3/x/%2E",
+        ] {
+            let got = b.upstream_path("/s3/", raw, "/s3/", None, &Method::GET);
+            assert_eq!(got, Err(Refused::BadKey), "{raw}");
+        }
+        let ok = b.upstream_path("/s3/", "/s3/a..b/.c/x//y", "/s3/", None, &Method::GET);
+        assert_eq!(ok.unwrap(), "/a..b/.c/x//y");
+    }
+
+    #[test]
+    fn s3_writes_reach_only_upload_sub_resources() {
+        let b = s3();
+        let put = |q: &str, m: Method| b.upstream_path("/s3/", "/s3/k", "/s3/k", Some(q), &m);
+        for q in [
+            "uploads",
+            "uploadId=7&partNumber=2",
+            "uploadId=7",
+            "x-id=PutObject",
+        ] {
+            assert!(put(q, Method::PUT).is_ok(), "{q}");
+            assert!(put(q, Method::POST).is_ok(), "{q}");
+        }
+        for (q, m) in [
+            ("acl", Method::PUT),
+            ("retention", Method::PUT),
+            ("legal-hold", Method::PUT),
+            ("restore", Method::POST),
+            ("select&select-type=2", Method::POST),
+            ("versionId=3", Method::DELETE),
+            ("uploadId=7&tagging", Method::PUT),
+        ] {
+            assert_eq!(put(q, m), Err(Refused::SubResource), "{q}");
+        }
+        // Reads drop the query instead: it never reaches the bucket.
+        assert_eq!(put("acl", Method::GET).unwrap(), "/k");
+    }
+
+    #[test]
+    fn s3_writes_with_a_query_invalidate_the_key_without_it() {
+        assert_eq!(s3().invalidated_path("/k?uploadId=7"), "/k");
+        let http = Backend::new(Some("http://127.0.0.1:1/"), None).unwrap();
+        assert_eq!(http.invalidated_path("/k?a=1"), "/k?a=1");
     }
 }

@@ -281,6 +281,11 @@ impl S3Backend {
         &self.targets[0]
     }
 
+    /// Whether requests are signed with Strata's own credentials (any bucket has keys).
+    pub(crate) fn is_signed(&self) -> bool {
+        self.targets.iter().any(|t| t.identity.is_some())
+    }
+
     /// Buckets to try for a read: healthy ones in configured order, then the rest.
     pub(crate) fn in_order(&self) -> Vec<Arc<S3Target>> {
         let (up, down): (Vec<_>, Vec<_>) = self.targets.iter().cloned().partition(|t| !t.is_down());

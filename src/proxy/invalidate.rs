@@ -25,9 +25,10 @@ pub(crate) async fn invalidate(
     upstream_path: &str,
     resp: &ResponseHeader,
 ) {
-    let key = cache_key(route, upstream_path);
-    let mut keys = vec![key.clone()];
-    let base = url::Url::parse(&key)
+    let path = route.backend.invalidated_path(upstream_path);
+    let mut keys = vec![cache_key(route, path)];
+    let url = format!("{}{path}", route.backend.key_base());
+    let base = url::Url::parse(&url)
         .ok()
         .filter(|_| route.backend.invalidates_locations());
     if let Some(base) = base {

@@ -22,6 +22,7 @@ use pingora::{Error, ErrorType, OrErr, Result};
 use crate::cache::{self, CachePlane, Outcome};
 use crate::http::cache_status::{CacheStatus, Detail, Forward};
 use crate::metrics::Metrics;
+use crate::origin::Refused;
 use crate::routing::{normalize, Route, Router};
 
 pub(crate) mod drain;
@@ -68,7 +69,15 @@ impl ProxyHttp for StrataProxy {
         if self.drain.is_draining() {
             session.set_keepalive(None);
         }
-        let path = normalize(session.req_header().uri.path());
+        let path = match normalize(session.req_header().uri.path()) {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::BadPath);
+                let message = e.to_string();
+                respond::error(session, StatusCode::BAD_REQUEST, &ctx.status, &message).await?;
+                return Ok(true);
+            }
+        };
         let Some(route) = self.router.find(&path) else {
             ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::NoRoute);
             respond::error(
@@ -105,10 +114,15 @@ impl ProxyHttp for StrataProxy {
         );
         ctx.upstream_path = match mapped {
             Ok(p) => p,
-            Err(no_key) => {
-                ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::NoKey);
-                let message = no_key.to_string();
-                respond::error(session, StatusCode::NOT_FOUND, &ctx.status, &message).await?;
+            Err(refused) => {
+                let (code, detail) = match refused {
+                    Refused::NoKey => (StatusCode::NOT_FOUND, Detail::NoKey),
+                    Refused::BadKey => (StatusCode::BAD_REQUEST, Detail::BadKey),
+                    Refused::SubResource => (StatusCode::FORBIDDEN, Detail::SubResource),
+                };
+                ctx.status = CacheStatus::fwd_with(Forward::Bypass, detail);
+                let message = refused.to_string();
+                respond::error(session, code, &ctx.status, &message).await?;
                 return Ok(true);
             }
         };
@@ -201,7 +215,13 @@ impl ProxyHttp for StrataProxy {
                 ctx.status = CacheStatus::fwd(Forward::Miss);
             }
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
-            let _ = respond::error(session, status, &ctx.status, &e.to_string()).await;
+            // The error's text names upstream addresses: it goes to the log, not the client.
+            tracing::warn!(status = code, error = %e, "request failed");
+            let message = match e.esource() {
+                pingora::ErrorSource::Upstream => "origin unreachable or failed",
+                _ => status.canonical_reason().unwrap_or("error"),
+            };
+            let _ = respond::error(session, status, &ctx.status, message).await;
         }
         FailToProxy {
             error_code: code,
@@ -216,7 +236,8 @@ impl ProxyHttp for StrataProxy {
         tracing::debug!(
             route,
             method = %session.req_header().method,
-            path = %session.req_header().uri,
+            // The path only: a query may carry a token (one a refused request still has).
+            path = %session.req_header().uri.path(),
             status,
             cache = %ctx.status.header_value(),
             error = e.map(|e| e.to_string()),

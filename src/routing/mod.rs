@@ -44,6 +44,12 @@ pub(crate) enum RouteError {
     /// The JWT check.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// Strata's own credentials offered to anyone without the operator saying so.
+    #[error(
+        "this route signs with Strata's credentials and has no auth: anyone could read (or \
+         write) the bucket through it; add auth, or set public: true to serve it to everyone"
+    )]
+    PublicUnsaid,
 }
 
 impl RouteError {
@@ -52,6 +58,7 @@ impl RouteError {
         match self {
             RouteError::Backend(e) => e.key(),
             RouteError::Auth(e) => format!("auth.jwt.{}", e.key()),
+            RouteError::PublicUnsaid => "public".into(),
         }
     }
 }
@@ -60,8 +67,11 @@ impl Route {
     /// Builds a route from its configuration, checking every value the config left to it.
     pub(crate) fn new(cfg: &RouteConfig) -> Result<Route, RouteError> {
         let backend = Backend::new(cfg.origin.as_deref(), cfg.s3.as_ref())?;
+        if backend.uses_credentials() && cfg.auth.is_none() && !cfg.public {
+            return Err(RouteError::PublicUnsaid);
+        }
         Ok(Route {
-            key_base: backend.key_base(),
+            key_base: key_base(&cfg.name, &backend),
             name: cfg.name.clone(),
             prefix: cfg.path_prefix.clone(),
             backend,
@@ -82,6 +92,14 @@ impl Route {
     pub(crate) fn key_base(&self) -> &str {
         &self.key_base
     }
+}
+
+/// What the cache keys of a route start with: the route's name (length-prefixed, so no two
+/// names and origins spell one prefix), then its origin's URL. Two routes never share stored
+/// responses, even over one origin: they may differ in credentials, auth or lifetimes, and a
+/// response one of them may serve is not the other's to give.
+fn key_base(name: &str, backend: &Backend) -> String {
+    format!("{}:{name}|{}", name.len(), backend.key_base())
 }
 
 /// Routes ordered so that the longest matching prefix wins.
@@ -125,6 +143,7 @@ mod tests {
             default_ttl: None,
             ignore_cache_control: false,
             auth: None,
+            public: false,
         }
     }
 
@@ -134,6 +153,18 @@ mod tests {
         let router = Router::new(&[all, cfg("deb", "/debian/", "http://127.0.0.1:1/")]).unwrap();
         assert_eq!(router.find("/debian/x").unwrap().name, "deb");
         assert_eq!(router.find("/other").unwrap().name, "all");
+    }
+
+    #[test]
+    fn routes_over_one_origin_have_their_own_keys() {
+        let router = Router::new(&[
+            cfg("a", "/a/", "http://127.0.0.1:1/"),
+            cfg("b", "/b/", "http://127.0.0.1:1/"),
+        ])
+        .unwrap();
+        let (a, b) = (router.find("/a/x").unwrap(), router.find("/b/x").unwrap());
+        assert_ne!(a.key_base(), b.key_base());
+        assert_eq!(a.key_base(), "1:a|http://127.0.0.1:1");
     }
 
     #[test]

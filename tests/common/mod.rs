@@ -75,6 +75,8 @@ pub(crate) struct NodeConfig {
     /// Extra top-level YAML (e.g. a `tls:` block).
     pub(crate) extra_top: String,
     pub(crate) routes: String,
+    /// `log.level`.
+    pub(crate) log_level: String,
 }
 
 impl NodeConfig {
@@ -86,6 +88,7 @@ impl NodeConfig {
             extra_cache: String::new(),
             extra_top: String::new(),
             routes: format!("  - name: test\n    path_prefix: /\n    origin: {origin}\n"),
+            log_level: "info".into(),
         }
     }
 }
@@ -108,8 +111,8 @@ impl Strata {
             None => String::new(),
         };
         let yaml = format!(
-            "listen: {addr}\nadmin:\n  listen: {admin}\nthreads: 2\nshutdown_grace: 5s\nlog:\n  level: info\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
-            cfg.extra_top, cfg.memory, cfg.slice, cfg.extra_cache, cfg.routes
+            "listen: {addr}\nadmin:\n  listen: {admin}\nthreads: 2\nshutdown_grace: 5s\nlog:\n  level: {}\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
+            cfg.log_level, cfg.extra_top, cfg.memory, cfg.slice, cfg.extra_cache, cfg.routes
         );
         let conf = dir.path().join("strata.yaml");
         std::fs::write(&conf, yaml).expect("write config");

@@ -270,6 +270,28 @@ fn requested_range(req: &Request<hyper::body::Incoming>, len: u64) -> Option<(u6
     (start <= end && start < len).then_some((start, end))
 }
 
+/// Whether the request's If-Range (if any) matches the object: an entity-tag strongly, a date
+/// exactly.
+fn if_range_matches(req: &Request<hyper::body::Incoming>, obj: &Object) -> bool {
+    let Some(ir) = req.headers().get("if-range").and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let header = |n: &str| {
+        obj.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let ir = ir.trim();
+    if ir.starts_with("W/") {
+        return false;
+    }
+    if ir.starts_with('"') {
+        return header("etag").is_some_and(|e| !e.starts_with("W/") && e == ir);
+    }
+    header("last-modified").is_some_and(|lm| lm == ir)
+}
+
 /// A 304 when the request's validators match the object (as a real origin answers them).
 fn not_modified(req: &Request<hyper::body::Incoming>, obj: &Object) -> Option<Response<RespBody>> {
     if obj.status != 200 {
@@ -375,12 +397,19 @@ async fn handle(
         tokio::time::sleep(obj.delay).await;
     }
     let len = obj.body.len();
-    let range = if obj.ignore_range || obj.status != 200 {
+    // RFC 9110 §13.1.5: a Range whose If-Range does not match is ignored (the whole object).
+    let if_range_ok = if_range_matches(&req, &obj);
+    let range = if obj.ignore_range || obj.status != 200 || !if_range_ok {
         None
     } else {
         requested_range(&req, len)
     };
-    if req.headers().contains_key("range") && range.is_none() && !obj.ignore_range && len > 0 {
+    if req.headers().contains_key("range")
+        && range.is_none()
+        && !obj.ignore_range
+        && if_range_ok
+        && len > 0
+    {
         if let Some(v) = req.headers().get("range").and_then(|v| v.to_str().ok()) {
             if let Some(s) = v.strip_prefix("bytes=").and_then(|s| s.split('-').next()) {
                 if s.parse::<u64>().is_ok_and(|s| s >= len) {

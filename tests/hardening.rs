@@ -1,0 +1,258 @@
+//! Hostile clients and origins: each test reproduces a way a request or an origin response
+//! could reach past its route, poison the cache or leak, and checks it no longer can.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+/// Sends raw request bytes and returns the whole response as text (the server closes).
+fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).expect("send");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn get_raw(addr: SocketAddr, target: &str) -> String {
+    raw(
+        addr,
+        &format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Issue item 2: spellings an origin decodes differently are refused before routing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_paths_are_refused_and_never_reach_the_origin() {
+    let origin = TestOrigin::start().await;
+    origin.put("/secret.txt", Object::new("the secret"));
+    origin.put("/pub/a", Object::new("public a"));
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.routes = format!(
+        "  - name: pub\n    path_prefix: /pub/\n    origin: {}pub/\n",
+        origin.url()
+    );
+    let node = Strata::start(&cfg);
+    for target in [
+        "/pub/%2E%2E%2Fsecret.txt",
+        "/pub/..%2fsecret.txt",
+        "/pub/..%5csecret.txt",
+        "/pub/..;/secret.txt",
+        "/pub/%zz",
+        "/pub/a%00",
+    ] {
+        let resp = get_raw(node.addr, target);
+        assert!(resp.starts_with("HTTP/1.1 400"), "{target}: {resp}");
+        assert!(resp.contains("detail=bad-path"), "{target}: {resp}");
+        assert!(!resp.contains("the secret"), "{target}: {resp}");
+    }
+    assert!(origin.seen().is_empty(), "{:?}", origin.seen());
+    // One canonical form: an escaped unreserved character is the same object, and key.
+    let first = get_raw(node.addr, "/pub/%61");
+    assert!(
+        first.starts_with("HTTP/1.1 200") && first.ends_with("public a"),
+        "{first}"
+    );
+    let second = get_raw(node.addr, "/pub/a");
+    assert!(second.contains("strata; hit"), "{second}");
+    assert_eq!(origin.hits("/pub/a"), 1);
+}
+
+/// Issue item 3: two routes over one origin never answer from each other's cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_over_one_origin_never_share_stored_responses() {
+    let origin = TestOrigin::start().await;
+    origin.put("/x", Object::new("x"));
+    let mut cfg = NodeConfig::new(&origin.url());
+    let u = origin.url();
+    cfg.routes = format!(
+        "  - name: a\n    path_prefix: /a/\n    origin: {u}\n  - name: b\n    path_prefix: /b/\n    origin: {u}\n"
+    );
+    let node = Strata::start(&cfg);
+    assert_eq!(
+        get(&node.url("/a/x")).await.1,
+        "strata; fwd=uri-miss; stored"
+    );
+    assert_eq!(get(&node.url("/a/x")).await.1, "strata; hit");
+    let (s, cs, b) = get(&node.url("/b/x")).await;
+    assert_eq!((s, &b[..]), (200, &b"x"[..]));
+    assert_eq!(
+        cs, "strata; fwd=uri-miss; stored",
+        "route b served route a's entry"
+    );
+    assert_eq!(origin.hits("/x"), 2);
+}
+
+/// Issue item 4: a 304 that adds `Set-Cookie` does not make the cookie part of the stored
+/// response served to everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_adding_set_cookie_is_not_stored() {
+    let origin = TestOrigin::start().await;
+    let obj = || {
+        Object::new("shared body")
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=0")
+    };
+    origin.put("/c", obj());
+    let node = Strata::start(&NodeConfig::new(&origin.url()));
+    assert_eq!(get(&node.url("/c")).await.1, "strata; fwd=uri-miss; stored");
+    // Alice's revalidation: the origin's 304 sets her session cookie.
+    origin.put("/c", obj().header("set-cookie", "session=alice"));
+    let r = reqwest::get(node.url("/c")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Bob's revalidation: the origin sets no cookie; he must not get Alice's.
+    origin.put("/c", obj());
+    let r = reqwest::get(node.url("/c")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("set-cookie").is_none(),
+        "another client's cookie was served from the cache: {:?}",
+        r.headers()
+    );
+    assert_eq!(r.bytes().await.unwrap(), "shared body");
+}
+
+/// Issue item 9: on a miss, `Range` with an `If-Range` the new response does not match gets
+/// the whole object, complete, even without a strong ETag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_with_a_stale_if_range_on_a_miss_gets_the_whole_object() {
+    let origin = TestOrigin::start().await;
+    let body = random_bytes((3 << 20) + 5, 9);
+    origin.put(
+        "/f",
+        Object::new(body.clone()).header("last-modified", "Tue, 15 Nov 1994 12:45:26 GMT"),
+    );
+    let node = Strata::start(&NodeConfig::new(&origin.url()));
+    let r = reqwest::Client::new()
+        .get(node.url("/f"))
+        .header("range", "bytes=1048576-1048675")
+        .header("if-range", "\"an-old-version\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = r.bytes().await.expect("the whole body, not a cut one");
+    assert!(got == body, "{} of {} bytes", got.len(), body.len());
+}
+
+/// Issue item 10: stale-while-revalidate replaces an object whose new version it cannot store
+/// in the background (no Content-Length), instead of serving the old one for the whole window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swr_does_not_serve_the_old_version_when_the_new_one_is_chunked() {
+    let origin = TestOrigin::start().await;
+    let version = |body: &'static str, etag: &str| {
+        Object::new(body)
+            .header("etag", etag)
+            .header("cache-control", "max-age=60, stale-while-revalidate=600")
+            // Stale on arrival: an age beyond its lifetime.
+            .header("age", "100")
+    };
+    origin.put("/s", version("v1", "\"1\""));
+    let node = Strata::start(&NodeConfig::new(&origin.url()));
+    assert_eq!(&get(&node.url("/s")).await.2[..], b"v1");
+    // No length, and a 200 even to the revalidation's `Range: bytes=0-`.
+    let mut v2 = version("v2", "\"2\"");
+    v2.chunked = true;
+    v2.ignore_range = true;
+    origin.put("/s", v2);
+    let mut seen = origin.hits("/s");
+    for _ in 0..10 {
+        let (s, cs, b) = get(&node.url("/s")).await;
+        assert_eq!(s, 200);
+        if &b[..] == b"v2" {
+            return;
+        }
+        assert!(cs.contains("stale-while-revalidate"), "{cs}");
+        // Each stale answer started a revalidation: wait for it to reach the origin.
+        seen += 1;
+        assert!(origin.wait_hits("/s", seen, Duration::from_secs(5)).await);
+    }
+    panic!("still serving the old version after 10 revalidations");
+}
+
+/// An origin on a raw socket that answers every connection with a close-delimited 200 whose
+/// body it cuts after `sent` of the bytes; counts connections.
+fn close_delimited_origin(body: &'static [u8], sent: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            c.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head =
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=3600\r\nConnection: close\r\n\r\n";
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body[..sent]);
+        }
+    });
+    (addr, count)
+}
+
+/// Issue item 12: a body delimited by the connection closing is never stored: a cut looks like
+/// its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_delimited_body_is_never_stored() {
+    let (addr, connections) = close_delimited_origin(b"0123456789abcdef", 10);
+    let node = Strata::start(&NodeConfig::new(&format!("http://{addr}/")));
+    let (s, cs, b) = get(&node.url("/cut")).await;
+    assert_eq!((s, &b[..]), (200, &b"0123456789"[..]));
+    assert!(cs.contains("detail=close-delimited"), "{cs}");
+    let (_, cs, _) = get(&node.url("/cut")).await;
+    assert!(
+        !cs.contains("hit"),
+        "a cut body was served as complete: {cs}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+/// Issue item 19: origin error text (addresses, host names) stays in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_errors_do_not_leak_addresses_to_clients() {
+    let port = free_port();
+    let node = Strata::start(&NodeConfig::new(&format!("http://127.0.0.1:{port}/")));
+    for method in ["GET", "POST"] {
+        let resp = raw(
+            node.addr,
+            &format!(
+                "{method} /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert!(resp.starts_with("HTTP/1.1 502"), "{method}: {resp}");
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+        assert!(body.contains("origin"), "{method}: {body}");
+        assert!(
+            !body.contains("127.0.0.1") && !body.contains(&port.to_string()),
+            "{method}: the origin's address leaked: {body}"
+        );
+    }
+}
+
+/// Issue item 19: a refused request's query token is not written to the log, even at debug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_not_logged() {
+    let origin = TestOrigin::start().await;
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.log_level = "debug".into();
+    cfg.routes = format!(
+        "  - name: g\n    path_prefix: /\n    origin: {}\n    auth:\n      jwt:\n        algorithms: [HS256]\n        secret: 0123456789abcdef0123\n        sources: [\"query:token\"]\n",
+        origin.url()
+    );
+    let mut node = Strata::start(&cfg);
+    let resp = get_raw(node.addr, "/x?token=SEKRET-TOKEN-VALUE");
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    node.terminate();
+    let log = node.log_text();
+    assert!(log.contains("request refused"), "{log}");
+    assert!(!log.contains("SEKRET-TOKEN-VALUE"), "{log}");
+}
