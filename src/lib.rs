@@ -15,6 +15,7 @@
 //! - `proxy`: the Pingora `ProxyHttp` phases: routing, pass-through, invalidation, error answers.
 //! - `node`: assembling a node from its configuration, the admin listener, shutdown.
 //! - [`cli`]: the `strata` commands.
+//! - `fuzz`: entry points of the fuzz targets in `fuzz/` (feature `fuzzing` only).
 //!
 //! # Data flow
 //! ```text
@@ -31,6 +32,9 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 
 mod cache;
 mod metrics;

@@ -51,6 +51,19 @@ use job::Job;
 use lookup::Found;
 pub(crate) use plane::{CachePlane, ErrorAnswer, Outcome};
 
+/// Fuzz entry: a stored record decodes to nothing, or to a record that encodes back to the
+/// same bytes.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_record(data: &[u8]) {
+    match record::Record::decode(data) {
+        Some(record::Record::Object(m)) => assert_eq!(&m.encode()[..], data),
+        Some(record::Record::Vary(names)) => {
+            assert_eq!(&record::Record::encode_vary(&names)[..], data)
+        }
+        None => {}
+    }
+}
+
 /// Serves a GET or HEAD from the cache or through it.
 pub(crate) async fn handle(
     plane: &CachePlane,

@@ -257,6 +257,10 @@ fn decode_policy(mut b: &[u8]) -> Option<Policy> {
     let lifetime = b.try_get_u64_le().ok()?;
     let status = b.try_get_u16_le().ok()?;
     let flags = b.try_get_u8().ok()?;
+    if flags & !3 != 0 {
+        // Bits this format does not define: not a record Strata wrote.
+        return None;
+    }
     let n = b.try_get_u16_le().ok()?;
     let mut directives = Vec::with_capacity(n.min(64) as usize);
     for _ in 0..n {
@@ -264,10 +268,11 @@ fn decode_policy(mut b: &[u8]) -> Option<Policy> {
         let k = std::str::from_utf8(take(&mut b, kl)?).ok()?.to_string();
         let v = match b.try_get_u8().ok()? {
             0 => None,
-            _ => {
+            1 => {
                 let vl = b.try_get_u16_le().ok()? as usize;
                 Some(std::str::from_utf8(take(&mut b, vl)?).ok()?.to_string())
             }
+            _ => return None,
         };
         directives.push((k, v));
     }
@@ -348,6 +353,19 @@ mod tests {
             assert!(Record::decode(&enc[..cut]).is_none(), "cut at {cut}");
         }
         assert!(Record::decode(b"nope").is_none());
+    }
+
+    #[test]
+    fn records_with_undefined_bits_are_rejected() {
+        let enc = encode_policy(&sample().policy);
+        // Byte 27 holds the flags; the first directive's has-value byte follows its name.
+        let mut flags = enc.clone();
+        flags[27] |= 0x40;
+        assert!(decode_policy(&flags).is_none());
+        let name_len = enc[30] as usize;
+        let mut has_value = enc.clone();
+        has_value[31 + name_len] = 2;
+        assert!(decode_policy(&has_value).is_none());
     }
 
     #[test]

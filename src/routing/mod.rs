@@ -102,6 +102,40 @@ fn key_base(name: &str, backend: &Backend) -> String {
     format!("{}:{name}|{}", name.len(), backend.key_base())
 }
 
+/// Fuzz entry: a request line and header lines through a JWT check that looks in every kind
+/// of source; it refuses or accepts, and a request it accepts has lost its token.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_jwt(data: &[u8]) {
+    use std::sync::OnceLock;
+    static AUTH: OnceLock<JwtAuth> = OnceLock::new();
+    let auth = AUTH.get_or_init(|| {
+        let cfg: crate::config::JwtConfig = serde_norway::from_str(
+            "{algorithms: [HS256], secret: fuzz-secret-fuzz-secret, sources: [header, 'query:token', 'header:x-token'], claims: {role: [a]}}",
+        )
+        .unwrap_or_else(|e| panic!("fuzz auth config: {e}"));
+        JwtAuth::new(&cfg).unwrap_or_else(|e| panic!("fuzz auth: {e}"))
+    });
+    let mut lines = data.split(|&b| b == b'\n');
+    let target = lines.next().unwrap_or(b"/");
+    let Ok(mut req) = pingora::http::RequestHeader::build("GET", target, None) else {
+        return;
+    };
+    for line in lines {
+        if let Some(c) = line.iter().position(|&b| b == b':') {
+            let _ = req.append_header(
+                String::from_utf8_lossy(&line[..c]).into_owned(),
+                line[c + 1..].trim_ascii(),
+            );
+        }
+    }
+    if auth.check(&mut req).is_ok() {
+        assert!(!req.headers.contains_key(http::header::AUTHORIZATION));
+        assert!(!req.headers.contains_key("x-token"));
+        let q = req.uri.query().unwrap_or("");
+        assert!(!url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "token"));
+    }
+}
+
 /// Routes ordered so that the longest matching prefix wins.
 #[derive(Debug)]
 pub(crate) struct Router {
