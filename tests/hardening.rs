@@ -256,3 +256,66 @@ async fn a_refused_token_is_not_logged() {
     assert!(log.contains("request refused"), "{log}");
     assert!(!log.contains("SEKRET-TOKEN-VALUE"), "{log}");
 }
+
+/// Issue item 5: a fill's response is shared, so it carries none of one client's own headers;
+/// a header the stored Vary names is sent once the Vary is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_forward_only_shared_headers() {
+    let origin = TestOrigin::start().await;
+    origin.put("/p", Object::new("page"));
+    origin.put("/v", Object::new("variant").header("vary", "x-device"));
+    let node = Strata::start(&NodeConfig::new(&origin.url()));
+    let client = reqwest::Client::new();
+    let r = client
+        .get(node.url("/p"))
+        .header("cookie", "session=alice")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-original-url", "/admin")
+        .header("origin", "https://evil.example")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_status(&r), "strata; fwd=uri-miss; stored");
+    let fill = origin.seen().into_iter().find(|s| s.path == "/p").unwrap();
+    for h in ["cookie", "x-forwarded-host", "x-original-url", "origin"] {
+        assert!(
+            !fill.headers.contains_key(h),
+            "{h} reached the origin on a fill: {fill:?}"
+        );
+    }
+    assert_eq!(
+        fill.headers.get("accept-encoding").map(String::as_str),
+        Some("gzip")
+    );
+    // Varies on a header the first fill could not know to send: not stored then; the next
+    // fill sends it, and its response is stored as that variant.
+    let ask = || {
+        client
+            .get(node.url("/v"))
+            .header("x-device", "phone")
+            .send()
+    };
+    let first = ask().await.unwrap();
+    assert!(
+        cache_status(&first).contains("detail=vary"),
+        "{}",
+        cache_status(&first)
+    );
+    let second = ask().await.unwrap();
+    assert_eq!(cache_status(&second), "strata; fwd=vary-miss; stored");
+    let seen: Vec<_> = origin
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/v")
+        .collect();
+    assert_eq!(
+        seen.last()
+            .unwrap()
+            .headers
+            .get("x-device")
+            .map(String::as_str),
+        Some("phone")
+    );
+    assert_eq!(cache_status(&ask().await.unwrap()), "strata; hit");
+}

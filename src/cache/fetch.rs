@@ -63,16 +63,20 @@ pub(super) enum Fetched {
     Failed(ErrorAnswer),
 }
 
-/// Request headers never forwarded on a fill: Strata sets its own range and validators.
-const NOT_FORWARDED: [HeaderName; 7] = [
-    header::HOST,
-    header::RANGE,
-    header::IF_RANGE,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_MATCH,
-    header::IF_UNMODIFIED_SINCE,
+/// The client headers a fill forwards, besides those a stored Vary names: a fill's response
+/// is shared with every client, so nothing that is one client's own (`Cookie`,
+/// `Authorization`, `X-Forwarded-*`, `Origin`, `User-Agent`…) may shape it. Strata sets the
+/// range, validators and `Host` itself.
+const FILL_HEADERS: [HeaderName; 3] = [
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::ACCEPT_LANGUAGE,
 ];
+
+/// Whether a fill for `job` forwarded the request header `name`.
+fn forwarded(job: &Job, name: &str) -> bool {
+    FILL_HEADERS.iter().any(|h| h.as_str() == name) || job.vary_names.iter().any(|n| n == name)
+}
 
 /// The origin request for `job`: its headers, Strata's range, and validators if any.
 fn origin_request(
@@ -82,7 +86,7 @@ fn origin_request(
 ) -> pingora::Result<RequestHeader> {
     let mut up = RequestHeader::build(Method::GET, job.upstream_path.as_bytes(), None)?;
     for (name, value) in end_to_end(&job.headers) {
-        if !NOT_FORWARDED.contains(&name) {
+        if forwarded(job, name.as_str()) {
             up.append_header(name, value)?;
         }
     }
@@ -268,6 +272,25 @@ async fn adopt(
         .headers
         .get(header::ETAG)
         .is_some_and(|e| is_strong_etag(e.as_bytes()));
+    // A response that varies on a header this fill did not send was chosen without it: it is
+    // no variant of anyone's. Its Vary record is kept, so the next fill sends the header.
+    let names = vary::names(&oh.headers).unwrap_or_default();
+    if verdict.is_ok() && names.iter().any(|n| !forwarded(job, n)) {
+        let record = Record::encode_vary(&names);
+        plane
+            .cache
+            .insert_memory_now(&meta_key(&job.base_key), record.clone());
+        if let Err(e) = plane.cache.insert(&meta_key(&job.base_key), record).await {
+            tracing::warn!(key = %job.base_key, error = %e, "vary record not stored on disk");
+        }
+        guard.resolve(Discovery::Uncoalescable);
+        return Fetched::Unstored {
+            origin,
+            span,
+            why: Detail::Vary,
+            fwd,
+        };
+    }
     match (verdict, span) {
         (Ok(()), Some(s)) if sliceable(s) && (strong || covers_need(s)) => {
             let (meta, run) = describe(plane, job, &origin.header, policy, s).await;

@@ -32,6 +32,8 @@ pub(crate) struct Job {
     pub(crate) range: Option<Bytes>,
     /// The client's `If-Range`.
     pub(crate) if_range: Option<Bytes>,
+    /// The request headers the URL's stored responses vary on (from its Vary record).
+    pub(crate) vary_names: Vec<String>,
     /// Runs this request depends on, kept alive until it is done.
     pub(crate) held: Vec<Interest>,
 }
@@ -53,6 +55,7 @@ impl Job {
             headers: h.clone(),
             range: bytes_of(header::RANGE),
             if_range: bytes_of(header::IF_RANGE),
+            vary_names: Vec::new(),
             held: Vec::new(),
         }
     }
@@ -70,12 +73,14 @@ impl Job {
             headers: self.headers.clone(),
             range: None,
             if_range: None,
+            vary_names: self.vary_names.clone(),
             held: Vec::new(),
         }
     }
 
     /// Selects the variant named by a response's Vary `names` (none: the URL's own key).
     pub(crate) fn select_variant(&mut self, names: &[String]) {
+        self.vary_names = names.to_vec();
         self.key = if names.is_empty() {
             self.base_key.clone()
         } else {

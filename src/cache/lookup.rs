@@ -17,7 +17,7 @@ pub(super) enum Found {
 }
 
 /// Finds the stored response for the request, following a Vary record to its variant (and
-/// setting the job's key to the variant's).
+/// setting the job's key, and the names it varies on, to the variant's).
 pub(super) async fn find(plane: &CachePlane, job: &mut Job) -> Found {
     match record(plane, &job.base_key).await {
         Some(Record::Object(m)) => Found::Object(m),

@@ -81,7 +81,8 @@ pub enum Detail {
     OriginCredentials,
     /// The origin could not be reached or broke the exchange.
     OriginUnreachable,
-    /// A variant of unknown length: forwarded, not stored.
+    /// Forwarded, not stored: a response varying on a header the fill did not send, or a
+    /// variant of unknown length.
     Vary,
     /// A body delimited by the connection closing: its end cannot be told from a cut.
     CloseDelimited,
