@@ -47,6 +47,14 @@ pub enum StorageError {
         /// The device's block size.
         block: usize,
     },
+    /// The configured region size is larger than one region scan can read.
+    #[error("invalid storage configuration: region size {region_size} is larger than the largest supported ({max} bytes)")]
+    RegionTooLarge {
+        /// The configured region size.
+        region_size: u64,
+        /// The largest region size the store accepts ([`crate::MAX_REGION_SIZE`]).
+        max: u64,
+    },
     /// The device is too small for two regions.
     #[error("invalid storage configuration: device of {device_size} bytes holds fewer than 2 regions of {region_size} bytes")]
     TooFewRegions {

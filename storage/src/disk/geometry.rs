@@ -13,6 +13,11 @@ use super::ondisk::superblock::Superblock;
 /// Where region 0 starts: the superblock's block, rounded up so regions are MiB-aligned.
 pub(crate) const DATA_OFFSET: u64 = 1 << 20;
 
+/// The largest region size: recovery and reclaim read a whole region in one IO, whose length
+/// the io engines pass to the kernel as a `u32` (and Linux moves at most 2 GiB - 4 KiB per
+/// call), so 1 GiB leaves room. Larger regions would truncate those reads.
+pub const MAX_REGION_SIZE: u64 = 1 << 30;
+
 /// The geometry of a formatted device, in the units the store addresses it by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {

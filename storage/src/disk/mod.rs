@@ -31,6 +31,7 @@ mod stats;
 
 pub use claim::format;
 pub use config::{DiskConfig, EvictionPolicy};
+pub use geometry::MAX_REGION_SIZE;
 pub use inspect::{inspect, InspectReport};
 pub use ondisk::item::HEADER_LEN as ITEM_HEADER_LEN;
 pub use ondisk::superblock::Superblock;
