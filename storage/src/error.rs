@@ -92,6 +92,16 @@ pub enum StorageError {
         #[source]
         source: io::Error,
     },
+    /// The cache file is locked by another store (another node, or `strata format`, on the
+    /// same file).
+    #[error("refusing to use {path}: it is in use by another Strata store (another node or `strata format` has it open)")]
+    DeviceLocked {
+        /// The file.
+        path: PathBuf,
+        /// What the system said (EWOULDBLOCK).
+        #[source]
+        source: io::Error,
+    },
     /// An io engine name that is not one of `auto`, `io_uring` or `psync`.
     #[error("unknown io engine `{name}` (expected auto, io_uring or psync)")]
     UnknownEngine {
