@@ -400,3 +400,88 @@ async fn a_write_failing_after_its_region_was_sealed_unlists_the_summary() {
     absent_or_exact(&store, 1).await;
     scenario.teardown();
 }
+
+/// The first item write to reach `disk::item_write` waits there until released; returns the
+/// receivers of "held" and the sender of "release".
+fn hold_first_item_write() -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Mutex};
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (first, release_rx) = (AtomicBool::new(true), Mutex::new(release_rx));
+    fail::cfg_callback("disk::item_write", move || {
+        if first.swap(false, Ordering::AcqRel) {
+            let _ = held_tx.send(());
+            let _ = release_rx.lock().expect("lock").recv();
+        }
+    })
+    .expect("failpoint");
+    (held_rx, release_tx)
+}
+
+/// L1 updates are guarded per key: a removal of key A while key B is being written does not keep
+/// B out of memory, but a removal of A while A is being written still keeps that (stale) A out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_keeps_only_its_own_key_out_of_memory() {
+    use std::sync::Arc;
+    use strata_storage::{TieredCache, TieredCacheConfig};
+
+    let scenario = FailScenario::setup();
+    let dir = scratch();
+    let cache = Arc::new(
+        TieredCache::open(TieredCacheConfig {
+            memory: 16 << 20,
+            disk: Some(config(
+                &dir.path().join("tiered.img"),
+                SIZE,
+                EngineKind::Psync,
+            )),
+            admission: Default::default(),
+        })
+        .await
+        .expect("open"),
+    );
+    let small = |n: u64| bytes::Bytes::from(value(n, 1, 1000));
+    let memory_hits = |c: &TieredCache| c.stats().memory.hits;
+    // With no removal at all, a written value is served from memory.
+    cache.insert(b"c", small(3)).await.expect("insert");
+    let hits = memory_hits(&cache);
+    assert_eq!(cache.get(b"c").await, Some(small(3)));
+    assert_eq!(memory_hits(&cache), hits + 1, "c from memory");
+
+    // B's write is held while A is removed.
+    cache.insert(b"a", small(1)).await.expect("insert");
+    let (held, release) = hold_first_item_write();
+    let b = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.insert(b"b", small(2)).await }
+    });
+    held.recv().expect("b's write is held");
+    cache.remove(b"a").await.expect("remove a");
+    release.send(()).expect("release");
+    b.await.expect("task").expect("insert b");
+    fail::remove("disk::item_write");
+    let hits = memory_hits(&cache);
+    assert_eq!(cache.get(b"b").await, Some(small(2)));
+    assert_eq!(
+        memory_hits(&cache),
+        hits + 1,
+        "b was kept out of memory by a removal of a"
+    );
+
+    // A's write (a newer value) is held while A is removed: neither tier may serve it.
+    let (held, release) = hold_first_item_write();
+    let a = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.insert(b"a", small(9)).await }
+    });
+    held.recv().expect("a's write is held");
+    cache.remove(b"a").await.expect("remove a");
+    release.send(()).expect("release");
+    a.await.expect("task").expect("insert a");
+    fail::remove("disk::item_write");
+    let hits = memory_hits(&cache);
+    assert_eq!(cache.get(b"a").await, None, "a removed while written");
+    assert_eq!(memory_hits(&cache), hits);
+    scenario.teardown();
+}
