@@ -39,6 +39,19 @@ pub enum StorageError {
         /// The device.
         path: PathBuf,
     },
+    /// The device's superblock passes its checksum but describes a geometry that does not hold
+    /// together (a crafted or damaged image); it is left untouched.
+    #[error(
+        "refusing to read {path}: its superblock's {field} ({value}) does not fit its geometry"
+    )]
+    CorruptGeometry {
+        /// The device.
+        path: PathBuf,
+        /// The superblock field at fault.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
     /// The configured region size is unusable.
     #[error("invalid storage configuration: region size {region_size} must be at least 1MiB and a multiple of {block}")]
     RegionSize {

@@ -85,7 +85,7 @@ impl DiskStore {
         let wanted = new_superblock(cfg, &dev)?;
         let claim = claim_device(&dev, wanted, cfg.overwrite)?;
         let (Claim::Recover(sb) | Claim::Format(sb)) = &claim;
-        let geo = Geometry::of(sb);
+        let geo = Geometry::checked(sb, &dev.path)?;
         let file = Arc::new(
             dev.file
                 .try_clone()
