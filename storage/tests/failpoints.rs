@@ -485,3 +485,51 @@ async fn a_removal_keeps_only_its_own_key_out_of_memory() {
     assert_eq!(memory_hits(&cache), hits);
     scenario.teardown();
 }
+
+/// `disk::index_insert`: an insert whose write has landed is held before its index entry goes
+/// in, while the device fills and regions are reclaimed. Its region must not be reclaimed (and
+/// reopened) under it: once it finishes, the key is indexed only where its bytes are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_is_not_reclaimed_under_an_insert_not_yet_indexed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+
+    let scenario = FailScenario::setup();
+    let dir = scratch();
+    let mut cfg = config(&dir.path().join("late-index.img"), SIZE, EngineKind::Psync);
+    cfg.eviction = strata_storage::EvictionPolicy::Fifo;
+    let store = Arc::new(DiskStore::open(&cfg).await.expect("open"));
+
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (first, release_rx) = (AtomicBool::new(true), Mutex::new(release_rx));
+    fail::cfg_callback("disk::index_insert", move || {
+        if first.swap(false, Ordering::AcqRel) {
+            let _ = held_tx.send(());
+            let _ = release_rx.lock().expect("lock").recv();
+        }
+    })
+    .expect("failpoint");
+    // Key 1000 is the first item of region 0, the oldest: the first to be reclaimed.
+    let late = tokio::spawn({
+        let store = store.clone();
+        async move { store.insert(&key(1000), &item(1000)).await }
+    });
+    held_rx.recv().expect("the insert is held before the index");
+    // 7 regions of 10 items: 80 more inserts need several reclaims.
+    for k in 0..80 {
+        store.insert(&key(k), &item(k)).await.expect("insert");
+    }
+    assert!(store.stats().evicted_regions >= 2, "{:?}", store.stats());
+    release_tx.send(()).expect("release");
+    late.await.expect("task").expect("insert");
+    fail::remove("disk::index_insert");
+
+    let indexed = store.contains(&key(1000));
+    let read = absent_or_exact(&store, 1000).await;
+    assert_eq!(
+        indexed, read,
+        "an index entry must point at the item's bytes, not into a reopened region"
+    );
+    scenario.teardown();
+}

@@ -50,7 +50,7 @@ use geometry::Geometry;
 use index::{Entry, Index};
 use ondisk::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
 use removals::RecentRemovals;
-use slab::Slab;
+use slab::{Slab, WriteClaim};
 use stats::{bump, Counters};
 
 use crate::error::{Result, StorageError};
@@ -241,13 +241,20 @@ impl DiskStore {
                 bump(&slab.counters.rejected_busy, 1);
             }
         })?;
+        // Held until the index entry is in: the region is not reclaimed before.
+        let claim = slab.claim(r.region);
         let buf = item::encode(key, parts, r.seq, 0, geo.block);
-        let buf = self.write_item(r, buf).await?;
+        let buf = self.write_item(r, buf, &claim).await?;
         let at = geo.abs_block(r.region, r.block);
+        if let Some(e) = injected_error!("disk::index_insert") {
+            // Tests hold the insert here (a callback); an injected error is a lost insert.
+            return Err(slab.io_error(e));
+        }
         if !self.removed.lock().removed_after(hash, r.seq) {
             slab.index
                 .insert_if_newer(hash, Entry::new(at, blocks, r.seq));
         }
+        drop(claim);
         bump(&slab.counters.inserts, 1);
         bump(&slab.counters.insert_bytes, value_len as u64);
         let start = HEADER_LEN + key.len();
@@ -269,25 +276,29 @@ impl DiskStore {
         }
         let blocks = geo.blocks_of(item::padded_len(key.len(), 0, geo.block));
         let r = a.reserve(slab, blocks, hash, true).await?;
+        let claim = slab.claim(r.region);
         drop(a);
         let buf = item::encode(key, &[], r.seq, FLAG_TOMBSTONE, geo.block);
-        self.write_item(r, buf).await.map(drop)
+        self.write_item(r, buf, &claim).await.map(drop)
     }
 
     /// Writes an item image into its reservation. A write that fails is struck from its region's
     /// summary (see [`Allocator::forget`]): recovery must not index bytes that may never have
     /// landed over an older, intact version of the key.
-    async fn write_item(&self, r: Reservation, buf: AlignedBuf) -> Result<AlignedBuf> {
-        let release = self.slab.release(r.region);
+    /// The device's completion hook holds a clone of `claim`, so the region stays unreclaimable
+    /// until the device is done with the write, whatever becomes of the caller.
+    async fn write_item(
+        &self,
+        r: Reservation,
+        buf: AlignedBuf,
+        claim: &WriteClaim,
+    ) -> Result<AlignedBuf> {
         let written = match injected_error!("disk::item_write") {
-            Some(e) => {
-                // Nothing reaches the device: the reservation ends here.
-                release();
-                Err(self.slab.io_error(e))
-            }
+            // Nothing reaches the device: the reservation ends with the caller's claim.
+            Some(e) => Err(self.slab.io_error(e)),
             None => {
                 self.slab
-                    .write_at(r.region, r.block, buf, Some(release))
+                    .write_at(r.region, r.block, buf, Some(claim.hook()))
                     .await
             }
         };
