@@ -307,10 +307,11 @@ async fn failed_item_write_keeps_the_older_version() {
     scenario.teardown();
 }
 
-/// `disk::region_header_write` during a reclaim: the items given a second chance are lost with
-/// the region that could not be reopened, and counted as evicted like the others.
+/// `disk::region_header_write` during a reclaim: the region whose next generation cannot be
+/// opened keeps its old one, items indexed (none is lost or counted evicted); once the fault
+/// clears, the reclaim proceeds and second chance copies the read items forward.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn second_chance_items_lost_with_a_failed_open_are_counted() {
+async fn a_region_that_cannot_be_reopened_keeps_its_items() {
     let scenario = FailScenario::setup();
     let dir = scratch();
     let cfg = config(&dir.path().join("hot.img"), SIZE, EngineKind::Psync);
@@ -333,17 +334,15 @@ async fn second_chance_items_lost_with_a_failed_open_are_counted() {
     fail::remove("disk::region_header_write");
 
     let s = store.stats();
-    assert_eq!(s.evicted_regions, 1);
-    assert_eq!(s.reinserted_items, 0);
-    assert_eq!(
-        s.items + s.evicted_items,
-        n,
-        "every item out of the index is counted: {s:?}"
-    );
-    assert!(store.get(&key(0)).await.is_none(), "lost with region 0");
-    all_present(&store, 10..n).await;
+    assert_eq!((s.evicted_regions, s.evicted_items), (0, 0), "{s:?}");
+    assert_eq!(s.items, n, "region 0 keeps its items: {s:?}");
+    all_present(&store, 0..n).await;
     store.insert(&key(n), &item(n)).await.expect("heals");
-    all_present(&store, 10..=n).await;
+    let s = store.stats();
+    assert_eq!(s.evicted_regions, 1);
+    assert_eq!(s.reinserted_items, 5, "{s:?}");
+    assert_eq!(s.items + s.evicted_items, n + 1, "{s:?}");
+    all_present(&store, (0..5).chain(10..=n)).await;
     scenario.teardown();
 }
 
@@ -531,5 +530,41 @@ async fn a_region_is_not_reclaimed_under_an_insert_not_yet_indexed() {
         indexed, read,
         "an index entry must point at the item's bytes, not into a reopened region"
     );
+    scenario.teardown();
+}
+
+/// `disk::region_header_write` during a reclaim, then a removal and a crash: the region that
+/// could not be reopened keeps its old generation on the device, so its items must not have left
+/// the index either. Otherwise the removal finds nothing to record, and after the crash the
+/// region's old summary brings the removed key back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_whose_reopen_failed_does_not_bring_removed_keys_back() {
+    let scenario = FailScenario::setup();
+    let dir = scratch();
+    let mut cfg = config(&dir.path().join("reopen.img"), SIZE, EngineKind::Psync);
+    cfg.eviction = strata_storage::EvictionPolicy::Fifo;
+    let n = 70u64;
+    {
+        let store = DiskStore::open(&cfg).await.expect("open");
+        // 7 regions of 10 items: the device is full, region 0 (keys 0..10) the oldest.
+        for k in 0..n {
+            store.insert(&key(k), &item(k)).await.expect("insert");
+        }
+        fail::cfg("disk::region_header_write", "return").expect("failpoint");
+        store
+            .insert(&key(n), &item(n))
+            .await
+            .expect_err("region 0 cannot be reopened");
+        fail::remove("disk::region_header_write");
+        store.remove(&key(0)).await.expect("remove");
+        assert!(store.get(&key(0)).await.is_none());
+        // A crash: no close.
+    }
+    let store = DiskStore::open(&cfg).await.expect("reopen");
+    assert!(
+        store.get(&key(0)).await.is_none(),
+        "a removed key came back from a region whose reopen failed"
+    );
+    all_present(&store, 10..n).await;
     scenario.teardown();
 }
