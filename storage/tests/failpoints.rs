@@ -400,15 +400,15 @@ async fn a_write_failing_after_its_region_was_sealed_unlists_the_summary() {
     scenario.teardown();
 }
 
-/// The first item write to reach `disk::item_write` waits there until released; returns the
-/// receivers of "held" and the sender of "release".
-fn hold_first_item_write() -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+/// The first operation to reach the failpoint `name` waits there until released; returns the
+/// receiver of "held" and the sender of "release".
+fn hold_first(name: &'static str) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{mpsc, Mutex};
     let (held_tx, held_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let (first, release_rx) = (AtomicBool::new(true), Mutex::new(release_rx));
-    fail::cfg_callback("disk::item_write", move || {
+    fail::cfg_callback(name, move || {
         if first.swap(false, Ordering::AcqRel) {
             let _ = held_tx.send(());
             let _ = release_rx.lock().expect("lock").recv();
@@ -450,7 +450,7 @@ async fn a_removal_keeps_only_its_own_key_out_of_memory() {
 
     // B's write is held while A is removed.
     cache.insert(b"a", small(1)).await.expect("insert");
-    let (held, release) = hold_first_item_write();
+    let (held, release) = hold_first("disk::item_write");
     let b = tokio::spawn({
         let cache = cache.clone();
         async move { cache.insert(b"b", small(2)).await }
@@ -469,7 +469,7 @@ async fn a_removal_keeps_only_its_own_key_out_of_memory() {
     );
 
     // A's write (a newer value) is held while A is removed: neither tier may serve it.
-    let (held, release) = hold_first_item_write();
+    let (held, release) = hold_first("disk::item_write");
     let a = tokio::spawn({
         let cache = cache.clone();
         async move { cache.insert(b"a", small(9)).await }
@@ -490,8 +490,7 @@ async fn a_removal_keeps_only_its_own_key_out_of_memory() {
 /// reopened) under it: once it finishes, the key is indexed only where its bytes are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_is_not_reclaimed_under_an_insert_not_yet_indexed() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{mpsc, Arc, Mutex};
+    use std::sync::Arc;
 
     let scenario = FailScenario::setup();
     let dir = scratch();
@@ -499,16 +498,7 @@ async fn a_region_is_not_reclaimed_under_an_insert_not_yet_indexed() {
     cfg.eviction = strata_storage::EvictionPolicy::Fifo;
     let store = Arc::new(DiskStore::open(&cfg).await.expect("open"));
 
-    let (held_tx, held_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let (first, release_rx) = (AtomicBool::new(true), Mutex::new(release_rx));
-    fail::cfg_callback("disk::index_insert", move || {
-        if first.swap(false, Ordering::AcqRel) {
-            let _ = held_tx.send(());
-            let _ = release_rx.lock().expect("lock").recv();
-        }
-    })
-    .expect("failpoint");
+    let (held_rx, release_tx) = hold_first("disk::index_insert");
     // Key 1000 is the first item of region 0, the oldest: the first to be reclaimed.
     let late = tokio::spawn({
         let store = store.clone();
@@ -566,5 +556,71 @@ async fn a_region_whose_reopen_failed_does_not_bring_removed_keys_back() {
         "a removed key came back from a region whose reopen failed"
     );
     all_present(&store, 10..n).await;
+    scenario.teardown();
+}
+
+/// A burst of removals (more than any fixed window of recent removals) while an insert of a
+/// removed key is in flight: the insert, older than the removal, must not bring the key back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_removals_does_not_let_a_stale_insert_back() {
+    use std::sync::Arc;
+
+    let scenario = FailScenario::setup();
+    let dir = scratch();
+    let cfg = config(&dir.path().join("burst.img"), SIZE, EngineKind::Psync);
+    let store = Arc::new(DiskStore::open(&cfg).await.expect("open"));
+    store.insert(&key(1), &item(1)).await.expect("insert");
+    let (held, release) = hold_first("disk::index_insert");
+    let stale = tokio::spawn({
+        let store = store.clone();
+        async move { store.insert(&key(1), &value(1, 99, ITEM)).await }
+    });
+    held.recv().expect("the insert is held");
+    store.remove(&key(1)).await.expect("remove");
+    for k in 10_000..15_000 {
+        store.remove(&key(k)).await.expect("remove");
+    }
+    release.send(()).expect("release");
+    stale.await.expect("task").expect("insert");
+    fail::remove("disk::index_insert");
+    assert!(
+        !store.contains(&key(1)),
+        "a stale insert brought a removed key back"
+    );
+    assert!(store.get(&key(1)).await.is_none());
+    scenario.teardown();
+}
+
+/// A key removed while its first insert is in flight (written, not indexed yet) is removed
+/// durably: after a crash the insert's item must not bring it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_during_the_first_insert_of_a_key_survives_a_crash() {
+    use std::sync::Arc;
+
+    let scenario = FailScenario::setup();
+    let dir = scratch();
+    let cfg = config(&dir.path().join("unindexed.img"), SIZE, EngineKind::Psync);
+    {
+        let store = Arc::new(DiskStore::open(&cfg).await.expect("open"));
+        store.insert(&key(0), &item(0)).await.expect("insert");
+        let (held, release) = hold_first("disk::index_insert");
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { store.insert(&key(1), &item(1)).await }
+        });
+        held.recv().expect("the insert is held");
+        store.remove(&key(1)).await.expect("remove");
+        release.send(()).expect("release");
+        first.await.expect("task").expect("insert");
+        fail::remove("disk::index_insert");
+        assert!(store.get(&key(1)).await.is_none());
+        // A crash: no close; the active region is scanned at reopen.
+    }
+    let store = DiskStore::open(&cfg).await.expect("reopen");
+    all_present(&store, [0]).await;
+    assert!(
+        store.get(&key(1)).await.is_none(),
+        "a key removed during its insert came back after a crash"
+    );
     scenario.teardown();
 }
