@@ -154,6 +154,15 @@ impl Config {
                     format!("{region} bytes must be at least 1MiB and a multiple of 4KiB"),
                 );
             }
+            if region > strata_storage::MAX_REGION_SIZE {
+                return bad(
+                    "cache.disk.region_size",
+                    format!(
+                        "{region} bytes is too large: at most {} bytes (1GiB)",
+                        strata_storage::MAX_REGION_SIZE
+                    ),
+                );
+            }
             if region < 2 * slice + 64 * 1024 {
                 return bad(
                     "cache.disk.region_size",
@@ -269,6 +278,15 @@ routes:
         let e = parse(&GOOD.replace("size: 2GiB", "size: 2 potatoes")).unwrap_err();
         assert!(e.contains("cache.disk.size"), "{e}");
         assert!(e.contains("invalid size"), "{e}");
+    }
+
+    #[test]
+    fn region_size_of_4gib_is_refused_naming_the_key() {
+        let with = |r: &str| GOOD.replace("io: auto", &format!("io: auto\n    region_size: {r}"));
+        let e = parse(&with("4GiB")).unwrap_err();
+        assert!(e.contains("cache.disk.region_size"), "{e}");
+        assert!(e.contains("at most"), "{e}");
+        assert!(parse(&with("1GiB")).is_ok());
     }
 
     #[test]

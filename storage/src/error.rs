@@ -39,6 +39,19 @@ pub enum StorageError {
         /// The device.
         path: PathBuf,
     },
+    /// The device's superblock passes its checksum but describes a geometry that does not hold
+    /// together (a crafted or damaged image); it is left untouched.
+    #[error(
+        "refusing to read {path}: its superblock's {field} ({value}) does not fit its geometry"
+    )]
+    CorruptGeometry {
+        /// The device.
+        path: PathBuf,
+        /// The superblock field at fault.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
     /// The configured region size is unusable.
     #[error("invalid storage configuration: region size {region_size} must be at least 1MiB and a multiple of {block}")]
     RegionSize {
@@ -46,6 +59,14 @@ pub enum StorageError {
         region_size: u64,
         /// The device's block size.
         block: usize,
+    },
+    /// The configured region size is larger than one region scan can read.
+    #[error("invalid storage configuration: region size {region_size} is larger than the largest supported ({max} bytes)")]
+    RegionTooLarge {
+        /// The configured region size.
+        region_size: u64,
+        /// The largest region size the store accepts ([`crate::MAX_REGION_SIZE`]).
+        max: u64,
     },
     /// The device is too small for two regions.
     #[error("invalid storage configuration: device of {device_size} bytes holds fewer than 2 regions of {region_size} bytes")]
@@ -81,6 +102,16 @@ pub enum StorageError {
         /// The device.
         path: PathBuf,
         /// What the system said (EBUSY).
+        #[source]
+        source: io::Error,
+    },
+    /// The cache file is locked by another store (another node, or `strata format`, on the
+    /// same file).
+    #[error("refusing to use {path}: it is in use by another Strata store (another node or `strata format` has it open)")]
+    DeviceLocked {
+        /// The file.
+        path: PathBuf,
+        /// What the system said (EWOULDBLOCK).
         #[source]
         source: io::Error,
     },

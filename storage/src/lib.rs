@@ -30,7 +30,8 @@
 //!
 //! # Failpoints
 //! With the `failpoints` feature, named points inject errors (the `fail` crate): `disk::seal`,
-//! `disk::summary_write`, `disk::region_header_write`, `disk::item_write`, `disk::reclaim` and
+//! `disk::summary_write`, `disk::region_header_write`, `disk::item_write`, `disk::index_insert`
+//! (an insert whose write has landed, before its index entry), `disk::reclaim` and
 //! `io::complete`. They compile to nothing without it; `tests/failpoints.rs` drives each.
 
 /// The IO error injected at the named failpoint when a test configured it (feature
@@ -56,6 +57,7 @@ mod tiered;
 
 pub use disk::{
     format, inspect, DiskConfig, DiskStats, DiskStore, EvictionPolicy, InspectReport, Superblock,
+    MAX_REGION_SIZE,
 };
 pub use error::{Result, StorageError};
 pub use io::{DeviceKind, EngineKind, EngineOptions};

@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use crate::disk::{DiskConfig, DiskStats, DiskStore};
 use crate::error::Result;
+use crate::key::key_hash;
 use crate::memory::{MemoryStats, MemoryTier};
 
 /// Which tier receives a new value. Kept in one place so its effect can be measured.
@@ -42,8 +43,43 @@ pub struct TieredCache {
     l1: MemoryTier,
     l2: Option<DiskStore>,
     admission: Admission,
-    /// Counts removals: a value read or written before a removal is not put into L1 after it.
-    removals: AtomicU64,
+    /// Removals by key: a value read or written before a removal of its key is not put into L1
+    /// after it.
+    removals: Removals,
+}
+
+/// Removal generations of keys, striped by key hash: a value read (or written) while its key
+/// was removed must not reach L1 after the removal, or L1 would serve it while L2 has forgotten
+/// it (or holds a newer one). One counter per stripe rather than per key keeps this a fixed
+/// 8 KiB; a removal then also holds back the L1 update of the keys sharing its stripe (1 in
+/// [`Removals::STRIPES`]), which only costs them an L2 read. One global counter would let any
+/// stream of removals keep every new value out of L1.
+struct Removals {
+    stripes: Box<[AtomicU64]>,
+}
+
+impl Removals {
+    const STRIPES: usize = 1024;
+
+    fn new() -> Self {
+        Removals {
+            stripes: (0..Self::STRIPES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn stripe(&self, key: &[u8]) -> &AtomicU64 {
+        &self.stripes[key_hash(key) as usize % Self::STRIPES]
+    }
+
+    /// The removal generation of `key`'s stripe, taken before reading or writing its value.
+    fn generation(&self, key: &[u8]) -> u64 {
+        self.stripe(key).load(Ordering::Acquire)
+    }
+
+    /// Records a removal of `key`, before it leaves either tier.
+    fn removed(&self, key: &[u8]) {
+        self.stripe(key).fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// A caller's values below this size are copied into L1 rather than kept as views of a larger
@@ -80,7 +116,7 @@ impl TieredCache {
             l1: MemoryTier::new(cfg.memory),
             l2,
             admission: cfg.admission,
-            removals: AtomicU64::new(0),
+            removals: Removals::new(),
         })
     }
 
@@ -89,7 +125,7 @@ impl TieredCache {
         if let Some(v) = self.l1.get(key) {
             return Some(v);
         }
-        let generation = self.removals.load(Ordering::Acquire);
+        let generation = self.removals.generation(key);
         let v = self.l2.as_ref()?.get(key).await?;
         match self.admission {
             Admission::WriteThrough => self.offer_l1(key, &v, Source::Disk, generation),
@@ -98,7 +134,7 @@ impl TieredCache {
     }
 
     fn offer_l1(&self, key: &[u8], v: &Bytes, source: Source, generation: u64) {
-        if self.removals.load(Ordering::Acquire) == generation {
+        if self.removals.generation(key) == generation {
             let v = match source {
                 Source::Disk if self.l1.can_hold(key.len(), v.len()) => Bytes::copy_from_slice(v),
                 // Not copied for nothing: L1 is off, or counts the value as too large and drops it.
@@ -113,7 +149,7 @@ impl TieredCache {
     pub async fn insert(&self, key: &[u8], value: Bytes) -> Result<()> {
         match self.admission {
             Admission::WriteThrough => {
-                let generation = self.removals.load(Ordering::Acquire);
+                let generation = self.removals.generation(key);
                 let l2 = match &self.l2 {
                     Some(d) => d.insert(key, &value).await,
                     None => Ok(()),
@@ -130,7 +166,7 @@ impl TieredCache {
         match self.admission {
             Admission::WriteThrough => match &self.l2 {
                 Some(d) => {
-                    let generation = self.removals.load(Ordering::Acquire);
+                    let generation = self.removals.generation(key);
                     let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
                     let written = d.insert_parts(key, &slices).await?;
                     self.offer_l1(key, &written, Source::Disk, generation);
@@ -157,7 +193,7 @@ impl TieredCache {
 
     /// Forgets `key` in both tiers (durably in L2).
     pub async fn remove(&self, key: &[u8]) -> Result<()> {
-        self.removals.fetch_add(1, Ordering::AcqRel);
+        self.removals.removed(key);
         self.l1.remove(key);
         match &self.l2 {
             Some(d) => d.remove(key).await,
@@ -195,6 +231,21 @@ impl TieredCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A removal moves the generation of its own key's stripe only.
+    #[test]
+    fn a_removal_moves_only_its_stripe() {
+        let r = Removals::new();
+        let (a, b) = (&b"a"[..], &b"b"[..]);
+        assert!(
+            !std::ptr::eq(r.stripe(a), r.stripe(b)),
+            "pick keys of two stripes"
+        );
+        let (ga, gb) = (r.generation(a), r.generation(b));
+        r.removed(a);
+        assert_ne!(r.generation(a), ga);
+        assert_eq!(r.generation(b), gb);
+    }
 
     /// L1 keeps a copy of a disk buffer's value (so the buffer returns to the pool) and a view
     /// of a caller's large value (no copy needed).

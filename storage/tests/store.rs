@@ -348,3 +348,22 @@ async fn tiered_cache_prefers_l1_and_falls_back_to_l2() {
     cache.remove(&key(3)).await.unwrap();
     assert!(cache.get(&key(3)).await.is_none());
 }
+
+/// A region of 4 GiB would not fit the u32 lengths of a region scan: refused with a typed error
+/// before anything is written.
+#[tokio::test]
+async fn a_region_of_4gib_is_refused() {
+    let dir = scratch();
+    let path = dir.path().join("big-region.img");
+    let mut cfg = config(&path, 16 << 20, EngineKind::Psync);
+    cfg.region_size = 4 << 30;
+    match DiskStore::open(&cfg).await {
+        Err(StorageError::RegionTooLarge { region_size, max }) => {
+            assert_eq!(region_size, 4 << 30);
+            assert_eq!(max, strata_storage::MAX_REGION_SIZE);
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a 4 GiB region was accepted"),
+    }
+    assert!(strata_storage::format(&cfg).is_err());
+}

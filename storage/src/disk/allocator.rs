@@ -12,7 +12,7 @@ use super::index::Entry;
 use super::ondisk::item;
 use super::ondisk::region::RegionHeader;
 use super::ondisk::summary::{self, SummaryEntry};
-use super::reclaim::{reclaim, HotItem};
+use super::reclaim::{reclaim, Reclaimed};
 use super::slab::Slab;
 use super::stats::bump;
 use crate::error::{Result, StorageError};
@@ -108,24 +108,24 @@ impl Allocator {
                 }
             }
             self.seal_active(slab).await;
-            let (region, hot) = match self.free.pop_front() {
-                Some(r) => (r, Vec::new()),
-                None => self.reclaim_oldest(slab).await?,
+            let act = match self.free.pop_front() {
+                Some(region) => match open_free(slab, region).await {
+                    Ok(act) => act,
+                    Err(e) => {
+                        // Nothing of the new generation was written: the region is free again.
+                        self.free.push_back(region);
+                        return Err(e);
+                    }
+                },
+                None => open_reclaimed(slab, self.reclaim_oldest(slab).await?).await,
             };
-            match open_region(slab, region, hot).await {
-                Ok(act) => self.active = Some(act),
-                Err(e) => {
-                    // Nothing of the new generation was written: the region is free again.
-                    self.free.push_back(region);
-                    return Err(e);
-                }
-            }
+            self.active = Some(act);
         }
     }
 
-    /// Reclaims the oldest sealed region with no writes in flight; returns it and the items
-    /// that earn a second chance.
-    async fn reclaim_oldest(&mut self, slab: &Slab) -> Result<(u32, Vec<HotItem>)> {
+    /// Reclaims the oldest sealed region with no writes in flight: its new generation is open on
+    /// the device, with the items that earn a second chance still to copy.
+    async fn reclaim_oldest(&mut self, slab: &Slab) -> Result<Reclaimed> {
         let pos = self
             .sealed
             .iter()
@@ -133,7 +133,7 @@ impl Allocator {
             .ok_or(StorageError::Busy)?;
         let h = self.sealed.remove(pos).ok_or(StorageError::Busy)?;
         match reclaim(slab, &h).await {
-            Ok(hot) => Ok((h.region, hot)),
+            Ok(reclaimed) => Ok(reclaimed),
             Err(e) => {
                 // Still holding its items: back in line, at the front.
                 self.sealed.push_front(h);
@@ -218,23 +218,33 @@ async fn seal(slab: &Slab, act: &Active) -> Option<(u32, u32)> {
     header.summary
 }
 
-/// Starts a new generation of `region`, copying `hot` items into it first.
-async fn open_region(slab: &Slab, region: u32, hot: Vec<HotItem>) -> Result<Active> {
-    let geo = slab.geo;
+/// Starts the first generation of a free region.
+async fn open_free(slab: &Slab, region: u32) -> Result<Active> {
     let open_seq = slab.seq.load(std::sync::atomic::Ordering::Relaxed);
-    let opened = slab
-        .write_header(&RegionHeader {
-            region,
-            open_seq,
-            uuid: slab.uuid,
-            summary: None,
-        })
-        .await;
-    if let Err(e) = opened {
-        // The items given a second chance are out of the index already: they are evicted.
-        bump(&slab.counters.evicted_items, hot.len() as u64);
-        return Err(e);
-    }
+    slab.write_header(&RegionHeader {
+        region,
+        open_seq,
+        uuid: slab.uuid,
+        summary: None,
+    })
+    .await?;
+    Ok(Active {
+        region,
+        next_block: 1,
+        open_seq,
+        entries: Vec::new(),
+    })
+}
+
+/// Fills the new generation of a reclaimed region (its header already written) with the items
+/// given a second chance.
+async fn open_reclaimed(slab: &Slab, reclaimed: Reclaimed) -> Active {
+    let Reclaimed {
+        region,
+        open_seq,
+        hot,
+    } = reclaimed;
+    let geo = slab.geo;
     let mut act = Active {
         region,
         next_block: 1,
@@ -242,7 +252,7 @@ async fn open_region(slab: &Slab, region: u32, hot: Vec<HotItem>) -> Result<Acti
         entries: Vec::with_capacity(hot.len()),
     };
     if hot.is_empty() {
-        return Ok(act);
+        return act;
     }
     let total: usize = hot.iter().map(|h| h.len).sum();
     let mut batch = AlignedBuf::zeroed(total, geo.block);
@@ -281,5 +291,5 @@ async fn open_region(slab: &Slab, region: u32, hot: Vec<HotItem>) -> Result<Acti
         bump(&slab.counters.evicted_items, hot.len() as u64);
     }
     act.next_block += geo.blocks_of(total);
-    Ok(act)
+    act
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::config::DiskConfig;
-use super::geometry::DATA_OFFSET;
+use super::geometry::{DATA_OFFSET, MAX_REGION_SIZE};
 use super::ondisk::superblock::{foreign_signature, Superblock, FORMAT_VERSION};
 use crate::error::{Result, StorageError};
 use crate::io::aligned::AlignedBuf;
@@ -74,6 +74,12 @@ pub fn format(cfg: &DiskConfig) -> Result<Superblock> {
 /// store cannot address.
 pub(crate) fn new_superblock(cfg: &DiskConfig, dev: &Device) -> Result<Superblock> {
     let block = dev.block_size;
+    if cfg.region_size > MAX_REGION_SIZE {
+        return Err(StorageError::RegionTooLarge {
+            region_size: cfg.region_size,
+            max: MAX_REGION_SIZE,
+        });
+    }
     if cfg.region_size < (1 << 20) || !cfg.region_size.is_multiple_of(block as u64) {
         return Err(StorageError::RegionSize {
             region_size: cfg.region_size,
@@ -128,4 +134,45 @@ fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::device::DeviceKind;
+
+    /// A device of `size` bytes that is never read or written: `new_superblock` only looks at
+    /// its geometry.
+    fn device(size: u64) -> Device {
+        Device {
+            file: tempfile::tempfile().expect("temp file"),
+            path: "dev.img".into(),
+            size,
+            block_size: 4096,
+            kind: DeviceKind::File,
+            direct: false,
+        }
+    }
+
+    #[test]
+    fn region_size_of_4gib_or_more_is_refused() {
+        let dev = device(40 << 30);
+        for region_size in [4 << 30, 8 << 30, MAX_REGION_SIZE + 4096] {
+            let mut cfg = DiskConfig::new("dev.img", dev.size);
+            cfg.region_size = region_size;
+            match new_superblock(&cfg, &dev) {
+                Err(StorageError::RegionTooLarge {
+                    region_size: got,
+                    max,
+                }) => {
+                    assert_eq!((got, max), (region_size, MAX_REGION_SIZE));
+                }
+                other => panic!("region size {region_size}: {other:?}"),
+            }
+        }
+        let mut cfg = DiskConfig::new("dev.img", dev.size);
+        cfg.region_size = MAX_REGION_SIZE;
+        let sb = new_superblock(&cfg, &dev).expect("the largest region size is accepted");
+        assert_eq!(sb.region_size, MAX_REGION_SIZE);
+    }
 }

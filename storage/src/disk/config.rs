@@ -21,7 +21,10 @@ pub struct DiskConfig {
     pub path: PathBuf,
     /// Size of a regular file; a block device uses its own size.
     pub size: u64,
-    /// Bytes per region (a multiple of the block size, default 16 MiB).
+    /// Bytes per region (a multiple of the block size, from 1 MiB to [`MAX_REGION_SIZE`],
+    /// default 16 MiB).
+    ///
+    /// [`MAX_REGION_SIZE`]: crate::MAX_REGION_SIZE
     pub region_size: u64,
     /// Which io engine runs.
     pub engine: EngineKind,

@@ -6,12 +6,22 @@
 //!              region 1 ...
 //! ```
 
+use std::path::Path;
+
 use super::ondisk::item::HEADER_LEN;
-use super::ondisk::summary;
+use super::ondisk::region::RegionHeader;
+use super::ondisk::summary::{self, SummaryEntry};
 use super::ondisk::superblock::Superblock;
+use super::ondisk::MAX_SEQ;
+use crate::error::{Result, StorageError};
 
 /// Where region 0 starts: the superblock's block, rounded up so regions are MiB-aligned.
 pub(crate) const DATA_OFFSET: u64 = 1 << 20;
+
+/// The largest region size: recovery and reclaim read a whole region in one IO, whose length
+/// the io engines pass to the kernel as a `u32` (and Linux moves at most 2 GiB - 4 KiB per
+/// call), so 1 GiB leaves room. Larger regions would truncate those reads.
+pub const MAX_REGION_SIZE: u64 = 1 << 30;
 
 /// The geometry of a formatted device, in the units the store addresses it by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,13 +35,76 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    /// The geometry a superblock records.
-    pub(crate) fn of(sb: &Superblock) -> Self {
-        Geometry {
-            block: sb.block_size as usize,
-            region_size: sb.region_size,
-            region_count: sb.region_count,
+    /// The geometry a superblock records, once every field is checked against the others: a
+    /// superblock that passes its checksum may still be crafted or damaged, and nothing below
+    /// divides by, allocates or adds what this has not bounded.
+    ///
+    /// - `block_size`: a power of two, at least 512, at most the first MiB (which holds the
+    ///   superblock's block) and at most a region;
+    /// - `region_size`: at least 1 MiB, at most [`MAX_REGION_SIZE`], a multiple of the block;
+    /// - `data_offset`: [`DATA_OFFSET`];
+    /// - `region_count`: at least 2, and every block of every region numbered by a `u32`;
+    /// - `device_size`: holds every region.
+    pub(crate) fn checked(sb: &Superblock, path: &Path) -> Result<Self> {
+        let bad = |field: &'static str, value: u64| StorageError::CorruptGeometry {
+            path: path.to_path_buf(),
+            field,
+            value,
+        };
+        let (block, region) = (sb.block_size as u64, sb.region_size);
+        if !block.is_power_of_two() || !(512..=DATA_OFFSET).contains(&block) {
+            return Err(bad("block_size", block));
         }
+        if !(1 << 20..=MAX_REGION_SIZE).contains(&region) || !region.is_multiple_of(block) {
+            return Err(bad("region_size", region));
+        }
+        if sb.data_offset != DATA_OFFSET {
+            return Err(bad("data_offset", sb.data_offset));
+        }
+        let count = sb.region_count as u64;
+        let blocks = count * (region / block);
+        if count < 2 || blocks > u32::MAX as u64 {
+            return Err(bad("region_count", count));
+        }
+        // At most 2^32 regions of at most 1 GiB: no overflow.
+        let end = DATA_OFFSET + count * region;
+        if sb.device_size < end {
+            return Err(bad("device_size", sb.device_size));
+        }
+        Ok(Geometry {
+            block: block as usize,
+            region_size: region,
+            region_count: sb.region_count,
+        })
+    }
+
+    /// True when a region header read back from region `region` can be used: it names that
+    /// region and its sequence numbers are ones the store can count past.
+    pub(crate) fn header_fits(&self, h: &RegionHeader, region: u32) -> bool {
+        h.region == region && region < self.region_count && h.open_seq <= MAX_SEQ
+    }
+
+    /// The summary of the region `h` describes, when it lies inside the region, after its header.
+    pub(crate) fn summary_of(&self, h: &RegionHeader) -> Option<(u32, u32)> {
+        let (block, blocks) = h.summary?;
+        let end = block.checked_add(blocks)?;
+        (block >= 1 && end <= self.blocks_per_region()).then_some((block, blocks))
+    }
+
+    /// True when a summary entry of the region `h` describes lies between the region's header and
+    /// the summary starting at `summary_block`, and its sequence numbers fit the region's open.
+    pub(crate) fn entry_fits(
+        &self,
+        e: &SummaryEntry,
+        h: &RegionHeader,
+        summary_block: u32,
+    ) -> bool {
+        let inside = e.block >= 1
+            && e.blocks >= 1
+            && e.block
+                .checked_add(e.blocks)
+                .is_some_and(|end| end <= summary_block);
+        inside && (h.open_seq..=MAX_SEQ).contains(&e.seq) && e.version <= e.seq
     }
 
     /// Device offset of `region`.

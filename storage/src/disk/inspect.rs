@@ -75,7 +75,7 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
                 .to_string(),
         });
     };
-    let geo = Geometry::of(&sb);
+    let geo = Geometry::checked(&sb, path)?;
     let mut report = InspectReport {
         superblock: sb.clone(),
         regions_in_use: 0,
@@ -90,7 +90,8 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
     for r in 0..sb.region_count {
         file.read_exact_at(&mut hbuf, geo.region_offset(r))
             .map_err(|e| StorageError::io(path, e))?;
-        let Some(h) = RegionHeader::decode(&hbuf).filter(|h| h.uuid == sb.uuid && h.region == r)
+        let Some(h) =
+            RegionHeader::decode(&hbuf).filter(|h| h.uuid == sb.uuid && geo.header_fits(h, r))
         else {
             continue;
         };

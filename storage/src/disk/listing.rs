@@ -9,6 +9,7 @@ use super::geometry::Geometry;
 use super::ondisk::item::{self, ItemHeader};
 use super::ondisk::region::RegionHeader;
 use super::ondisk::summary::{self, SummaryEntry};
+use super::ondisk::MAX_SEQ;
 use crate::io::aligned::AlignedBuf;
 use crate::key::key_hash;
 
@@ -44,8 +45,10 @@ impl<'a, S: RegionSource> RegionReader<'a, S> {
 
     /// Starts reading the summary of the region `h` describes, if it is sealed: a caller about to
     /// list many regions starts all these reads first, so they overlap.
+    ///
+    /// A summary said to lie outside the region is not read: the region is scanned.
     pub(crate) fn start_summary(&self, h: &RegionHeader) -> Option<S::Read> {
-        let (block, blocks) = h.summary?;
+        let (block, blocks) = self.geo.summary_of(h)?;
         Some(self.src.read(
             self.geo.block_offset(h.region, block),
             blocks as usize * self.geo.block,
@@ -61,11 +64,18 @@ impl<'a, S: RegionSource> RegionReader<'a, S> {
         started: Option<S::Read>,
     ) -> io::Result<Listing> {
         if let Some(read) = started.or_else(|| self.start_summary(h)) {
-            // A summary that cannot be read or decoded is not an error: the scan finds as much.
+            // A summary that cannot be read or decoded, or lists an item outside the region, is
+            // not an error: the scan finds as much.
+            let sound = |entries: &Vec<SummaryEntry>| {
+                let (block, _) = self.geo.summary_of(h).unwrap_or((0, 0));
+                entries.len() < block as usize
+                    && entries.iter().all(|e| self.geo.entry_fits(e, h, block))
+            };
             if let Some(entries) = read
                 .await
                 .ok()
                 .and_then(|buf| summary::decode(buf.as_slice(), h.open_seq))
+                .filter(sound)
             {
                 return Ok(Listing {
                     entries,
@@ -91,7 +101,8 @@ impl<'a, S: RegionSource> RegionReader<'a, S> {
 ///
 /// Items are walked from block 1. Where a block holds no valid item of this generation (a hole
 /// left by a write that never landed, or leftovers of an older generation), the walk moves on
-/// one block at a time, so every item that can be proven intact is found.
+/// one block at a time, so every item that can be proven intact is found. An item whose seq is
+/// past [`MAX_SEQ`], or whose version is newer than its own write, is not believed.
 pub(crate) fn scan_region(region: &[u8], block: usize, open_seq: u64) -> Vec<SummaryEntry> {
     let blocks = region.len() / block;
     let mut out = Vec::new();
@@ -99,7 +110,7 @@ pub(crate) fn scan_region(region: &[u8], block: usize, open_seq: u64) -> Vec<Sum
     while b < blocks {
         let img = &region[b * block..];
         let found = ItemHeader::decode(img)
-            .filter(|h| h.seq >= open_seq)
+            .filter(|h| (open_seq..=MAX_SEQ).contains(&h.seq) && h.version <= h.seq)
             .and_then(|_| item::verify(img));
         match found {
             Some(h) => {

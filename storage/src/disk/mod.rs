@@ -9,7 +9,8 @@
 //! - [`reclaim`]: emptying the oldest sealed region, with second chance;
 //! - [`listing`]: what a region holds (its summary, else a scan), for recovery, reclaim, inspect;
 //! - [`recover`]: rebuilding the index at start-up;
-//! - [`removals`]: recent removals, so a late insert does not bring a key back;
+//! - [`removals`]: removals and the inserts in flight they race, so a late insert does not
+//!   bring a key back;
 //! - [`index`]: key hash → item location, in open-addressing tables of bounded slack;
 //! - [`ondisk`]: the byte formats (superblock, region header, item, summary) and their codec;
 //! - [`stats`]: counters and [`DiskStats`];
@@ -31,6 +32,7 @@ mod stats;
 
 pub use claim::format;
 pub use config::{DiskConfig, EvictionPolicy};
+pub use geometry::MAX_REGION_SIZE;
 pub use inspect::{inspect, InspectReport};
 pub use ondisk::item::HEADER_LEN as ITEM_HEADER_LEN;
 pub use ondisk::superblock::Superblock;
@@ -48,8 +50,8 @@ use claim::{claim_device, new_superblock, write_superblock, Claim};
 use geometry::Geometry;
 use index::{Entry, Index};
 use ondisk::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
-use removals::RecentRemovals;
-use slab::Slab;
+use removals::Removals;
+use slab::{Slab, WriteClaim};
 use stats::{bump, Counters};
 
 use crate::error::{Result, StorageError};
@@ -63,9 +65,10 @@ pub struct DiskStore {
     slab: Slab,
     file: std::fs::File,
     superblock: Superblock,
-    /// Keys removed lately, with the sequence at removal: an insert that was already in flight
-    /// then (an older version) must not bring the key back.
-    removed: parking_lot::Mutex<RecentRemovals>,
+    /// Removals, with the sequence at removal, and the inserts in flight: an insert that was
+    /// already in flight at a removal of its key (an older version) must not bring the key back.
+    /// A parking_lot mutex: held for a map update (and one index insert), never an await.
+    removed: parking_lot::Mutex<Removals>,
     // A tokio mutex: sealing and reclaiming do IO while holding it (once per region).
     alloc: tokio::sync::Mutex<Allocator>,
     direct: bool,
@@ -84,7 +87,7 @@ impl DiskStore {
         let wanted = new_superblock(cfg, &dev)?;
         let claim = claim_device(&dev, wanted, cfg.overwrite)?;
         let (Claim::Recover(sb) | Claim::Format(sb)) = &claim;
-        let geo = Geometry::of(sb);
+        let geo = Geometry::checked(sb, &dev.path)?;
         let file = Arc::new(
             dev.file
                 .try_clone()
@@ -105,7 +108,7 @@ impl DiskStore {
             },
             file: dev.file,
             superblock: sb.clone(),
-            removed: parking_lot::Mutex::new(RecentRemovals::default()),
+            removed: parking_lot::Mutex::new(Removals::default()),
             alloc: tokio::sync::Mutex::new(Allocator::empty(geo.region_count)),
             direct: dev.direct,
             kind: dev.kind,
@@ -233,60 +236,79 @@ impl DiskStore {
         let blocks = geo.blocks_of(item::padded_len(key.len(), value_len, geo.block));
         let reserved = {
             let mut a = self.alloc.lock().await;
-            a.reserve(slab, blocks, hash, false).await
+            a.reserve(slab, blocks, hash, false).await.map(|r| {
+                // In flight from its reservation on, under the allocator's lock: a removal of
+                // the key is either before (an older sequence) or sees the insert in flight.
+                (r, InFlight::begin(&self.removed, r.seq, hash))
+            })
         };
-        let r = reserved.inspect_err(|e| {
+        let (r, in_flight) = reserved.inspect_err(|e| {
             if matches!(e, StorageError::Busy) {
                 bump(&slab.counters.rejected_busy, 1);
             }
         })?;
+        // Held until the index entry is in: the region is not reclaimed before.
+        let claim = slab.claim(r.region);
         let buf = item::encode(key, parts, r.seq, 0, geo.block);
-        let buf = self.write_item(r, buf).await?;
+        let buf = self.write_item(r, buf, &claim).await?;
         let at = geo.abs_block(r.region, r.block);
-        if !self.removed.lock().removed_after(hash, r.seq) {
+        if let Some(e) = injected_error!("disk::index_insert") {
+            // Tests hold the insert here (a callback); an injected error is a lost insert.
+            return Err(slab.io_error(e));
+        }
+        in_flight.end(|| {
             slab.index
                 .insert_if_newer(hash, Entry::new(at, blocks, r.seq));
-        }
+        });
+        drop(claim);
         bump(&slab.counters.inserts, 1);
         bump(&slab.counters.insert_bytes, value_len as u64);
         let start = HEADER_LEN + key.len();
         Ok(Bytes::from_owner(buf).slice(start..start + value_len))
     }
 
-    /// Forgets `key`, durably: a removal record is written so a restart does not bring it back.
+    /// Forgets `key`, durably: a removal record is written so a restart does not bring it back,
+    /// whenever the key may be on the device (indexed, or an insert of it in flight).
     pub async fn remove(&self, key: &[u8]) -> Result<()> {
         let (slab, geo) = (&self.slab, self.slab.geo);
         let hash = key_hash(key);
         // Under the allocator lock, so a concurrent reclaim cannot copy the item forward after
         // it was removed here.
         let mut a = self.alloc.lock().await;
-        self.removed
+        let in_flight = self
+            .removed
             .lock()
             .record(hash, slab.seq.load(std::sync::atomic::Ordering::Relaxed));
-        if slab.index.remove(hash).is_none() {
+        // An insert in flight may land its item (and a crash come before it is indexed): the
+        // removal record, of a newer sequence, is what keeps it out at recovery.
+        if slab.index.remove(hash).is_none() && !in_flight {
             return Ok(());
         }
         let blocks = geo.blocks_of(item::padded_len(key.len(), 0, geo.block));
         let r = a.reserve(slab, blocks, hash, true).await?;
+        let claim = slab.claim(r.region);
         drop(a);
         let buf = item::encode(key, &[], r.seq, FLAG_TOMBSTONE, geo.block);
-        self.write_item(r, buf).await.map(drop)
+        self.write_item(r, buf, &claim).await.map(drop)
     }
 
     /// Writes an item image into its reservation. A write that fails is struck from its region's
     /// summary (see [`Allocator::forget`]): recovery must not index bytes that may never have
     /// landed over an older, intact version of the key.
-    async fn write_item(&self, r: Reservation, buf: AlignedBuf) -> Result<AlignedBuf> {
-        let release = self.slab.release(r.region);
+    /// The device's completion hook holds a clone of `claim`, so the region stays unreclaimable
+    /// until the device is done with the write, whatever becomes of the caller.
+    async fn write_item(
+        &self,
+        r: Reservation,
+        buf: AlignedBuf,
+        claim: &WriteClaim,
+    ) -> Result<AlignedBuf> {
         let written = match injected_error!("disk::item_write") {
-            Some(e) => {
-                // Nothing reaches the device: the reservation ends here.
-                release();
-                Err(self.slab.io_error(e))
-            }
+            // Nothing reaches the device: the reservation ends with the caller's claim.
+            Some(e) => Err(self.slab.io_error(e)),
             None => {
                 self.slab
-                    .write_at(r.region, r.block, buf, Some(release))
+                    .write_at(r.region, r.block, buf, Some(claim.hook()))
                     .await
             }
         };
@@ -331,6 +353,46 @@ impl DiskStore {
             recovery_ms: self.recovery_ms,
             last_shutdown_clean: self.superblock.clean_shutdown == 1,
             ..self.slab.counters.snapshot()
+        }
+    }
+}
+
+/// An insert in flight, from its reservation until its index entry is in (or it gives up, or
+/// its task is dropped): removals of its key made meanwhile are kept until it ends.
+struct InFlight<'a> {
+    removals: &'a parking_lot::Mutex<Removals>,
+    seq: u64,
+    hash: u64,
+    ended: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn begin(removals: &'a parking_lot::Mutex<Removals>, seq: u64, hash: u64) -> Self {
+        removals.lock().begin_insert(seq, hash);
+        InFlight {
+            removals,
+            seq,
+            hash,
+            ended: false,
+        }
+    }
+
+    /// Ends the insert, running `index` unless its key was removed since it was reserved. Both
+    /// under the removals' lock, so a removal comes either before (and `index` does not run) or
+    /// after (and finds the entry to remove).
+    fn end(mut self, index: impl FnOnce()) {
+        let mut removals = self.removals.lock();
+        if !removals.end_insert(self.seq, self.hash) {
+            index();
+        }
+        self.ended = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.removals.lock().end_insert(self.seq, self.hash);
         }
     }
 }

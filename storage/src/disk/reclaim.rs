@@ -1,6 +1,6 @@
-//! Reclaiming a sealed region: its items leave the index, except (with second chance) items read
-//! since they were written, which are read back here to be copied into the region's next
-//! generation (see `allocator`).
+//! Reclaiming a sealed region: its next generation is opened on the device, then its items leave
+//! the index, except (with second chance) items read since they were written, which are read back
+//! here to be copied into that generation (see `allocator`).
 
 use super::config::EvictionPolicy;
 use super::index::Entry;
@@ -21,9 +21,25 @@ pub(crate) struct HotItem {
     pub(crate) version: u64,
 }
 
-/// Drops the items of the sealed region `h` from the index and returns those that earn a second
-/// chance. Fails, with the index untouched, only when the region cannot be listed.
-pub(crate) async fn reclaim(slab: &Slab, h: &RegionHeader) -> Result<Vec<HotItem>> {
+/// A reclaimed region: its new generation, open on the device, and the items to copy into it.
+pub(crate) struct Reclaimed {
+    /// The region.
+    pub(crate) region: u32,
+    /// The open_seq its header now carries (no summary).
+    pub(crate) open_seq: u64,
+    /// The items that earn a second chance.
+    pub(crate) hot: Vec<HotItem>,
+}
+
+/// Opens the next generation of the sealed region `h`, then drops its items from the index and
+/// returns those that earn a second chance. Fails, with the index untouched, when the region
+/// cannot be listed or its new header cannot be written.
+///
+/// The header goes first: while the device still holds the old one, a restart recovers the old
+/// generation, so its items must stay indexed (and a removal of one of them must write its
+/// removal record) until then. Dropped first, a key removed meanwhile finds nothing to record,
+/// and after a crash the old summary would bring it back.
+pub(crate) async fn reclaim(slab: &Slab, h: &RegionHeader) -> Result<Reclaimed> {
     if let Some(e) = injected_error!("disk::reclaim") {
         return Err(slab.io_error(e));
     }
@@ -31,6 +47,14 @@ pub(crate) async fn reclaim(slab: &Slab, h: &RegionHeader) -> Result<Vec<HotItem
         .list(h, None)
         .await
         .map_err(|e| slab.io_error(e))?;
+    let open_seq = slab.seq.load(std::sync::atomic::Ordering::Relaxed);
+    slab.write_header(&RegionHeader {
+        region: h.region,
+        open_seq,
+        uuid: slab.uuid,
+        summary: None,
+    })
+    .await?;
     let (geo, region) = (slab.geo, h.region);
     let cap = geo.blocks_per_region() / 2;
     let mut hot_blocks = 0;
@@ -81,5 +105,9 @@ pub(crate) async fn reclaim(slab: &Slab, h: &RegionHeader) -> Result<Vec<HotItem
         second_chance = items.len(),
         "region reclaimed"
     );
-    Ok(items)
+    Ok(Reclaimed {
+        region,
+        open_seq,
+        hot: items,
+    })
 }

@@ -31,7 +31,7 @@ pub(crate) async fn recover(slab: &Slab) -> Result<Allocator> {
         let (res, buf) = fut.await;
         res.map_err(|e| StorageError::io(&slab.path, e))?;
         if let Some(h) = RegionHeader::decode(buf.as_slice()) {
-            if h.uuid == slab.uuid && h.region == r as u32 {
+            if h.uuid == slab.uuid && geo.header_fits(&h, r as u32) {
                 live.push(h);
             }
         }

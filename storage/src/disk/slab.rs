@@ -48,7 +48,8 @@ impl Slab {
         StorageError::io(&self.path, e)
     }
 
-    /// Counts a write reserved in `region`; [`Slab::release`] ends it.
+    /// Counts a write reserved in `region`; the [`WriteClaim`] that [`Slab::claim`] makes of it
+    /// ends it.
     pub(crate) fn begin_write(&self, region: u32) {
         self.pending[region as usize].fetch_add(1, Ordering::AcqRel);
     }
@@ -58,13 +59,19 @@ impl Slab {
         self.pending[region as usize].load(Ordering::Acquire) > 0
     }
 
-    /// The hook that ends a reserved write: the region's writes-in-flight count drops once the
-    /// device is done with it, even if the inserting task was cancelled meanwhile.
-    pub(crate) fn release(&self, region: u32) -> CompletionHook {
-        let pending = self.pending.clone();
-        Box::new(move || {
-            pending[region as usize].fetch_sub(1, Ordering::AcqRel);
-        })
+    /// Takes over the write counted in `region` by [`Slab::begin_write`]: the count drops when
+    /// the last clone of the claim is dropped. A writer keeps one until its index entry is in,
+    /// and the device's completion hook ([`WriteClaim::hook`]) another until the device is done:
+    /// the region is not reclaimed under a write that has landed but is not indexed yet (the
+    /// entry would then point into the region's next generation), nor under one still on its
+    /// way to the device, even if the writing task was cancelled meanwhile.
+    pub(crate) fn claim(&self, region: u32) -> WriteClaim {
+        WriteClaim {
+            _held: Arc::new(ClaimedWrite {
+                pending: self.pending.clone(),
+                region,
+            }),
+        }
     }
 
     /// Writes `buf` at `block` of `region`, counting failures; hands the buffer back.
@@ -90,6 +97,33 @@ impl Slab {
         let mut buf = AlignedBuf::zeroed(self.geo.block, self.geo.block);
         h.encode(buf.as_mut_slice());
         self.write_at(h.region, 0, buf, None).await.map(drop)
+    }
+}
+
+/// A reserved write's hold on its region (see [`Slab::claim`]).
+#[derive(Clone)]
+pub(crate) struct WriteClaim {
+    /// Only held: its drop, the last of its clones, ends the write's count.
+    _held: Arc<ClaimedWrite>,
+}
+
+struct ClaimedWrite {
+    pending: Arc<Vec<AtomicU32>>,
+    region: u32,
+}
+
+impl Drop for ClaimedWrite {
+    fn drop(&mut self) {
+        self.pending[self.region as usize].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl WriteClaim {
+    /// A completion hook holding the claim until the device is done with the write (or the
+    /// engine drops the request).
+    pub(crate) fn hook(&self) -> CompletionHook {
+        let held = self.clone();
+        Box::new(move || drop(held))
     }
 }
 

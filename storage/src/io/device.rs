@@ -1,4 +1,5 @@
-//! Opening the cache device: a preallocated file or a block device, with O_DIRECT.
+//! Opening the cache device: a preallocated file (locked) or a block device (opened
+//! exclusively), with O_DIRECT.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -64,6 +65,7 @@ impl Device {
             std::fs::create_dir_all(parent).map_err(io_err)?;
         }
         let (file, direct) = open_maybe_direct(path, true, 0)?;
+        lock_exclusive(&file, path)?;
         let current = file.metadata().map_err(io_err)?.len();
         if current < file_size {
             preallocate(&file, file_size).map_err(io_err)?;
@@ -134,6 +136,38 @@ fn open_maybe_direct(path: &Path, create: bool, extra: i32) -> Result<(File, boo
         Err(e) => Err(StorageError::io(path, e)),
     }
 }
+
+/// Takes an exclusive lock on a cache file, so a second node (or `strata format`) on the same
+/// file is refused while this one has it. The lock belongs to the open file description: it is
+/// held by every clone of `file` (the io engine's too) and released when the last is closed.
+/// A block device needs none: it is opened with O_EXCL.
+///
+/// A lock held by a process that just died is let go a moment after it is reaped (the kernel
+/// tears an io_uring down, and closes the files it holds, in the background): a busy file is
+/// retried for up to [`LOCK_WAIT`] before it is refused, so a restart after a crash succeeds.
+fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: plain syscall on an open fd; it touches no memory of ours.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(StorageError::io(path, e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StorageError::DeviceLocked {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// How long a locked cache file is waited for before it is refused as in use.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn preallocate(file: &File, size: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("size overflows off_t"))?;
