@@ -319,3 +319,68 @@ async fn fills_forward_only_shared_headers() {
     );
     assert_eq!(cache_status(&ask().await.unwrap()), "strata; hit");
 }
+
+/// An origin on a raw socket that announces `length` bytes, sends `sent` of them, and holds
+/// the connection open until the client goes.
+fn lying_origin(length: u64, sent: usize) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nETag: \"big\"\r\nCache-Control: max-age=3600\r\n\r\n"
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&vec![7u8; sent]);
+                // Hold the connection until the proxy closes it.
+                let _ = s.read(&mut buf);
+            });
+        }
+    });
+    addr
+}
+
+/// Issue item 1: an origin's `Content-Length` costs memory and work in proportion to what is
+/// filled, not to what it announces; above `cache.max_object_size` nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_length_costs_nothing_until_it_arrives() {
+    // 4 EiB: beyond any size; 512 GiB: storable, with a window of slices registered at a time.
+    for (length, detail) in [(1u64 << 62, Some("detail=too-large")), (512u64 << 30, None)] {
+        let origin = lying_origin(length, 3 << 20);
+        let node = Strata::start(&NodeConfig::new(&format!("http://{origin}/")));
+        let client = reqwest::Client::new();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get(node.url("/huge")).send(),
+        )
+        .await
+        .expect("the response header came in time")
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        let cs = cache_status(&r);
+        match detail {
+            Some(d) => assert!(cs.contains(d), "{length}: {cs}"),
+            None => assert_eq!(cs, "strata; fwd=uri-miss; stored", "{length}"),
+        }
+        let mut r = r;
+        let mut got = 0;
+        while got < 2 << 20 {
+            got += r.chunk().await.unwrap().expect("body bytes").len();
+        }
+        assert!(
+            node.rss() < 256 << 20,
+            "{length}: RSS {} MiB",
+            node.rss() >> 20
+        );
+        drop(r);
+        // The node still answers.
+        let health = reqwest::get(format!("http://{}/health", node.admin))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+    }
+}

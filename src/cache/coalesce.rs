@@ -272,6 +272,17 @@ impl Coalescer {
         (!out.is_empty()).then_some((run, out))
     }
 
+    /// Registers one more slice of `run` under `key`; `None` when `key` is in flight already.
+    pub(crate) fn extend_run(&self, run: &Arc<Run>, key: &[u8]) -> Option<Arc<PendingSlice>> {
+        let mut map = lock(&self.slices);
+        if map.contains_key(key) {
+            return None;
+        }
+        let inf = Arc::new(PendingSlice::new(run.clone()));
+        map.insert(key.to_vec(), inf.clone());
+        Some(inf)
+    }
+
     /// A run of one slice that nobody else can join (used to bypass a stalled shared fill).
     pub(crate) fn private_run(&self) -> (Arc<Run>, Vec<Arc<PendingSlice>>) {
         let run = Arc::new(Run::default());

@@ -14,7 +14,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::cache::coalesce::{Discovery, DiscoveryGuard, PendingSlice, Run};
 use crate::cache::decide::Stale;
-use crate::cache::fill::RunFill;
+use crate::cache::fill::{window, RunFill};
 use crate::cache::job::Job;
 use crate::cache::key::{meta_key, object_id};
 use crate::cache::plane::{CachePlane, ErrorAnswer};
@@ -291,12 +291,21 @@ async fn adopt(
             fwd,
         };
     }
+    if span.is_some_and(|s| s.total > plane.max_object_size) {
+        guard.resolve(Discovery::Uncoalescable);
+        return Fetched::Unstored {
+            origin,
+            span,
+            why: Detail::TooLarge,
+            fwd,
+        };
+    }
     match (verdict, span) {
         (Ok(()), Some(s)) if sliceable(s) && (strong || covers_need(s)) => {
             let (meta, run) = describe(plane, job, &origin.header, policy, s).await;
-            if let Some((run, slices)) = run {
-                job.hold(run.interest());
-                spawn_fill(plane, job, &meta, slices, run, origin, s.start);
+            if let Some(registered) = run {
+                job.hold(registered.0.interest());
+                spawn_fill(plane, job, &meta, registered, origin, s.start);
             }
             guard.resolve(Discovery::Ready);
             let mut cs = CacheStatus::fwd(fwd);
@@ -338,8 +347,8 @@ async fn adopt(
     }
 }
 
-/// A run of slices registered for a fill.
-type Registered = (Arc<Run>, Vec<Arc<PendingSlice>>);
+/// A run of slices registered for a fill, and the last slice it is to fill.
+type Registered = (Arc<Run>, Vec<Arc<PendingSlice>>, u64);
 
 /// Stores the description of a newly fetched object (and the Vary record of its URL), and
 /// registers the run of slices its body covers, as far as this request needs them.
@@ -391,13 +400,17 @@ async fn describe(
         && (oh.status != StatusCode::PARTIAL_CONTENT
             || content_length(&oh.headers) != Some(1)
             || total == 1);
-    let keys: Vec<Vec<u8>> = (first..=wanted_last)
-        .map(|i| meta.slice_key(i))
-        .take_while(|k| !plane.cache.contains(k))
-        .collect();
+    // A body whose first slice is stored already fills nothing: the serving step reads what is
+    // stored and fetches what is missing.
+    let (keys, last) = if plane.cache.contains(&meta.slice_key(first)) {
+        (Vec::new(), first)
+    } else {
+        window(plane, &meta, first, wanted_last)
+    };
     let run = (covers && !keys.is_empty())
         .then(|| plane.coalescer.register_run(&keys))
-        .flatten();
+        .flatten()
+        .map(|(run, slices)| (run, slices, last));
     (meta, run)
 }
 
@@ -406,13 +419,13 @@ fn spawn_fill(
     plane: &CachePlane,
     job: &Job,
     meta: &Arc<ObjectMeta>,
-    slices: Vec<Arc<PendingSlice>>,
-    run: Arc<Run>,
+    (run, slices, last): Registered,
     origin: OriginResponse,
     body_start: u64,
 ) {
     let first = body_start / meta.slice_size as u64;
-    let fill = RunFill::new(plane, meta.clone(), job.key.clone(), first, slices, run);
+    let span = (first, last);
+    let fill = RunFill::new(plane, meta.clone(), job.key.clone(), span, slices, run);
     tokio::spawn(fill.fill(origin, body_start));
 }
 
@@ -450,15 +463,16 @@ pub(super) fn revalidate_in_background(
         let policy = Policy::new(oh.status, &oh.headers, SystemTime::now(), route.overrides);
         let storable = policy.storable(&job.headers, &oh.headers).is_ok()
             && matches!(oh.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
-        match body_span(oh.status, &oh.headers).filter(|s| storable && s.start == 0) {
+        let fits = |s: &BodySpan| s.total <= plane.max_object_size;
+        match body_span(oh.status, &oh.headers).filter(|s| storable && s.start == 0 && fits(s)) {
             Some(s) => {
                 let (meta, run) = describe(&plane, &mut job, &origin.header, policy, s).await;
                 guard.resolve(Discovery::Ready);
-                if let Some((run, slices)) = run {
+                if let Some(registered) = run {
                     // Keep the run alive until it is over: nobody else may be reading. An
                     // hour bounds an origin that stops sending without closing.
-                    let interest = run.interest();
-                    spawn_fill(&plane, &job, &meta, slices, run, origin, 0);
+                    let interest = registered.0.interest();
+                    spawn_fill(&plane, &job, &meta, registered, origin, 0);
                     let over = interest.run().finished();
                     let _ = tokio::time::timeout(Duration::from_secs(3600), over).await;
                     drop(interest);

@@ -45,6 +45,8 @@ pub(crate) struct CachePlane {
     pub(crate) slice_size: u64,
     /// `cache.lock_timeout`: how long a waiting client tolerates a fill without progress.
     pub(crate) lock_timeout: Duration,
+    /// `cache.max_object_size`: larger responses are forwarded, not stored.
+    pub(crate) max_object_size: u64,
     /// Counters.
     pub(crate) metrics: Arc<Metrics>,
 }

@@ -185,12 +185,17 @@ pub(super) async fn stream_unsized(
         policy,
     };
     let mut fill = UnsizedFill::new(plane.cache.clone(), id, plane.slice_size as usize);
+    let mut stored = cs.stored;
     session.write_response_header(Box::new(resp), false).await?;
     loop {
         match origin.read_body().await {
             Ok(Some(chunk)) => {
                 meta.length += chunk.len() as u64;
-                if cs.stored {
+                if meta.length > plane.max_object_size {
+                    // Too large to store: the rest is only relayed, and nothing is described.
+                    stored = false;
+                }
+                if stored {
                     fill.push(chunk.clone()).await;
                 }
                 plane
@@ -209,7 +214,7 @@ pub(super) async fn stream_unsized(
             }
         }
     }
-    if cs.stored {
+    if stored {
         // Described before the client sees the end, so a client that has it all finds it cached.
         match fill.finish(&job.key, &meta).await {
             Ok(()) => plane.metrics.fill(FillResult::Stored),

@@ -11,7 +11,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use crate::cache::coalesce::{SliceReader, Step};
-use crate::cache::fill::RunFill;
+use crate::cache::fill::{window, RunFill};
 use crate::cache::job::Job;
 use crate::cache::key::meta_key;
 use crate::cache::plane::{CachePlane, Outcome};
@@ -270,20 +270,24 @@ fn follow_or_fetch(
             return Some(inf.reader());
         }
     }
-    let keys: Vec<Vec<u8>> = (idx..=last)
-        .map(|i| meta.slice_key(i))
-        .enumerate()
-        .take_while(|(n, k)| *n == 0 || !plane.cache.contains(k))
-        .map(|(_, k)| k)
-        .collect();
-    let (run, slices) = if private {
-        plane.coalescer.private_run()
+    let (run, slices, last) = if private {
+        let (run, slices) = plane.coalescer.private_run();
+        (run, slices, idx)
     } else {
-        plane.coalescer.register_run(&keys)?
+        let (keys, last) = window(plane, meta, idx, last);
+        let (run, slices) = plane.coalescer.register_run(&keys)?;
+        (run, slices, last)
     };
     job.hold(run.interest());
     let reader = slices[0].reader();
-    let fill = RunFill::new(plane, meta.clone(), job.key.clone(), idx, slices, run);
+    let fill = RunFill::new(
+        plane,
+        meta.clone(),
+        job.key.clone(),
+        (idx, last),
+        slices,
+        run,
+    );
     tokio::spawn(fill.fetch(job.route.clone(), job.upstream_path.clone()));
     Some(reader)
 }

@@ -107,6 +107,10 @@ pub struct CacheConfig {
     /// before fetching for itself (default 5s).
     #[serde(default = "default_lock_timeout")]
     pub lock_timeout: Dur,
+    /// `cache.max_object_size`: responses larger than this are forwarded, not stored
+    /// (default 1TiB).
+    #[serde(default = "default_max_object_size")]
+    pub max_object_size: Size,
 }
 
 /// `cache.disk:`.
@@ -148,6 +152,9 @@ fn default_grace() -> Dur {
 }
 fn default_slice() -> Size {
     Size(1 << 20)
+}
+fn default_max_object_size() -> Size {
+    Size(1 << 40)
 }
 fn default_lock_timeout() -> Dur {
     Dur(Duration::from_secs(5))

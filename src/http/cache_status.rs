@@ -86,6 +86,8 @@ pub enum Detail {
     Vary,
     /// A body delimited by the connection closing: its end cannot be told from a cut.
     CloseDelimited,
+    /// Larger than `cache.max_object_size`.
+    TooLarge,
     /// The response cannot be stored in slices (its body does not start on a slice boundary or
     /// lacks a length).
     Unsliceable,
@@ -113,6 +115,7 @@ impl Detail {
             Detail::OriginUnreachable => "origin-unreachable",
             Detail::Vary => "vary",
             Detail::CloseDelimited => "close-delimited",
+            Detail::TooLarge => "too-large",
             Detail::Unsliceable => "unsliceable",
             Detail::NotStored(n) => n.as_str(),
         }

@@ -81,6 +81,7 @@ pub(crate) fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
             coalescer: Arc::new(Coalescer::default()),
             slice_size: cfg.cache.slice.0,
             lock_timeout: cfg.cache.lock_timeout.0,
+            max_object_size: cfg.cache.max_object_size.0,
             metrics: metrics.clone(),
         },
         metrics: metrics.clone(),

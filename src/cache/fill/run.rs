@@ -22,6 +22,35 @@ use crate::metrics::{FillResult, Metrics};
 use crate::origin::{OriginResponse, Upstream};
 use crate::routing::Route;
 
+/// Slices of a run registered ahead of the one being filled: what a run registers up front
+/// and keeps registered as it advances. The registry, and the work before the first byte, stay
+/// in proportion to this window, not to the object (a `Content-Length` is the origin's word).
+pub(crate) const WINDOW: usize = 64;
+
+/// The keys of the slices from `first` a run registers up front (at most [`WINDOW`], up to
+/// the first one stored), and the last slice the run is to fill: `last` when the window was
+/// full, else the end of what it found missing.
+pub(crate) fn window(
+    plane: &CachePlane,
+    meta: &ObjectMeta,
+    first: u64,
+    last: u64,
+) -> (Vec<Vec<u8>>, u64) {
+    let keys: Vec<Vec<u8>> = (first..=last)
+        .map(|i| meta.slice_key(i))
+        .enumerate()
+        .take_while(|(n, k)| *n == 0 || !plane.cache.contains(k))
+        .map(|(_, k)| k)
+        .take(WINDOW)
+        .collect();
+    let planned = if keys.len() == WINDOW {
+        last
+    } else {
+        first + keys.len().max(1) as u64 - 1
+    };
+    (keys, planned)
+}
+
 /// A registered run of slices and what is needed to fill it.
 pub(crate) struct RunFill {
     /// The tiers the slices go to.
@@ -34,6 +63,8 @@ pub(crate) struct RunFill {
     key: String,
     /// Index of the first slice of the run.
     first: u64,
+    /// Index of the last slice the run is to fill (registered as the window reaches it).
+    last: u64,
     /// The registered slices, in order.
     slices: Vec<Arc<PendingSlice>>,
     /// The run (its interest decides cancellation).
@@ -52,16 +83,19 @@ enum Next {
 }
 
 impl RunFill {
-    /// A fill of the registered `slices` (from slice `first` on) of object `meta` stored under `key`.
+    /// A fill of slices `first..=last` of object `meta` stored under `key`, of which `slices`
+    /// (from `first` on, at most [`WINDOW`]) are registered; the rest are registered as it goes.
     pub(crate) fn new(
         plane: &CachePlane,
         meta: Arc<ObjectMeta>,
         key: String,
-        first: u64,
+        (first, last): (u64, u64),
         slices: Vec<Arc<PendingSlice>>,
         run: Arc<Run>,
     ) -> RunFill {
+        let last = last.max(first + slices.len() as u64 - 1);
         RunFill {
+            last,
             cache: plane.cache.clone(),
             coalescer: plane.coalescer.clone(),
             meta,
@@ -81,8 +115,31 @@ impl RunFill {
 
     /// Last byte (inclusive) of the run within the object.
     fn end(&self) -> u64 {
-        let last = self.first + self.slices.len() as u64 - 1;
-        (last * self.meta.slice_size as u64 + self.meta.slice_len(last)).saturating_sub(1)
+        let last = self.last;
+        (last.saturating_mul(self.meta.slice_size as u64) + self.meta.slice_len(last))
+            .saturating_sub(1)
+    }
+
+    /// Registers slices after the pending ones, up to [`WINDOW`] ahead and at most to the
+    /// run's last; stops for good at a slice stored or in flight (the body beyond it is not
+    /// needed: the run ends there).
+    fn extend(&mut self, pending: &mut VecDeque<Arc<PendingSlice>>, next: &mut u64) {
+        while pending.len() < WINDOW && *next <= self.last {
+            let key = self.meta.slice_key(*next);
+            let slice = (!self.cache.contains(&key))
+                .then(|| self.coalescer.extend_run(&self.run, &key))
+                .flatten();
+            match slice {
+                Some(s) => {
+                    pending.push_back(s);
+                    *next += 1;
+                }
+                None => {
+                    self.last = *next - 1;
+                    return;
+                }
+            }
+        }
     }
 
     /// Fetches the run with a ranged request and fills it; for slices missing from a known object.
@@ -153,6 +210,8 @@ impl RunFill {
         // Each slice is let go once complete: its bytes then live on only in readers still at it.
         let mut pending: VecDeque<Arc<PendingSlice>> = std::mem::take(&mut self.slices).into();
         let mut idx = self.first;
+        // A private run (one slice nobody else may join) never registers more.
+        let mut next = self.first + pending.len() as u64;
         while let Some(slice) = pending.front().cloned() {
             let expect = self.meta.slice_len(idx);
             let mut got = 0u64;
@@ -201,6 +260,7 @@ impl RunFill {
             self.coalescer.remove(&key, &slice);
             pending.pop_front();
             idx += 1;
+            self.extend(&mut pending, &mut next);
         }
         self.run.finish();
         // The connection is reusable only if its body was read to the end.
