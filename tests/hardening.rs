@@ -384,3 +384,30 @@ async fn an_announced_length_costs_nothing_until_it_arrives() {
         assert_eq!(health.status(), 200);
     }
 }
+
+/// Issue item 20: with no memory tier, clients that arrive while an object is described wait
+/// for its description on disk instead of each fetching it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_memory_tier_followers_still_share_one_fetch() {
+    let origin = TestOrigin::start().await;
+    let body = random_bytes(2 << 20, 20);
+    let mut slow = Object::new(body.clone());
+    slow.chunk_delay = Duration::from_millis(5);
+    origin.put("/slow", slow);
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.memory = "0".into();
+    let node = Strata::start(&cfg);
+    let url = node.url("/slow");
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for c in clients {
+        let (s, _, b) = c.await.unwrap();
+        assert_eq!(s, 200);
+        assert!(b == body);
+    }
+    assert_eq!(origin.hits("/slow"), 1, "{:?}", origin.seen());
+}

@@ -382,13 +382,20 @@ async fn describe(
         plane.cache.insert_memory_now(k, v.clone());
     }
     let cache = plane.cache.clone();
-    tokio::spawn(async move {
+    let store = async move {
         for (k, v) in records {
             if let Err(e) = cache.insert(&k, v).await {
                 tracing::warn!(error = %e, "object description not stored on disk");
             }
         }
-    });
+    };
+    if plane.memory_holds_records {
+        tokio::spawn(store);
+    } else {
+        // Without a memory tier to show it at once, the description must be on disk before
+        // the followers are told it is there, or they would find nothing and fetch again.
+        store.await;
+    }
     let s = meta.slice_size as u64;
     let first = span.start / s;
     let applies = job.range_applies(meta.header("etag"), meta.header("last-modified"));

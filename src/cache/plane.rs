@@ -47,6 +47,9 @@ pub(crate) struct CachePlane {
     pub(crate) lock_timeout: Duration,
     /// `cache.max_object_size`: larger responses are forwarded, not stored.
     pub(crate) max_object_size: u64,
+    /// Whether the memory tier can show a new object's description at once (`cache.memory`
+    /// is not zero); if not, descriptions are written to disk before anyone is told.
+    pub(crate) memory_holds_records: bool,
     /// Counters.
     pub(crate) metrics: Arc<Metrics>,
 }

@@ -82,6 +82,8 @@ pub(crate) fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
             slice_size: cfg.cache.slice.0,
             lock_timeout: cfg.cache.lock_timeout.0,
             max_object_size: cfg.cache.max_object_size.0,
+            // A description is a few hundred bytes; a memory tier this small holds none for long.
+            memory_holds_records: cfg.cache.memory.0 >= 64 << 10,
             metrics: metrics.clone(),
         },
         metrics: metrics.clone(),
