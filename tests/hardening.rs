@@ -411,3 +411,36 @@ async fn without_a_memory_tier_followers_still_share_one_fetch() {
     }
     assert_eq!(origin.hits("/slow"), 1, "{:?}", origin.seen());
 }
+
+/// Issue item 14: a fill runs at most a few slices ahead of its slowest reader, so a client
+/// that stops reading does not pull the whole object from the origin into the tiers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_holds_its_fill_back() {
+    let origin = TestOrigin::start().await;
+    let len = 64u64 << 20;
+    origin.put("/big", Object::generated(len, 14));
+    let node = Strata::start(&NodeConfig::new(&origin.url()));
+    let mut r = reqwest::get(node.url("/big")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = 0;
+    while got < 100 << 10 {
+        got += r.chunk().await.unwrap().expect("body").len();
+    }
+    // The client stops reading. Nothing can be awaited for "nothing more happens": watch the
+    // origin for a bounded while; it used to send all 64 MiB within a fraction of it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline && origin.body_bytes() < len {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = origin.body_bytes();
+    assert!(
+        sent < 24 << 20,
+        "the origin sent {} MiB for a stalled reader",
+        sent >> 20
+    );
+    // Reading on resumes the fill, and the body is whole.
+    while let Some(c) = r.chunk().await.unwrap() {
+        got += c.len();
+    }
+    assert_eq!(got as u64, len);
+}

@@ -6,7 +6,7 @@
 //! is cancelled as soon as no client is interested in it any more. The first request for an
 //! object nobody has described yet is coalesced too (see [`Coalescer::discover`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,6 +21,10 @@ pub(crate) struct Run {
     idle: Notify,
     finished: std::sync::atomic::AtomicBool,
     done: Notify,
+    /// How many readers are at each slice index (a reader follows one slice).
+    readers: Mutex<BTreeMap<u64, usize>>,
+    /// Notified when a reader leaves a slice.
+    moved: Notify,
 }
 
 impl Run {
@@ -45,6 +49,39 @@ impl Run {
             }
             n.await;
         }
+    }
+
+    /// The slice index of the slowest reader following this run, if any reader is.
+    pub(crate) fn slowest_reader(&self) -> Option<u64> {
+        lock(&self.readers).keys().next().copied()
+    }
+
+    /// Resolves once slice `idx` is at most `ahead` slices past the slowest reader (at once
+    /// when nobody follows the run: then only interest keeps it going).
+    pub(crate) async fn wait_for_readers(&self, idx: u64, ahead: u64) {
+        loop {
+            let n = self.moved.notified();
+            match self.slowest_reader() {
+                Some(s) if idx > s.saturating_add(ahead) => n.await,
+                _ => return,
+            }
+        }
+    }
+
+    fn reader_at(&self, idx: u64) {
+        *lock(&self.readers).entry(idx).or_insert(0) += 1;
+    }
+
+    fn reader_left(&self, idx: u64) {
+        let mut r = lock(&self.readers);
+        if let Some(n) = r.get_mut(&idx) {
+            *n -= 1;
+            if *n == 0 {
+                r.remove(&idx);
+            }
+        }
+        drop(r);
+        self.moved.notify_waiters();
     }
 
     /// Resolves once nobody is interested.
@@ -133,11 +170,14 @@ impl PendingSlice {
         lock(&self.chunks).clone()
     }
 
-    /// A reader from the first byte; it holds interest in the run while it lives.
-    pub(crate) fn reader(self: &Arc<Self>) -> SliceReader {
+    /// A reader from the first byte of slice `idx`; it holds interest in the run while it
+    /// lives, and the run's fill does not run far ahead of it.
+    pub(crate) fn reader(self: &Arc<Self>, idx: u64) -> SliceReader {
+        self.run.reader_at(idx);
         SliceReader {
             _interest: self.run.interest(),
             slice: self.clone(),
+            idx,
             next: 0,
             rx: self.progress.subscribe(),
         }
@@ -161,8 +201,16 @@ pub(crate) struct SliceReader {
     /// Held, never read: keeps the run wanted while this reader lives.
     _interest: Interest,
     slice: Arc<PendingSlice>,
+    /// The slice's index in its object.
+    idx: u64,
     next: usize,
     rx: watch::Receiver<Progress>,
+}
+
+impl Drop for SliceReader {
+    fn drop(&mut self) {
+        self.slice.run.reader_left(self.idx);
+    }
 }
 
 impl SliceReader {
@@ -337,7 +385,7 @@ mod tests {
         let keys = vec![b"a".to_vec(), b"b".to_vec()];
         let (run, slices) = c.register_run(&keys).unwrap();
         assert!(c.register_run(&keys).is_none(), "a slice is fetched once");
-        let mut r = c.get(b"a").unwrap().reader();
+        let mut r = c.get(b"a").unwrap().reader(0);
         slices[0].push(Bytes::from_static(b"he"));
         let Step::Chunk(x) = r.next(Duration::from_secs(1)).await else {
             panic!()
@@ -362,10 +410,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fill_waits_for_its_slowest_reader() {
+        let c = Coalescer::default();
+        let keys: Vec<Vec<u8>> = (0..3).map(|i| vec![i]).collect();
+        let (run, slices) = c.register_run(&keys).unwrap();
+        // Nobody follows: no bound.
+        run.wait_for_readers(100, 2).await;
+        let slow = slices[0].reader(0);
+        let fast = slices[2].reader(2);
+        assert_eq!(run.slowest_reader(), Some(0));
+        let r = run.clone();
+        let waiting = tokio::spawn(async move { r.wait_for_readers(3, 2).await });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "slice 3 is 3 past the slowest reader"
+        );
+        drop(slow);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("released when the slowest reader moved on")
+            .unwrap();
+        assert_eq!(run.slowest_reader(), Some(2));
+        drop(fast);
+        assert_eq!(run.slowest_reader(), None);
+    }
+
+    #[tokio::test]
     async fn a_silent_writer_stalls_its_readers() {
         let c = Coalescer::default();
         let (_run, _slices) = c.register_run(&[b"x".to_vec()]).unwrap();
-        let mut r = c.get(b"x").unwrap().reader();
+        let mut r = c.get(b"x").unwrap().reader(0);
         assert!(matches!(
             r.next(Duration::from_millis(20)).await,
             Step::Stalled

@@ -14,7 +14,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::cache::coalesce::{Discovery, DiscoveryGuard, PendingSlice, Run};
 use crate::cache::decide::Stale;
-use crate::cache::fill::{window, RunFill};
+use crate::cache::fill::{register, RunFill};
 use crate::cache::job::Job;
 use crate::cache::key::{meta_key, object_id};
 use crate::cache::plane::{CachePlane, ErrorAnswer};
@@ -409,15 +409,9 @@ async fn describe(
             || total == 1);
     // A body whose first slice is stored already fills nothing: the serving step reads what is
     // stored and fetches what is missing.
-    let (keys, last) = if plane.cache.contains(&meta.slice_key(first)) {
-        (Vec::new(), first)
-    } else {
-        window(plane, &meta, first, wanted_last)
-    };
-    let run = (covers && !keys.is_empty())
-        .then(|| plane.coalescer.register_run(&keys))
-        .flatten()
-        .map(|(run, slices)| (run, slices, last));
+    let run = (covers && !plane.cache.contains(&meta.slice_key(first)))
+        .then(|| register(plane, &meta, first, wanted_last))
+        .flatten();
     (meta, run)
 }
 

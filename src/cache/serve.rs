@@ -11,7 +11,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use crate::cache::coalesce::{SliceReader, Step};
-use crate::cache::fill::{window, RunFill};
+use crate::cache::fill::{register, RunFill};
 use crate::cache::job::Job;
 use crate::cache::key::meta_key;
 use crate::cache::plane::{CachePlane, Outcome};
@@ -267,19 +267,17 @@ fn follow_or_fetch(
     if !private {
         if let Some(inf) = plane.coalescer.get(&meta.slice_key(idx)) {
             job.hold(inf.run.interest());
-            return Some(inf.reader());
+            return Some(inf.reader(idx));
         }
     }
     let (run, slices, last) = if private {
         let (run, slices) = plane.coalescer.private_run();
         (run, slices, idx)
     } else {
-        let (keys, last) = window(plane, meta, idx, last);
-        let (run, slices) = plane.coalescer.register_run(&keys)?;
-        (run, slices, last)
+        register(plane, meta, idx, last)?
     };
     job.hold(run.interest());
-    let reader = slices[0].reader();
+    let reader = slices[0].reader(idx);
     let fill = RunFill::new(
         plane,
         meta.clone(),

@@ -12,5 +12,5 @@
 mod run;
 mod unknown_length;
 
-pub(crate) use run::{window, RunFill};
+pub(crate) use run::{register, RunFill};
 pub(crate) use unknown_length::UnsizedFill;

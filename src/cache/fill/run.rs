@@ -27,15 +27,17 @@ use crate::routing::Route;
 /// in proportion to this window, not to the object (a `Content-Length` is the origin's word).
 pub(crate) const WINDOW: usize = 64;
 
-/// The keys of the slices from `first` a run registers up front (at most [`WINDOW`], up to
-/// the first one stored), and the last slice the run is to fill: `last` when the window was
-/// full, else the end of what it found missing.
-pub(crate) fn window(
+/// Registers a run over the slices of `meta` from `first` (which must be missing): at most
+/// [`WINDOW`] up front, up to the first slice stored or in flight. Returns the run, its
+/// registered slices and the last slice it is to fill: `last` when the window was full (the
+/// rest is registered as the fill advances), else the last one registered. `None` when
+/// `first` is in flight already.
+pub(crate) fn register(
     plane: &CachePlane,
     meta: &ObjectMeta,
     first: u64,
     last: u64,
-) -> (Vec<Vec<u8>>, u64) {
+) -> Option<(Arc<Run>, Vec<Arc<PendingSlice>>, u64)> {
     let keys: Vec<Vec<u8>> = (first..=last)
         .map(|i| meta.slice_key(i))
         .enumerate()
@@ -43,13 +45,21 @@ pub(crate) fn window(
         .map(|(_, k)| k)
         .take(WINDOW)
         .collect();
-    let planned = if keys.len() == WINDOW {
+    let (run, slices) = plane.coalescer.register_run(&keys)?;
+    // A slice in flight ends the registration early: the run must end there too, or its
+    // origin request would ask again for what another fill is fetching.
+    let planned = if slices.len() == WINDOW {
         last
     } else {
-        first + keys.len().max(1) as u64 - 1
+        first + slices.len() as u64 - 1
     };
-    (keys, planned)
+    Some((run, slices, planned))
 }
+
+/// How many slices a fill may run ahead of the slowest client reading it: past that it waits
+/// (and so does the origin), so a client reading a byte a minute does not pull a whole object
+/// into the tiers at origin speed.
+const FILL_AHEAD: u64 = 4;
 
 /// A registered run of slices and what is needed to fill it.
 pub(crate) struct RunFill {
@@ -213,6 +223,15 @@ impl RunFill {
         // A private run (one slice nobody else may join) never registers more.
         let mut next = self.first + pending.len() as u64;
         while let Some(slice) = pending.front().cloned() {
+            let cancelled = tokio::select! {
+                biased;
+                _ = self.run.idle() => true,
+                _ = self.run.wait_for_readers(idx, FILL_AHEAD) => false,
+            };
+            if cancelled {
+                self.metrics.fill(FillResult::Cancelled);
+                return self.abandon(idx, pending);
+            }
             let expect = self.meta.slice_len(idx);
             let mut got = 0u64;
             while got < expect {
