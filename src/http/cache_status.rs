@@ -65,6 +65,8 @@ pub enum Detail {
     SubResource,
     /// A request path spelled ambiguously (an encoded separator, a malformed escape…).
     BadPath,
+    /// A request whose framing or size is refused (both lengths, no Host, huge headers).
+    BadRequest,
     /// A JWT-guarded route without a token.
     TokenMissing,
     /// A token that does not verify.
@@ -105,6 +107,7 @@ impl Detail {
             Detail::BadKey => "bad-key",
             Detail::SubResource => "sub-resource",
             Detail::BadPath => "bad-path",
+            Detail::BadRequest => "bad-request",
             Detail::TokenMissing => "token-missing",
             Detail::TokenInvalid => "token-invalid",
             Detail::TokenForbidden => "token-forbidden",

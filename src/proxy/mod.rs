@@ -7,6 +7,7 @@
 //! successful unsafe method invalidates its target.
 //!
 //! - [`drain`]: in-flight accounting for shutdown.
+//! - [`guard`]: request hygiene checked before routing.
 //! - [`respond`]: the error answers the proxy writes itself.
 //! - [`invalidate`]: invalidation by unsafe methods.
 
@@ -26,6 +27,7 @@ use crate::origin::Refused;
 use crate::routing::{normalize, Route, Router};
 
 pub(crate) mod drain;
+mod guard;
 mod invalidate;
 mod respond;
 
@@ -69,9 +71,19 @@ impl ProxyHttp for StrataProxy {
         if self.drain.is_draining() {
             session.set_keepalive(None);
         }
+        if let Err(bad) = guard::check(session.req_header()) {
+            // Its framing is in doubt: nothing after it on this connection is read.
+            session.set_keepalive(None);
+            ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::BadRequest);
+            let message = bad.to_string();
+            respond::error(session, bad.status(), &ctx.status, &message).await?;
+            return Ok(true);
+        }
         let path = match normalize(session.req_header().uri.path()) {
             Ok(p) => p,
             Err(e) => {
+                // Such spellings come from probes, not browsers: the connection ends here.
+                session.set_keepalive(None);
                 ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::BadPath);
                 let message = e.to_string();
                 respond::error(session, StatusCode::BAD_REQUEST, &ctx.status, &message).await?;
