@@ -63,7 +63,10 @@ async fn objects_come_back_from_l2_after_l1_overflows() {
     // A slice on its way to the disk is served from its fill: wait until every object and its
     // description have landed, so the reads below test the disk tier.
     let inserts = "strata_storage{stat=\"inserts\",tier=\"disk\"}";
-    assert!(node.wait_metric(inserts, 2.0 * n as f64, Duration::from_secs(10)).await);
+    assert!(
+        node.wait_metric(inserts, 2.0 * n as f64, Duration::from_secs(10))
+            .await
+    );
     for i in 0..n {
         let (s, cs, b) = get(&node.url(&format!("/o{i}"))).await;
         assert_eq!((s, cs.as_str()), (200, "strata; hit"), "object {i}");

@@ -5,8 +5,9 @@
 //! cache::handle
 //!   lookup  (lookup.rs)  the stored record of the URL or its variant       -> Found
 //!   decide  (decide.rs)  fresh, stale, partial or missing; leader/follower -> Decision
-//!   fetch   (fetch.rs)   the leader asks the origin, describes the object,
-//!                        starts its fill                                   -> Fetched
+//!   fetch   (fetch.rs)   the leader asks the origin and decides what the response
+//!                        becomes; (describe.rs) a new object described, its
+//!                        run registered and its fill started               -> Fetched
 //!   serve   (serve.rs)   a stored object: preconditions, ranges, slices from the tiers or
 //!                        from fills in flight
 //!           (relay.rs)   an origin response that is not stored as slices
@@ -34,6 +35,7 @@ use crate::routing::Route;
 
 pub(crate) mod coalesce;
 mod decide;
+mod describe;
 mod fetch;
 mod fill;
 mod job;

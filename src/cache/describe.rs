@@ -1,0 +1,114 @@
+//! Step 3, fetch (its second half): a new object's description stored, for the followers
+//! waiting on it and for every later request, and the run of slices its body covers
+//! registered and handed to a fill.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{header, StatusCode};
+use pingora::http::ResponseHeader;
+
+use crate::cache::coalesce::{PendingSlice, Run};
+use crate::cache::fill::{register, RunFill};
+use crate::cache::job::Job;
+use crate::cache::key::{meta_key, object_id};
+use crate::cache::plane::CachePlane;
+use crate::cache::record::{stored_headers, ObjectMeta, Record};
+use crate::http::date::unix;
+use crate::http::freshness::Policy;
+use crate::http::headers::content_length;
+use crate::http::range::BodySpan;
+use crate::http::vary;
+use crate::origin::OriginResponse;
+
+/// A run of slices registered for a fill, and the last slice it is to fill.
+pub(super) type Registered = (Arc<Run>, Vec<Arc<PendingSlice>>, u64);
+
+/// Stores the description of a newly fetched object (and the Vary record of its URL), and
+/// registers the run of slices its body covers, as far as this request needs them.
+pub(super) async fn describe(
+    plane: &CachePlane,
+    job: &mut Job,
+    oh: &ResponseHeader,
+    policy: Policy,
+    span: BodySpan,
+) -> (Arc<ObjectMeta>, Option<Registered>) {
+    let total = span.total;
+    let names = vary::names(&oh.headers).unwrap_or_default();
+    job.select_variant(&names);
+    let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
+    let slice_size = plane.slice_size as u32;
+    let meta = Arc::new(ObjectMeta {
+        status: status_of_response(oh.status),
+        headers: stored_headers(&oh.headers),
+        length: total,
+        slice_size,
+        id: object_id(&job.key, etag, Some(total), slice_size),
+        stored_at: unix(SystemTime::now()),
+        policy,
+    });
+    // Visible from memory at once; the disk write does not hold up the first byte.
+    let mut records = vec![(meta_key(&job.key), meta.encode())];
+    if !names.is_empty() {
+        records.push((meta_key(&job.base_key), Record::encode_vary(&names)));
+    }
+    for (k, v) in &records {
+        plane.cache.insert_memory_now(k, v.clone());
+    }
+    let cache = plane.cache.clone();
+    let store = async move {
+        for (k, v) in records {
+            if let Err(e) = cache.insert(&k, v).await {
+                tracing::warn!(error = %e, "object description not stored on disk");
+            }
+        }
+    };
+    if plane.memory_holds_records {
+        tokio::spawn(store);
+    } else {
+        // Without a memory tier to show it at once, the description must be on disk before
+        // the followers are told it is there, or they would find nothing and fetch again.
+        store.await;
+    }
+    let s = meta.slice_size as u64;
+    let first = span.start / s;
+    let applies = job.range_applies(meta.header("etag"), meta.header("last-modified"));
+    let wanted_last = job
+        .needed(meta.status, total, applies)
+        .map_or(0, |r| r.end / s);
+    // A one-byte probe covers no slice (unless the object is one byte long).
+    let covers = total > 0
+        && (oh.status != StatusCode::PARTIAL_CONTENT
+            || content_length(&oh.headers) != Some(1)
+            || total == 1);
+    // A body whose first slice is stored already fills nothing: the serving step reads what is
+    // stored and fetches what is missing.
+    let run = (covers && !plane.cache.contains(&meta.slice_key(first)))
+        .then(|| register(plane, &meta, first, wanted_last))
+        .flatten();
+    (meta, run)
+}
+
+/// Fills the registered slices from `origin`'s body in a task of their own.
+pub(super) fn spawn_fill(
+    plane: &CachePlane,
+    job: &Job,
+    meta: &Arc<ObjectMeta>,
+    (run, slices, last): Registered,
+    origin: OriginResponse,
+    body_start: u64,
+) {
+    let first = body_start / meta.slice_size as u64;
+    let span = (first, last);
+    let fill = RunFill::new(plane, meta.clone(), job.key.clone(), span, slices, run);
+    tokio::spawn(fill.fill(origin, body_start));
+}
+
+/// The status an object is stored with: a 206 stands for the whole (200) representation.
+fn status_of_response(s: StatusCode) -> u16 {
+    if s == StatusCode::PARTIAL_CONTENT {
+        200
+    } else {
+        s.as_u16()
+    }
+}
