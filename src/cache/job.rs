@@ -2,6 +2,7 @@
 //! fills it keeps alive.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method};
@@ -9,6 +10,8 @@ use pingora::http::RequestHeader;
 
 use crate::cache::coalesce::Interest;
 use crate::cache::key::{cache_key, variant_key};
+use crate::cache::plane::Outcome;
+use crate::http::cache_status::CacheStatus;
 use crate::http::range::{self, if_range_matches, ByteRange, RangeRequest};
 use crate::routing::Route;
 
@@ -36,6 +39,8 @@ pub(crate) struct Job {
     pub(crate) vary_names: Vec<String>,
     /// Runs this request depends on, kept alive until it is done.
     pub(crate) held: Vec<Interest>,
+    /// When the response header was written (time to first byte).
+    pub(crate) first_byte: Option<Instant>,
 }
 
 impl Job {
@@ -57,6 +62,7 @@ impl Job {
             if_range: bytes_of(header::IF_RANGE),
             vary_names: Vec::new(),
             held: Vec::new(),
+            first_byte: None,
         }
     }
 
@@ -75,6 +81,7 @@ impl Job {
             if_range: None,
             vary_names: self.vary_names.clone(),
             held: Vec::new(),
+            first_byte: None,
         }
     }
 
@@ -112,6 +119,16 @@ impl Job {
                 end: last,
             },
         })
+    }
+
+    /// Notes that the response header is about to be written.
+    pub(crate) fn header_written(&mut self) {
+        self.first_byte.get_or_insert_with(Instant::now);
+    }
+
+    /// The outcome of a request that was answered with `status`.
+    pub(crate) fn served(&self, status: CacheStatus) -> Outcome {
+        Outcome::Served(status, self.first_byte)
     }
 
     /// Keeps interest in a run for the rest of the request (once per run).

@@ -2,7 +2,7 @@
 //! pipeline, so that no step imports the file that drives them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use strata_storage::TieredCache;
@@ -14,8 +14,8 @@ use crate::origin::Upstream;
 
 /// What the cache plane did with a request.
 pub(crate) enum Outcome {
-    /// A response was written; it carried this status.
-    Served(CacheStatus),
+    /// A response was written; it carried this status, and its header left at this time.
+    Served(CacheStatus, Option<Instant>),
     /// The request should be proxied as is, labelled with this forward reason.
     PassThrough(Forward),
     /// Nothing was written: answer the client with this error.

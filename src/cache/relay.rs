@@ -51,6 +51,7 @@ pub(super) async fn forward(
         let length = content_length(&oh.headers);
         let resp = downstream_header(oh.status, &oh.headers, length, &cs)?;
         let no_body = oh.status == StatusCode::NO_CONTENT || oh.status == StatusCode::NOT_MODIFIED;
+        job.header_written();
         session
             .write_response_header(Box::new(resp), no_body || length == Some(0))
             .await?;
@@ -58,7 +59,7 @@ pub(super) async fn forward(
             pipe(plane, session, job, &mut origin, 0, u64::MAX).await?;
         }
         plane.upstream.release(origin).await;
-        return Ok(Outcome::Served(cs));
+        return Ok(job.served(cs));
     };
     // The client's range applies only if its `If-Range` matches this response.
     let header = |n: header::HeaderName| oh.headers.get(n).map(|v| v.as_bytes());
@@ -98,6 +99,7 @@ pub(super) async fn forward(
         resp.insert_header(header::CONTENT_RANGE, r.content_range(total))?;
     }
     resp.insert_header("cache-status", cs.header_value())?;
+    job.header_written();
     session
         .write_response_header(Box::new(resp), r.is_none())
         .await?;
@@ -112,7 +114,7 @@ pub(super) async fn forward(
         )
         .await?;
     }
-    Ok(Outcome::Served(cs))
+    Ok(job.served(cs))
 }
 
 /// Copies `len` body bytes after skipping `skip` (all of it for `u64::MAX`), ending the
@@ -186,6 +188,7 @@ pub(super) async fn stream_unsized(
     };
     let mut fill = UnsizedFill::new(plane.cache.clone(), id, plane.slice_size as usize);
     let mut stored = cs.stored;
+    job.header_written();
     session.write_response_header(Box::new(resp), false).await?;
     loop {
         match origin.read_body().await {
@@ -226,7 +229,7 @@ pub(super) async fn stream_unsized(
     }
     session.write_response_body(None, true).await?;
     plane.upstream.release(origin).await;
-    Ok(Outcome::Served(cs))
+    Ok(job.served(cs))
 }
 
 /// The header of a relayed response: the origin's end-to-end fields, the length (or chunked),

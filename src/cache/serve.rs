@@ -54,9 +54,10 @@ pub(super) async fn answer(
             resp.insert_header(header::CONTENT_LENGTH, 0)?;
         }
         resp.insert_header("cache-status", cs.header_value())?;
+        job.header_written();
         session.write_response_header(Box::new(resp), true).await?;
         job.detach();
-        return Ok(Outcome::Served(cs));
+        return Ok(job.served(cs));
     }
     let len = meta.length;
     let wanted = match &job.range {
@@ -78,9 +79,10 @@ pub(super) async fn answer(
             resp.insert_header(header::CONTENT_RANGE, format!("bytes */{len}"))?;
             resp.insert_header(header::CONTENT_LENGTH, 0)?;
             resp.insert_header("cache-status", cs.header_value())?;
+            job.header_written();
             session.write_response_header(Box::new(resp), true).await?;
             job.detach();
-            return Ok(Outcome::Served(cs));
+            return Ok(job.served(cs));
         }
         RangeRequest::Single(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
         RangeRequest::Full => (
@@ -153,6 +155,7 @@ async fn serve(
     resp.insert_header(header::AGE, age)?;
     resp.insert_header("cache-status", cs.header_value())?;
     let body = br.filter(|_| !job.is_head);
+    job.header_written();
     session
         .write_response_header(Box::new(resp), body.is_none())
         .await?;
@@ -160,7 +163,7 @@ async fn serve(
         Some(r) => stream_range(plane, session, job, &meta, r, prefetched).await?,
         None => job.detach(),
     }
-    Ok(Outcome::Served(cs))
+    Ok(job.served(cs))
 }
 
 /// Writes bytes `r` of the object, slice by slice, from the cache or from fills.

@@ -60,7 +60,7 @@ pub struct AdminConfig {
 }
 
 /// `log:`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `log.format`: `text` (default) or `json`.
@@ -69,6 +69,23 @@ pub struct LogConfig {
     /// `log.level`: a tracing filter such as `info` or `strata=debug` (default `info`; `RUST_LOG` wins).
     #[serde(default)]
     pub level: Option<String>,
+    /// `log.access`: one line per request at info level, target `access` (default true).
+    #[serde(default = "default_true")]
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: None,
+            access: true,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `tls:`: how HTTPS origins are verified.

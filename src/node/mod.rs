@@ -88,6 +88,7 @@ pub(crate) fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         drain: drain.clone(),
+        access_log: cfg.log.access,
     };
     let mut svc =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "strata proxy");

@@ -6,6 +6,7 @@
 //! proxy phases (`upstream_peer`, `upstream_request_filter`, `response_filter`), where a
 //! successful unsafe method invalidates its target.
 //!
+//! - [`access`]: the access log.
 //! - [`drain`]: in-flight accounting for shutdown.
 //! - [`guard`]: request hygiene checked before routing.
 //! - [`respond`]: the error answers the proxy writes itself.
@@ -26,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::origin::Refused;
 use crate::routing::{normalize, Route, Router};
 
+mod access;
 pub(crate) mod drain;
 mod guard;
 mod invalidate;
@@ -44,6 +46,8 @@ pub(crate) struct StrataProxy {
     pub(crate) metrics: Arc<Metrics>,
     /// In-flight accounting for shutdown.
     pub(crate) drain: Arc<Drain>,
+    /// `log.access`.
+    pub(crate) access_log: bool,
 }
 
 /// Per-request state.
@@ -51,6 +55,7 @@ pub(crate) struct Ctx {
     route: Option<Arc<Route>>,
     upstream_path: String,
     status: CacheStatus,
+    timing: access::Timing,
     _in_flight: RequestGuard,
 }
 
@@ -63,6 +68,7 @@ impl ProxyHttp for StrataProxy {
             route: None,
             upstream_path: String::new(),
             status: CacheStatus::default(),
+            timing: access::Timing::start(),
             _in_flight: self.drain.enter(),
         }
     }
@@ -141,8 +147,9 @@ impl ProxyHttp for StrataProxy {
         if method == Method::GET || method == Method::HEAD {
             let outcome = cache::handle(&self.cache, session, &route, &ctx.upstream_path).await?;
             match outcome {
-                Outcome::Served(status) => {
+                Outcome::Served(status, first_byte) => {
                     ctx.status = status;
+                    ctx.timing.first_byte = first_byte;
                     return Ok(true);
                 }
                 Outcome::Refused(answer) => {
@@ -200,6 +207,8 @@ impl ProxyHttp for StrataProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         resp.insert_header("cache-status", ctx.status.header_value())?;
+        ctx.timing.first_byte();
+        ctx.timing.origin_status = Some(resp.status.as_u16());
         // RFC 9111 §4.4: a successful unsafe request invalidates the stored response.
         if invalidate::invalidates(&session.req_header().method, resp) {
             if let Some(route) = &ctx.route {
@@ -244,16 +253,13 @@ impl ProxyHttp for StrataProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
         self.metrics.request(route, ctx.status.label());
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        tracing::debug!(
-            route,
-            method = %session.req_header().method,
-            // The path only: a query may carry a token (one a refused request still has).
-            path = %session.req_header().uri.path(),
-            status,
-            cache = %ctx.status.header_value(),
-            error = e.map(|e| e.to_string()),
-            "request"
-        );
+        if self.access_log {
+            if session.response_written().is_some() {
+                // An answer Strata wrote itself in one go: its first byte left with it.
+                ctx.timing.first_byte();
+            }
+            let error = e.map(|e| e.etype().as_str());
+            access::log(session, route, &ctx.status, &ctx.timing, error);
+        }
     }
 }

@@ -77,6 +77,8 @@ pub(crate) struct NodeConfig {
     pub(crate) routes: String,
     /// `log.level`.
     pub(crate) log_level: String,
+    /// `log.access`.
+    pub(crate) log_access: bool,
 }
 
 impl NodeConfig {
@@ -89,6 +91,7 @@ impl NodeConfig {
             extra_top: String::new(),
             routes: format!("  - name: test\n    path_prefix: /\n    origin: {origin}\n"),
             log_level: "info".into(),
+            log_access: true,
         }
     }
 }
@@ -111,8 +114,8 @@ impl Strata {
             None => String::new(),
         };
         let yaml = format!(
-            "listen: {addr}\nadmin:\n  listen: {admin}\nthreads: 2\nshutdown_grace: 5s\nlog:\n  level: {}\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
-            cfg.log_level, cfg.extra_top, cfg.memory, cfg.slice, cfg.extra_cache, cfg.routes
+            "listen: {addr}\nadmin:\n  listen: {admin}\nthreads: 2\nshutdown_grace: 5s\nlog:\n  level: {}\n  access: {}\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
+            cfg.log_level, cfg.log_access, cfg.extra_top, cfg.memory, cfg.slice, cfg.extra_cache, cfg.routes
         );
         let conf = dir.path().join("strata.yaml");
         std::fs::write(&conf, yaml).expect("write config");
