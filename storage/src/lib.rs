@@ -10,6 +10,8 @@
 //!   io_uring) behind one trait.
 //! - `key`: the stable hash of cache keys.
 //! - `error`: [`StorageError`], one flat enum.
+//! - `fuzz` (feature `fuzzing`): entry points for the fuzz targets in `fuzz/`; not part of the
+//!   interface.
 //!
 //! Each layer uses only those below it: `tiered` → `memory`, `disk` → `io`; `key` and `error`
 //! are used by all.
@@ -50,6 +52,8 @@ macro_rules! injected_error {
 
 mod disk;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod io;
 mod key;
 mod memory;
