@@ -401,12 +401,8 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new() -> Scratch {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let shm = Path::new("/dev/shm");
-        let dir = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
+        let shm = Some(PathBuf::from("/dev/shm")).filter(|d| d.is_dir());
+        let dir = shm.unwrap_or_else(std::env::temp_dir);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Scratch(dir.join(format!("strata-fuzz-{}-{n}.img", std::process::id())))
     }
@@ -428,8 +424,8 @@ fn take<const N: usize>(data: &mut &[u8]) -> Option<[u8; N]> {
 /// A device image built from the input, through `inspect` and recovery: an error or a working
 /// store, never a panic or a huge allocation.
 ///
-/// The input: a flags byte (bit 0: the superblock's geometry fields follow, as laid out on
-/// disk from its version to its region size, instead of the image's own; bit 1: the last
+/// The input: a flags byte (bit 0: the superblock's geometry fields follow, 36 bytes as laid
+/// out on disk from its version to its region size, instead of the image's own; bit 1: the last
 /// shutdown was clean; bit 2: region headers keep the uuid the input gives them; bit 3: FIFO
 /// eviction), then patches `offset: u32, len: u16, bytes`, each laid over the 7 regions of
 /// 1 MiB (offset modulo their size). Items, summaries and region headers the input puts there
@@ -442,21 +438,16 @@ pub fn image(data: &[u8]) {
     sb.uuid = IMAGE_UUID;
     sb.created = 1_700_000_000;
     sb.clean_shutdown = u32::from(flags & 2 != 0);
-    if flags & 1 != 0 {
-        let (v, b, d, o, c, r) = (
-            take(&mut data).map(u32::from_le_bytes),
-            take(&mut data).map(u32::from_le_bytes),
-            take(&mut data).map(u64::from_le_bytes),
-            take(&mut data).map(u64::from_le_bytes),
-            take(&mut data).map(u32::from_le_bytes),
-            take(&mut data).map(u64::from_le_bytes),
-        );
-        sb.version = v.unwrap_or(sb.version);
-        sb.block_size = b.unwrap_or(sb.block_size);
-        sb.device_size = d.unwrap_or(sb.device_size);
-        sb.data_offset = o.unwrap_or(sb.data_offset);
-        sb.region_count = c.unwrap_or(sb.region_count);
-        sb.region_size = r.unwrap_or(sb.region_size);
+    if let Some(fields) = (flags & 1 != 0).then(|| take::<36>(&mut data)).flatten() {
+        let mut block = [0u8; SUPERBLOCK_LEN];
+        sb.encode(&mut block);
+        block[8..44].copy_from_slice(&fields);
+        seal_at(&mut block, SUPERBLOCK_LEN - 4);
+        let decoded = Superblock::decode(&block, Path::new("fuzz.img"));
+        sb = decoded
+            .ok()
+            .flatten()
+            .expect("a resealed superblock decodes");
     }
     let mut img = Sparse::default();
     let span = IMAGE_REGIONS as u64 * MIB;
