@@ -10,6 +10,8 @@
 //!   io_uring) behind one trait.
 //! - `key`: the stable hash of cache keys.
 //! - `error`: [`StorageError`], one flat enum.
+//! - `fuzz` (feature `fuzzing`): entry points for the fuzz targets in `fuzz/`; not part of the
+//!   interface.
 //!
 //! Each layer uses only those below it: `tiered` → `memory`, `disk` → `io`; `key` and `error`
 //! are used by all.
@@ -32,7 +34,8 @@
 //! With the `failpoints` feature, named points inject errors (the `fail` crate): `disk::seal`,
 //! `disk::summary_write`, `disk::region_header_write`, `disk::item_write`, `disk::index_insert`
 //! (an insert whose write has landed, before its index entry), `disk::reclaim` and
-//! `io::complete`. They compile to nothing without it; `tests/failpoints.rs` drives each.
+//! `io::complete`. They compile to nothing without it; `tests/failpoints.rs` injects faults at
+//! them, `tests/failpoints_races.rs` holds operations there to race others.
 
 /// The IO error injected at the named failpoint when a test configured it (feature
 /// `failpoints`); always `None` otherwise.
@@ -50,6 +53,8 @@ macro_rules! injected_error {
 
 mod disk;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 mod io;
 mod key;
 mod memory;

@@ -161,6 +161,22 @@ async fn every_bad_superblock_field_is_named() {
 }
 
 #[tokio::test]
+async fn inspect_of_a_superblock_larger_than_its_device_is_an_error() {
+    let dir = scratch();
+    let path = dir.path().join("larger.img");
+    sealed_cache(&path).await;
+    // Region 0 unsealed (so it is scanned), in regions of 1 GiB on a file of 8 MiB: every field
+    // holds together, but the scan would allocate a GiB for a region the file does not hold.
+    patch_header(&path, 0, |h| h[32..40].fill(0));
+    patch_superblock(&path, |sb| {
+        sb.region_size = 1 << 30;
+        sb.region_count = 2;
+        sb.device_size = MIB + (2 << 30);
+    });
+    assert_bad_field(inspect(&path), "device_size");
+}
+
+#[tokio::test]
 async fn a_summary_outside_its_region_is_not_read() {
     let dir = scratch();
     let path = dir.path().join("hdr.img");

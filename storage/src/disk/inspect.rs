@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::future::{ready, Future, Ready};
-use std::io;
+use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::pin::pin;
@@ -61,7 +61,9 @@ fn at_once<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// Reads the superblock and every region header and summary of `path`, writing nothing.
+/// Reads the superblock and every region header and summary of `path`, writing nothing. A
+/// superblock whose geometry does not hold together, or describes a device larger than `path`,
+/// is refused.
 pub fn inspect(path: &Path) -> Result<InspectReport> {
     let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
     let mut head = vec![0u8; DATA_OFFSET as usize];
@@ -76,6 +78,18 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
         });
     };
     let geo = Geometry::checked(&sb, path)?;
+    // The geometry holds together, but only the device's own size says it is there: a region
+    // scan reads (and allocates) a whole region.
+    let size = (&file)
+        .seek(SeekFrom::End(0))
+        .map_err(|e| StorageError::io(path, e))?;
+    if sb.device_size > size {
+        return Err(StorageError::CorruptGeometry {
+            path: path.to_path_buf(),
+            field: "device_size",
+            value: sb.device_size,
+        });
+    }
     let mut report = InspectReport {
         superblock: sb.clone(),
         regions_in_use: 0,

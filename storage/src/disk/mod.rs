@@ -30,6 +30,19 @@ mod removals;
 mod slab;
 mod stats;
 
+/// The formats, the geometry checks and the region scan, for the fuzz entry points in
+/// `crate::fuzz` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing {
+    pub(crate) use super::geometry::{Geometry, DATA_OFFSET};
+    pub(crate) use super::index::Entry;
+    pub(crate) use super::listing::scan_region;
+    pub(crate) use super::ondisk::item::{self, ItemHeader};
+    pub(crate) use super::ondisk::region::RegionHeader;
+    pub(crate) use super::ondisk::summary::{self, SummaryEntry};
+    pub(crate) use super::ondisk::MAX_SEQ;
+}
+
 pub use claim::format;
 pub use config::{DiskConfig, EvictionPolicy};
 pub use geometry::MAX_REGION_SIZE;
