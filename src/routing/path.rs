@@ -82,6 +82,13 @@ fn canonical_escapes(path: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
+/// Whether a segment is `.` or `..` followed by parameters, once its escapes are decoded.
+fn is_dot_with_parameters(seg: &str) -> bool {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(seg).collect();
+    let head = decoded.split(|&b| b == b';').next().unwrap_or(&[]);
+    matches!(head, b"." | b"..") && decoded.len() > head.len()
+}
+
 /// The canonical form of a request path (see the module doc), or why it is refused.
 pub(crate) fn normalize(path: &str) -> Result<String, PathError> {
     if !path.starts_with('/') {
@@ -95,9 +102,9 @@ pub(crate) fn normalize(path: &str) -> Result<String, PathError> {
             ".." => {
                 out.pop();
             }
-            s if matches!(s.split(';').next(), Some("." | "..")) => {
-                return Err(PathError::DotParameters)
-            }
+            // A dot segment with parameters, `;` written as is or escaped (`..;`, `..%3B`):
+            // servers that decode it and drop parameters see `..`.
+            s if is_dot_with_parameters(s) => return Err(PathError::DotParameters),
             s => out.push(s),
         }
     }
@@ -149,6 +156,13 @@ mod tests {
             ("/x/%4", PathError::BadEscape),
             ("/x/..;/admin", PathError::DotParameters),
             ("/x/.;a/y", PathError::DotParameters),
+            ("/x/..%3b/y", PathError::DotParameters),
+            ("/x/.%3B/y", PathError::DotParameters),
+            // Found by the path fuzz target.
+            (
+                "/pub//..%3b/x/.%3b'/4/4eb/..%3b'/$/.%4e4eb/..%3b",
+                PathError::DotParameters,
+            ),
             ("*", PathError::NotAbsolute),
         ] {
             assert_eq!(normalize(p), Err(e), "{p}");
