@@ -63,6 +63,7 @@ use claim::{claim_device, new_superblock, write_superblock, Claim};
 use geometry::Geometry;
 use index::{Entry, Index};
 use ondisk::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
+use recover::Recovered;
 use removals::Removals;
 use slab::{Slab, WriteClaim};
 use stats::{bump, Counters};
@@ -98,6 +99,8 @@ impl DiskStore {
         let started = Instant::now();
         let dev = Device::open(&cfg.path, cfg.size)?;
         let wanted = new_superblock(cfg, &dev)?;
+        // A new identity, should what the device records prove unbelievable.
+        let fresh = new_superblock(cfg, &dev)?;
         let claim = claim_device(&dev, wanted, cfg.overwrite)?;
         let (Claim::Recover(sb) | Claim::Format(sb)) = &claim;
         let geo = Geometry::checked(sb, &dev.path)?;
@@ -130,8 +133,24 @@ impl DiskStore {
             closed: AtomicBool::new(false),
         };
         if let Claim::Recover(_) = claim {
-            store.alloc = tokio::sync::Mutex::new(recover::recover(&store.slab).await?);
-            store.recovered_items = store.slab.index.len() as u64;
+            match recover::recover(&store.slab).await? {
+                Recovered::InUse(alloc) => {
+                    store.alloc = tokio::sync::Mutex::new(alloc);
+                    store.recovered_items = store.slab.index.len() as u64;
+                }
+                Recovered::Unbelievable { max_seq } => {
+                    // Our own cache, but its record cannot be believed. It is a cache: it
+                    // starts anew under a new identity, so nothing written under the old one
+                    // is read again.
+                    tracing::error!(
+                        path = %store.slab.path.display(),
+                        max_seq,
+                        "cache device records sequence numbers no store writes; starting it empty"
+                    );
+                    store.slab.uuid = fresh.uuid;
+                    store.superblock = fresh;
+                }
+            }
         }
         // Until a clean close says otherwise, the next start must assume a crash.
         let mut sb = store.superblock.clone();
