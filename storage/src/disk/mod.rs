@@ -30,8 +30,8 @@ mod removals;
 mod slab;
 mod stats;
 
-/// The formats, the geometry checks and the region scan, for the fuzz entry points in
-/// `crate::fuzz` (feature `fuzzing`).
+/// The formats, the geometry checks and the region scan, for the crate's fuzz entry points
+/// (feature `fuzzing`).
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing {
     pub(crate) use super::geometry::{Geometry, DATA_OFFSET};
