@@ -30,6 +30,21 @@ fn validators(meta: &ObjectMeta) -> Validators<'_> {
     }
 }
 
+/// Writes a response without a body (304, 412, 416), letting the fills the request started
+/// run on for the cache.
+async fn bodiless(
+    session: &mut Session,
+    job: &mut Job,
+    mut resp: ResponseHeader,
+    cs: CacheStatus,
+) -> Result<Outcome> {
+    resp.insert_header("cache-status", cs.header_value())?;
+    job.header_written();
+    session.write_response_header(Box::new(resp), true).await?;
+    job.detach();
+    Ok(job.served(cs))
+}
+
 /// Answers from a stored object: preconditions, then the (ranged) body from slices — cached
 /// ones served, missing ones fetched or followed.
 pub(super) async fn answer(
@@ -53,11 +68,7 @@ pub(super) async fn answer(
         } else {
             resp.insert_header(header::CONTENT_LENGTH, 0)?;
         }
-        resp.insert_header("cache-status", cs.header_value())?;
-        job.header_written();
-        session.write_response_header(Box::new(resp), true).await?;
-        job.detach();
-        return Ok(job.served(cs));
+        return bodiless(session, job, resp, cs).await;
     }
     let len = meta.length;
     let wanted = match &job.range {
@@ -78,11 +89,7 @@ pub(super) async fn answer(
             let mut resp = ResponseHeader::build(StatusCode::RANGE_NOT_SATISFIABLE, Some(4))?;
             resp.insert_header(header::CONTENT_RANGE, format!("bytes */{len}"))?;
             resp.insert_header(header::CONTENT_LENGTH, 0)?;
-            resp.insert_header("cache-status", cs.header_value())?;
-            job.header_written();
-            session.write_response_header(Box::new(resp), true).await?;
-            job.detach();
-            return Ok(job.served(cs));
+            return bodiless(session, job, resp, cs).await;
         }
         RangeRequest::Single(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
         RangeRequest::Full => (
