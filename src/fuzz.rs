@@ -56,11 +56,11 @@ pub fn cache_headers(data: &[u8]) {
     let now = SystemTime::now();
     let status = StatusCode::from_u16(200 + u16::from(data.first().copied().unwrap_or(0) % 4))
         .unwrap_or(StatusCode::OK);
-    let p = Policy::new(status, &resp, now, Overrides::default());
+    let p = Policy::new(status, &resp, now, &Overrides::default());
     assert!(p.age(now) <= 1 << 31 && p.ttl(now) <= 1 << 31);
     let _ = p.storable(&req, &resp);
     let _ = p.reuse(&req, now);
-    let _ = p.revalidated(&resp, &req, now, Overrides::default());
+    let _ = p.revalidated(&resp, &req, now, &Overrides::default());
 }
 
 /// A request path: the canonical form is a fixed point, and stays under a prefix it starts

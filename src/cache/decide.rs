@@ -1,6 +1,5 @@
 //! Step 2, decide: what a request does with what lookup found: serve it, serve it stale while
-//! it is revalidated, lead a fetch from the origin, follow another request's fetch, or pass
-//! through.
+//! it is revalidated, lead a fetch from the origin, or follow another request's fetch.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -61,8 +60,6 @@ pub(super) enum Decision {
         /// Why the request goes to the origin.
         fwd: Forward,
     },
-    /// Proxy the request as it is.
-    PassThrough(Forward),
     /// The client forbids going to the origin and nothing usable is stored (504).
     OnlyIfCached(Forward),
 }
@@ -133,9 +130,8 @@ fn miss(plane: &CachePlane, job: &Job, fwd: Forward) -> Decision {
     if only_if_cached(&job.headers) {
         return Decision::OnlyIfCached(fwd);
     }
-    if job.is_head {
-        return Decision::PassThrough(fwd);
-    }
+    // A HEAD is fetched as a GET and stored (its first slice at least), then answered from
+    // what was stored, as a GET would be.
     match plane.coalescer.discover(&job.key) {
         Role::Leader(guard) => Decision::Fetch {
             guard,

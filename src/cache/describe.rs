@@ -73,9 +73,11 @@ pub(super) async fn describe(
     let s = meta.slice_size as u64;
     let first = span.start / s;
     let applies = job.range_applies(meta.header("etag"), meta.header("last-modified"));
+    // A HEAD wants the first slice only (it came with the header).
     let wanted_last = job
         .needed(meta.status, total, applies)
-        .map_or(0, |r| r.end / s);
+        .filter(|_| !job.is_head)
+        .map_or(first, |r| r.end / s);
     // A one-byte probe covers no slice (unless the object is one byte long).
     let covers = total > 0
         && (oh.status != StatusCode::PARTIAL_CONTENT

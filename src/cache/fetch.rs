@@ -73,13 +73,18 @@ const FILL_HEADERS: [HeaderName; 3] = [
     header::ACCEPT_LANGUAGE,
 ];
 
-/// Whether a fill for `job` forwarded the request header `name`.
+/// Whether a fill for `job` forwarded the request header `name`: the shared ones, those a
+/// stored Vary names, and `Authorization` when the request carries it (its response is
+/// stored only if it says it may be shared).
 fn forwarded(job: &Job, name: &str) -> bool {
-    FILL_HEADERS.iter().any(|h| h.as_str() == name) || job.vary_names.iter().any(|n| n == name)
+    FILL_HEADERS.iter().any(|h| h.as_str() == name)
+        || job.vary_names.iter().any(|n| n == name)
+        || (job.credentials && name == header::AUTHORIZATION.as_str())
 }
 
 /// The origin request for `job`: its headers, Strata's range, and validators if any.
 fn origin_request(
+    plane: &CachePlane,
     job: &Job,
     range: &str,
     conditionals: &[(HeaderName, HeaderValue)],
@@ -92,6 +97,7 @@ fn origin_request(
     }
     up.insert_header(header::HOST, job.route.backend.host_header())?;
     up.insert_header(header::RANGE, range.to_string())?;
+    up.insert_header(header::VIA, plane.via.clone())?;
     for (name, value) in conditionals {
         up.insert_header(name.clone(), value.clone())?;
     }
@@ -102,6 +108,10 @@ fn origin_request(
 /// to the slice end after them.
 fn origin_range(plane: &CachePlane, job: &Job) -> String {
     let s = plane.slice_size;
+    if job.is_head {
+        // A HEAD needs the header only: the first slice comes with it, and is stored.
+        return format!("bytes=0-{}", s - 1);
+    }
     match job
         .range
         .as_ref()
@@ -136,7 +146,7 @@ pub(super) async fn lead(
         .as_ref()
         .map(|s| s.meta.conditionals())
         .unwrap_or_default();
-    let up = match origin_request(job, &origin_range(plane, job), &conditionals) {
+    let up = match origin_request(plane, job, &origin_range(plane, job), &conditionals) {
         Ok(up) => up,
         Err(e) => {
             tracing::warn!(route = %job.route.name, error = %e, "origin request not built");
@@ -144,7 +154,7 @@ pub(super) async fn lead(
         }
     };
     plane.metrics.origin_request(&job.route.name);
-    let origin = match plane
+    let mut origin = match plane
         .upstream
         .send(&job.route.backend, &job.route.name, &up)
         .await
@@ -163,6 +173,7 @@ pub(super) async fn lead(
             return failed(fwd, detail, &e.public_message());
         }
     };
+    job.interim = std::mem::take(&mut origin.interim);
     let status = origin.header.status;
     let revalidating = stale.is_some();
     if let Some(s) = stale {
@@ -219,9 +230,9 @@ async fn refresh(
     h: &HeaderMap,
 ) -> Option<ObjectMeta> {
     let now = SystemTime::now();
-    let (policy, merged) =
-        old.policy
-            .revalidated(&old.header_map(), h, now, job.route.overrides)?;
+    let (policy, merged) = old
+        .policy
+        .revalidated(&old.header_map(), h, now, &job.overrides)?;
     // Only the response decides here: a client's own `no-store` must not evict the entry.
     if let Err(why) = policy.storable(&HeaderMap::new(), &merged) {
         tracing::info!(key = %job.key, reason = why.as_str(), "revalidated response no longer storable");
@@ -251,7 +262,7 @@ async fn adopt(
 ) -> Fetched {
     let oh = &origin.header;
     let now = SystemTime::now();
-    let policy = Policy::new(oh.status, &oh.headers, now, job.route.overrides);
+    let policy = Policy::new(oh.status, &oh.headers, now, &job.overrides);
     // A 304 is never storable (not an understood status): it is forwarded below.
     let verdict = policy.storable(&job.headers, &oh.headers);
     let span = body_span(oh.status, &oh.headers);
@@ -263,6 +274,10 @@ async fn adopt(
     // With an `If-Range` this response does not match, the client wants all of it.
     let range_applies = job.range_applies(header(header::ETAG), header(header::LAST_MODIFIED));
     let covers_need = |s: BodySpan| {
+        if job.is_head {
+            // A HEAD reads no bytes: a body from the start describes the object.
+            return s.start == 0;
+        }
         let end = body_end(oh.status, &oh.headers, s.total);
         // Whatever the status, the client's range is what it asked of this response.
         job.needed(200, s.total, range_applies)
@@ -359,7 +374,7 @@ pub(super) fn revalidate_in_background(
     let mut job = job.whole_object();
     tokio::spawn(async move {
         let conditionals = stale.conditionals();
-        let Ok(up) = origin_request(&job, "bytes=0-", &conditionals) else {
+        let Ok(up) = origin_request(&plane, &job, "bytes=0-", &conditionals) else {
             return;
         };
         plane.metrics.origin_request(&job.route.name);
@@ -378,7 +393,7 @@ pub(super) fn revalidate_in_background(
             plane.upstream.release(origin).await;
             return;
         }
-        let policy = Policy::new(oh.status, &oh.headers, SystemTime::now(), route.overrides);
+        let policy = Policy::new(oh.status, &oh.headers, SystemTime::now(), &job.overrides);
         let storable = policy.storable(&job.headers, &oh.headers).is_ok()
             && matches!(oh.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
         let fits = |s: &BodySpan| s.total <= plane.max_object_size;

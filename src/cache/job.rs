@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::cache::coalesce::Interest;
 use crate::cache::key::{cache_key, variant_key};
 use crate::cache::plane::Outcome;
 use crate::http::cache_status::CacheStatus;
+use crate::http::freshness::Overrides;
 use crate::http::range::{self, if_range_matches, ByteRange, RangeRequest};
 use crate::routing::Route;
 
@@ -21,6 +22,8 @@ pub(crate) struct Job {
     pub(crate) route: Arc<Route>,
     /// The origin path and query it maps to.
     pub(crate) upstream_path: String,
+    /// The freshness overrides of the route's rule for this path.
+    pub(crate) overrides: Overrides,
     /// The URL's key.
     pub(crate) base_key: String,
     /// The key of the selected variant (the URL's key when the response does not vary).
@@ -29,6 +32,9 @@ pub(crate) struct Job {
     pub(crate) method: Method,
     /// True for HEAD: no body is sent.
     pub(crate) is_head: bool,
+    /// The request carries `Authorization` (which no JWT check consumed): its fill sends it,
+    /// and only responses that say they may be shared with such requests answer it.
+    pub(crate) credentials: bool,
     /// The client's request headers.
     pub(crate) headers: HeaderMap,
     /// The client's `Range`.
@@ -41,11 +47,19 @@ pub(crate) struct Job {
     pub(crate) held: Vec<Interest>,
     /// When the response header was written (time to first byte).
     pub(crate) first_byte: Option<Instant>,
+    /// Interim responses of the origin exchange this request leads, for the client.
+    pub(crate) interim: Vec<ResponseHeader>,
 }
 
 impl Job {
-    /// The job of a client request that reached `route` for `upstream_path`.
-    pub(crate) fn new(route: &Arc<Route>, upstream_path: &str, req: &RequestHeader) -> Job {
+    /// The job of a client request that reached `route` for `upstream_path`, under the
+    /// freshness `overrides` of the route's rule for it.
+    pub(crate) fn new(
+        route: &Arc<Route>,
+        upstream_path: &str,
+        overrides: &Overrides,
+        req: &RequestHeader,
+    ) -> Job {
         let h = &req.headers;
         let bytes_of =
             |n: header::HeaderName| h.get(n).map(|v| Bytes::copy_from_slice(v.as_bytes()));
@@ -53,35 +67,43 @@ impl Job {
         Job {
             route: route.clone(),
             upstream_path: upstream_path.to_string(),
+            overrides: overrides.clone(),
             base_key: key.clone(),
             key,
             method: req.method.clone(),
             is_head: req.method == Method::HEAD,
+            credentials: h.contains_key(header::AUTHORIZATION),
             headers: h.clone(),
             range: bytes_of(header::RANGE),
             if_range: bytes_of(header::IF_RANGE),
             vary_names: Vec::new(),
             held: Vec::new(),
             first_byte: None,
+            interim: Vec::new(),
         }
     }
 
     /// A GET of the whole object under the same keys and request headers, for a revalidation
-    /// that no client waits for.
+    /// that no client waits for: no client's credentials go with it.
     pub(crate) fn whole_object(&self) -> Job {
+        let mut headers = self.headers.clone();
+        headers.remove(header::AUTHORIZATION);
         Job {
             route: self.route.clone(),
             upstream_path: self.upstream_path.clone(),
+            overrides: self.overrides.clone(),
             base_key: self.base_key.clone(),
             key: self.key.clone(),
             method: Method::GET,
             is_head: false,
-            headers: self.headers.clone(),
+            credentials: false,
+            headers,
             range: None,
             if_range: None,
             vary_names: self.vary_names.clone(),
             held: Vec::new(),
             first_byte: None,
+            interim: Vec::new(),
         }
     }
 
@@ -91,7 +113,12 @@ impl Job {
         self.key = if names.is_empty() {
             self.base_key.clone()
         } else {
-            variant_key(&self.base_key, names, &self.headers)
+            variant_key(
+                &self.base_key,
+                names,
+                &self.headers,
+                self.route.vary_normalize,
+            )
         };
     }
 

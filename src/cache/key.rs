@@ -8,6 +8,7 @@
 use http::HeaderMap;
 
 use crate::http::conditional::is_strong_etag;
+use crate::http::vary;
 use crate::routing::Route;
 
 /// The key of an object: the origin URL it comes from, as the route addresses it.
@@ -16,16 +17,21 @@ pub(crate) fn cache_key(route: &Route, upstream_path: &str) -> String {
 }
 
 /// The key of the variant a request selects: the URL's key and the values of the named
-/// headers (all field lines joined), compared as sent: RFC 9111 §4.1 allows normalising them,
-/// Strata does not.
-pub(crate) fn variant_key(key: &str, names: &[String], req: &HeaderMap) -> String {
+/// headers (all field lines joined), compared as sent, or in their normal form when the
+/// route asks (`routes[].vary_normalize`, RFC 9111 §4.1).
+pub(crate) fn variant_key(key: &str, names: &[String], req: &HeaderMap, normalize: bool) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for n in names {
         h.update(n.as_bytes());
         h.update(b"=");
-        for v in req.get_all(n.as_str()) {
-            h.update(v.as_bytes());
-            h.update(b",");
+        let lines = req.get_all(n.as_str());
+        if normalize {
+            h.update(&vary::normalised(n, lines.iter().map(|v| v.as_bytes())));
+        } else {
+            for v in lines {
+                h.update(v.as_bytes());
+                h.update(b",");
+            }
         }
         h.update(b"\n");
     }
@@ -76,12 +82,18 @@ mod tests {
     #[test]
     fn variants_differ_by_value() {
         let n = vec!["accept-encoding".to_string()];
-        let gz = variant_key("k", &n, &map(&[("accept-encoding", "gzip, br")]));
-        let gz2 = variant_key("k", &n, &map(&[("accept-encoding", "gzip, br")]));
-        let none = variant_key("k", &n, &HeaderMap::new());
+        let gz = variant_key("k", &n, &map(&[("accept-encoding", "gzip, br")]), false);
+        let gz2 = variant_key("k", &n, &map(&[("accept-encoding", "gzip, br")]), false);
+        let none = variant_key("k", &n, &HeaderMap::new(), false);
         assert_eq!(gz, gz2);
         assert_ne!(gz, none);
         assert!(gz.starts_with("k#vary:"));
+        let other = map(&[("accept-encoding", "BR,gzip")]);
+        assert_ne!(variant_key("k", &n, &other, false), gz);
+        assert_eq!(
+            variant_key("k", &n, &other, true),
+            variant_key("k", &n, &map(&[("accept-encoding", "gzip, br")]), true)
+        );
     }
 
     #[test]

@@ -26,11 +26,12 @@
 
 use std::sync::Arc;
 
-use http::{header, StatusCode};
+use http::StatusCode;
 use pingora::proxy::Session;
 use pingora::Result;
 
 use crate::http::cache_status::{CacheStatus, Detail, Forward};
+use crate::http::freshness::Overrides;
 use crate::routing::Route;
 
 pub(crate) mod coalesce;
@@ -52,6 +53,7 @@ use fetch::Fetched;
 use job::Job;
 use lookup::Found;
 pub(crate) use plane::{CachePlane, ErrorAnswer, Outcome};
+use record::ObjectMeta;
 
 /// Fuzz entry: a stored record decodes to nothing, or to a record that encodes back to the
 /// same bytes.
@@ -66,23 +68,22 @@ pub(crate) fn fuzz_record(data: &[u8]) {
     }
 }
 
-/// Serves a GET or HEAD from the cache or through it.
+/// Serves a GET or HEAD from the cache or through it, under the freshness `overrides` of the
+/// route's rule for its path.
 pub(crate) async fn handle(
     plane: &CachePlane,
     session: &mut Session,
     route: &Arc<Route>,
     upstream_path: &str,
+    overrides: &Overrides,
 ) -> Result<Outcome> {
-    // Strata's choice: requests with credentials are not answered from the shared cache.
-    if session
-        .req_header()
-        .headers
-        .contains_key(header::AUTHORIZATION)
-    {
-        return Ok(Outcome::PassThrough(Forward::Bypass));
-    }
-    let mut job = Job::new(route, upstream_path, session.req_header());
+    let mut job = Job::new(route, upstream_path, overrides, session.req_header());
     let found = lookup::find(plane, &mut job).await;
+    if let Found::Object(meta) = &found {
+        if refuses_credentials(&job, meta) {
+            return Ok(Outcome::PassThrough(Forward::Bypass));
+        }
+    }
     match decide::decide(plane, &mut job, found).await {
         Decision::Serve { meta, status } => {
             serve::answer(plane, session, &mut job, meta, status).await
@@ -97,7 +98,6 @@ pub(crate) async fn handle(
             }
             serve::answer(plane, session, &mut job, meta, status).await
         }
-        Decision::PassThrough(fwd) => Ok(Outcome::PassThrough(fwd)),
         Decision::OnlyIfCached(fwd) => Ok(Outcome::Refused(ErrorAnswer {
             status: StatusCode::GATEWAY_TIMEOUT,
             cache_status: CacheStatus::fwd_with(fwd, Detail::OnlyIfCached),
@@ -105,12 +105,23 @@ pub(crate) async fn handle(
         })),
         Decision::Fetch { guard, stale, fwd } => {
             let fetched = fetch::lead(plane, &mut job, guard, stale, fwd).await;
+            if matches!(
+                fetched,
+                Fetched::Stored { .. } | Fetched::Unsized { .. } | Fetched::Unstored { .. }
+            ) {
+                // This client's response comes from this exchange: it gets its interim
+                // responses first. (A request passed through gets the origin's own.)
+                write_interim(session, &mut job).await?;
+            }
             deliver(plane, session, &mut job, fetched).await
         }
         Decision::Follow { rx, fwd } => {
             // Waits for the request that is fetching this object, then serves what it stored.
             if wait_discovery(rx, plane.lock_timeout).await == Discovery::Ready {
                 if let Found::Object(meta) = lookup::find(plane, &mut job).await {
+                    if refuses_credentials(&job, &meta) {
+                        return Ok(Outcome::PassThrough(Forward::Bypass));
+                    }
                     let mut status = CacheStatus::fwd(fwd);
                     status.collapsed = true;
                     return serve::answer(plane, session, &mut job, Arc::new(*meta), status).await;
@@ -119,6 +130,25 @@ pub(crate) async fn handle(
             Ok(Outcome::PassThrough(fwd))
         }
     }
+}
+
+/// Strata's choice (RFC 9111 §3.5 allows more): a request with `Authorization` is answered
+/// from a stored response only when that response says it may be shared with such requests.
+fn refuses_credentials(job: &Job, meta: &ObjectMeta) -> bool {
+    job.credentials && !meta.policy.shared_with_credentials()
+}
+
+/// Writes the origin's interim responses (103 Early Hints, 102) to the client, which an
+/// HTTP/1.0 client never gets (RFC 9110 §15.2).
+async fn write_interim(session: &mut Session, job: &mut Job) -> Result<()> {
+    let interim = std::mem::take(&mut job.interim);
+    if session.req_header().version == http::Version::HTTP_10 {
+        return Ok(());
+    }
+    for h in interim {
+        session.write_response_header(Box::new(h), false).await?;
+    }
+    Ok(())
 }
 
 /// Hands what the origin fetch produced to the serving step that writes it.
@@ -130,6 +160,10 @@ async fn deliver(
 ) -> Result<Outcome> {
     match fetched {
         Fetched::Stored { meta, status } => serve::answer(plane, session, job, meta, status).await,
+        // A HEAD gets the header only, and a body of unknown length is not stored for it.
+        Fetched::Unsized { origin, fwd, .. } if job.is_head => {
+            relay::forward(plane, session, job, origin, None, Detail::Unsliceable, fwd).await
+        }
         Fetched::Unsized {
             origin,
             policy,

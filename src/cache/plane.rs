@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use strata_storage::TieredCache;
 
 use crate::cache::coalesce::Coalescer;
@@ -52,4 +52,7 @@ pub(crate) struct CachePlane {
     pub(crate) memory_holds_records: bool,
     /// Counters.
     pub(crate) metrics: Arc<Metrics>,
+    /// What Strata adds to `Via` (`1.1` and the `via` pseudonym), on origin requests and on
+    /// responses.
+    pub(crate) via: HeaderValue,
 }

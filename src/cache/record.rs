@@ -324,7 +324,7 @@ mod tests {
                 StatusCode::OK,
                 &resp,
                 std::time::SystemTime::now(),
-                Overrides::default(),
+                &Overrides::default(),
             ),
         }
     }

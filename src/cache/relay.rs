@@ -41,6 +41,9 @@ pub(super) async fn forward(
     }
     let mut cs = CacheStatus::fwd(fwd);
     cs.detail = Some(why);
+    if job.is_head {
+        return head(plane, session, job, origin, span, cs).await;
+    }
     let sized = matches!(oh.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
     let Some(BodySpan {
         start: body_start,
@@ -49,7 +52,7 @@ pub(super) async fn forward(
     else {
         // Not a representation (an error, a redirect): our Range did not shape it.
         let length = content_length(&oh.headers);
-        let resp = downstream_header(oh.status, &oh.headers, length, &cs)?;
+        let resp = downstream_header(plane, oh.status, &oh.headers, length, &cs)?;
         let no_body = oh.status == StatusCode::NO_CONTENT || oh.status == StatusCode::NOT_MODIFIED;
         job.header_written();
         session
@@ -98,6 +101,7 @@ pub(super) async fn forward(
     if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (code, r) {
         resp.insert_header(header::CONTENT_RANGE, r.content_range(total))?;
     }
+    resp.append_header(header::VIA, plane.via.clone())?;
     resp.insert_header("cache-status", cs.header_value())?;
     job.header_written();
     session
@@ -114,6 +118,35 @@ pub(super) async fn forward(
         )
         .await?;
     }
+    Ok(job.served(cs))
+}
+
+/// Answers a HEAD with the header of an origin response that is not stored: the whole
+/// representation's (a 206 to Strata's own range stands for its 200). The body is not read;
+/// its connection is closed rather than drained.
+async fn head(
+    plane: &CachePlane,
+    session: &mut Session,
+    job: &mut Job,
+    origin: OriginResponse,
+    span: Option<BodySpan>,
+    cs: CacheStatus,
+) -> Result<Outcome> {
+    let oh = &origin.header;
+    let (status, length) = match (oh.status, span) {
+        (StatusCode::PARTIAL_CONTENT, Some(s)) => (StatusCode::OK, Some(s.total)),
+        (StatusCode::PARTIAL_CONTENT, None) => {
+            return Ok(Outcome::PassThrough(cs.fwd.unwrap_or(Forward::Miss)))
+        }
+        (s, _) => (s, content_length(&oh.headers)),
+    };
+    let mut resp = downstream_header(plane, status, &oh.headers, length, &cs)?;
+    resp.remove_header(&header::CONTENT_RANGE);
+    if length.is_none() {
+        resp.remove_header(&header::TRANSFER_ENCODING);
+    }
+    job.header_written();
+    session.write_response_header(Box::new(resp), true).await?;
     Ok(job.served(cs))
 }
 
@@ -174,7 +207,7 @@ pub(super) async fn stream_unsized(
     if !cs.stored {
         cs.detail = Some(Detail::Vary);
     }
-    let resp = downstream_header(oh.status, &oh.headers, None, &cs)?;
+    let resp = downstream_header(plane, oh.status, &oh.headers, None, &cs)?;
     let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
     let id = object_id(&job.key, etag, None, plane.slice_size as u32);
     let mut meta = ObjectMeta {
@@ -235,6 +268,7 @@ pub(super) async fn stream_unsized(
 /// The header of a relayed response: the origin's end-to-end fields, the length (or chunked),
 /// and `Cache-Status`.
 fn downstream_header(
+    plane: &CachePlane,
     status: StatusCode,
     origin: &HeaderMap,
     length: Option<u64>,
@@ -248,6 +282,7 @@ fn downstream_header(
         Some(len) => resp.insert_header(header::CONTENT_LENGTH, len)?,
         None => resp.insert_header(header::TRANSFER_ENCODING, "chunked")?,
     }
+    resp.append_header(header::VIA, plane.via.clone())?;
     resp.insert_header("cache-status", cs.header_value())?;
     Ok(resp)
 }

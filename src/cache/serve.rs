@@ -33,11 +33,13 @@ fn validators(meta: &ObjectMeta) -> Validators<'_> {
 /// Writes a response without a body (304, 412, 416), letting the fills the request started
 /// run on for the cache.
 async fn bodiless(
+    plane: &CachePlane,
     session: &mut Session,
     job: &mut Job,
     mut resp: ResponseHeader,
     cs: CacheStatus,
 ) -> Result<Outcome> {
+    resp.append_header(header::VIA, plane.via.clone())?;
     resp.insert_header("cache-status", cs.header_value())?;
     job.header_written();
     session.write_response_header(Box::new(resp), true).await?;
@@ -68,7 +70,7 @@ pub(super) async fn answer(
         } else {
             resp.insert_header(header::CONTENT_LENGTH, 0)?;
         }
-        return bodiless(session, job, resp, cs).await;
+        return bodiless(plane, session, job, resp, cs).await;
     }
     let len = meta.length;
     let wanted = match &job.range {
@@ -89,7 +91,7 @@ pub(super) async fn answer(
             let mut resp = ResponseHeader::build(StatusCode::RANGE_NOT_SATISFIABLE, Some(4))?;
             resp.insert_header(header::CONTENT_RANGE, format!("bytes */{len}"))?;
             resp.insert_header(header::CONTENT_LENGTH, 0)?;
-            return bodiless(session, job, resp, cs).await;
+            return bodiless(plane, session, job, resp, cs).await;
         }
         RangeRequest::Single(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
         RangeRequest::Full => (
@@ -106,10 +108,12 @@ pub(super) async fn answer(
     if cs.hit {
         // A hit only if every needed slice can be served without the origin and the first
         // one, if stored, reads back intact (a lost or corrupt slice is a partial hit).
-        let ready = br.is_none_or(|r| {
-            let (a, b) = r.slices(meta.slice_size as u64);
-            (a..=b).all(|i| slice_ready(plane, &meta, i))
-        });
+        // A HEAD reads no slice: the stored header answers it whole.
+        let ready = job.is_head
+            || br.is_none_or(|r| {
+                let (a, b) = r.slices(meta.slice_size as u64);
+                (a..=b).all(|i| slice_ready(plane, &meta, i))
+            });
         let mut first_ok = true;
         if let (true, Some(r), false) = (ready, br, job.is_head) {
             let first = r.start / meta.slice_size as u64;
@@ -160,6 +164,7 @@ async fn serve(
         resp.insert_header(header::CONTENT_RANGE, r.content_range(len))?;
     }
     resp.insert_header(header::AGE, age)?;
+    resp.append_header(header::VIA, plane.via.clone())?;
     resp.insert_header("cache-status", cs.header_value())?;
     let body = br.filter(|_| !job.is_head);
     job.header_written();

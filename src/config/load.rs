@@ -61,6 +61,13 @@ impl ConfigError {
     }
 }
 
+/// Whether `s` is an HTTP token (RFC 9110 §5.6.2).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 impl Config {
     /// Reads, expands and checks the file at `path`; relative paths in it become relative to
     /// the file.
@@ -178,6 +185,23 @@ impl Config {
         }
         if self.threads == Some(0) {
             return bad("threads", "must be at least 1".into());
+        }
+        if !is_token(&self.via) {
+            return bad(
+                "via",
+                format!(
+                    "`{}` must be a token (letters, digits, !#$%&'*+-.^_`|~)",
+                    self.via
+                ),
+            );
+        }
+        for (i, name) in self.cache.targeted_cache_control.iter().enumerate() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return bad(
+                    &format!("cache.targeted_cache_control[{i}]"),
+                    format!("`{name}` is not a header field name"),
+                );
+            }
         }
         if self.routes.is_empty() {
             return bad("routes", "at least one route is required".into());

@@ -21,7 +21,9 @@ mod route;
 mod units;
 
 pub use load::ConfigError;
-pub use route::{Addressing, AuthConfig, BucketConfig, JwtConfig, RouteConfig, S3Config};
+pub use route::{
+    Addressing, AuthConfig, BucketConfig, JwtConfig, RouteConfig, RuleConfig, S3Config,
+};
 pub use units::{Dur, Size};
 
 /// The whole configuration of a node.
@@ -49,6 +51,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Routes (`routes`), matched by longest `path_prefix`.
     pub routes: Vec<RouteConfig>,
+    /// `via`: the pseudonym Strata names itself by in `Via` on requests to origins and on
+    /// responses (RFC 9110 §7.6.3; default `strata`).
+    #[serde(default = "default_via")]
+    pub via: String,
 }
 
 /// `admin:`: the admin listener.
@@ -128,6 +134,11 @@ pub struct CacheConfig {
     /// (default 1TiB).
     #[serde(default = "default_max_object_size")]
     pub max_object_size: Size,
+    /// `cache.targeted_cache_control`: the targeted cache-control fields (RFC 9213) Strata
+    /// obeys instead of `Cache-Control`, first present wins (default
+    /// `[Strata-Cache-Control, CDN-Cache-Control]`; `[]` obeys none).
+    #[serde(default = "default_targeted")]
+    pub targeted_cache_control: Vec<String>,
 }
 
 /// `cache.disk:`.
@@ -164,6 +175,12 @@ impl<'de> Deserialize<'de> for IoEngine {
     }
 }
 
+fn default_via() -> String {
+    "strata".into()
+}
+fn default_targeted() -> Vec<String> {
+    vec!["Strata-Cache-Control".into(), "CDN-Cache-Control".into()]
+}
 fn default_grace() -> Dur {
     Dur(Duration::from_secs(5))
 }

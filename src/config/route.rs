@@ -39,6 +39,47 @@ pub struct RouteConfig {
     /// such a route needs `auth` or `public: true`).
     #[serde(default)]
     pub public: bool,
+    /// `routes[].vary_normalize`: compare the request headers a response varies on in a
+    /// normal form (whitespace, case of the `Accept` family, order of `Accept-Encoding` and
+    /// `Accept-Language` members), so equivalent requests share a variant (default false).
+    #[serde(default)]
+    pub vary_normalize: bool,
+    /// `routes[].rules`: per-path caching rules, matched in order; the first match wins.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `routes[].rules[]`: how the paths a glob matches are cached. Unset fields keep the route's
+/// behaviour.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// `match`: a glob over the path below the route's `path_prefix`, without the query
+    /// (`*` stays within one segment, `**` crosses segments): `pool/**`, `dists/*/Release`.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// `default_ttl`: freshness for responses that state none.
+    #[serde(default)]
+    pub default_ttl: Option<Dur>,
+    /// `ttl`: freshness that replaces the origin's: its Cache-Control, targeted fields and
+    /// Expires are disregarded (a deliberate deviation from RFC 9111).
+    #[serde(default)]
+    pub ttl: Option<Dur>,
+    /// `stale_while_revalidate`: how long a stale response may be served while it is
+    /// revalidated in the background, when the response states no window.
+    #[serde(default)]
+    pub stale_while_revalidate: Option<Dur>,
+    /// `stale_if_error`: how long a stale response may be served when the origin fails, when
+    /// the response states no window.
+    #[serde(default)]
+    pub stale_if_error: Option<Dur>,
+    /// `cache`: whether matching responses are cached at all (default true).
+    #[serde(default)]
+    pub cache: Option<bool>,
+    /// `query`: whether the query string is part of the cache key (default true). When
+    /// false it is dropped from the key and from the request to the origin alike.
+    #[serde(default)]
+    pub query: Option<bool>,
 }
 
 /// `routes[].auth`.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::http::freshness::NotStorable;
+use crate::http::storable::NotStorable;
 
 /// Name of this cache in `Cache-Status`.
 pub const CACHE_NAME: &str = "strata";
@@ -75,6 +75,8 @@ pub enum Detail {
     TokenForbidden,
     /// `only-if-cached` and nothing usable was stored.
     OnlyIfCached,
+    /// The route's rule for the path says not to cache (`rules[].cache: false`).
+    Rule,
     /// Served stale while one background request revalidates it.
     StaleWhileRevalidate,
     /// Served stale because the origin failed.
@@ -112,6 +114,7 @@ impl Detail {
             Detail::TokenInvalid => "token-invalid",
             Detail::TokenForbidden => "token-forbidden",
             Detail::OnlyIfCached => "only-if-cached",
+            Detail::Rule => "rule",
             Detail::StaleWhileRevalidate => "stale-while-revalidate",
             Detail::StaleIfError => "stale-if-error",
             Detail::OriginCredentials => "origin-credentials",

@@ -6,31 +6,42 @@
 //! treats `proxy-revalidate` as "stale at once", and has no stale-while-revalidate or
 //! stale-if-error; the table-driven tests found each of these.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, StatusCode};
 
 use crate::http::date::{http_date, unix};
 use crate::http::headers::{cache_control, decimal};
-use crate::http::vary;
+use crate::http::targeted;
 
-/// Per-route deviations from the origin's caching instructions.
-#[derive(Debug, Clone, Copy, Default)]
+/// Per-route (and per-rule) deviations from the origin's caching instructions, and the
+/// targeted fields Strata obeys.
+#[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// Freshness lifetime for responses that state none (`routes[].default_ttl`).
+    /// Freshness lifetime for responses that state none (`default_ttl`).
     pub default_ttl: Option<Duration>,
     /// Freshness lifetime for 404 and 410 answers that state none (`routes[].negative_ttl`).
     pub negative_ttl: Option<Duration>,
-    /// Disregard the origin's `Cache-Control`, `Expires` and `Pragma` (`routes[].ignore_cache_control`).
+    /// Disregard the origin's `Cache-Control`, targeted fields, `Expires` and `Pragma`
+    /// (`ignore_cache_control`).
     pub ignore_cache_control: bool,
+    /// A stale-while-revalidate window for responses that state none.
+    pub stale_while_revalidate: Option<Duration>,
+    /// A stale-if-error window for responses that state none.
+    pub stale_if_error: Option<Duration>,
+    /// Targeted cache-control fields (RFC 9213), lower-case, in order of precedence
+    /// (`cache.targeted_cache_control`).
+    pub targeted: Arc<[String]>,
 }
 
-/// Statuses Strata stores at all (a 206 is stored as the 200 it is part of).
-const UNDERSTOOD: [u16; 14] = [
+/// Statuses whose semantics Strata implements (`must-understand` lets these be stored despite
+/// `no-store`); a 206 is stored as the 200 it is part of.
+pub(crate) const UNDERSTOOD: [u16; 14] = [
     200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
 ];
 /// Statuses cacheable without explicit freshness (RFC 9110 §15.1: heuristically cacheable).
-const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+pub(crate) const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 /// The heuristic lifetime is this fraction of the time since Last-Modified (RFC 9111 §4.2.2)...
 const HEURISTIC_FRACTION: f64 = 0.1;
 /// ...capped, so a file untouched for years is still checked weekly.
@@ -71,44 +82,9 @@ pub enum Reuse {
     },
 }
 
-/// Cache-Control directives: lower-cased names with their arguments.
-pub type Directives = Vec<(String, Option<String>)>;
+pub use crate::http::headers::Directives;
 
-/// Why a response is not stored (RFC 9111 §3, and Strata's stricter choices).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotStorable {
-    /// `no-store` in the request or the response.
-    NoStore,
-    /// `private`: for one user only.
-    Private,
-    /// A request with `Authorization`, answered without `public`, `s-maxage` or `must-revalidate`.
-    Authorization,
-    /// A status the cache does not store (or one that needs explicit freshness and has none).
-    Status,
-    /// Stale on arrival and without validators (Strata's choice).
-    NoLifetime,
-    /// `Vary: *`, which no later request can match.
-    VaryStar,
-    /// `Set-Cookie`: someone's session (Strata's choice).
-    SetCookie,
-}
-
-impl NotStorable {
-    /// The reason as `Cache-Status: detail=` spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotStorable::NoStore => "no-store",
-            NotStorable::Private => "private",
-            NotStorable::Authorization => "authorization",
-            NotStorable::Status => "status",
-            NotStorable::NoLifetime => "no-lifetime",
-            NotStorable::VaryStar => "vary-star",
-            NotStorable::SetCookie => "set-cookie",
-        }
-    }
-}
-
-fn has(d: &Directives, name: &str) -> bool {
+pub(crate) fn has(d: &Directives, name: &str) -> bool {
     d.iter().any(|(k, _)| k == name)
 }
 
@@ -126,13 +102,24 @@ fn secs(d: &Directives, name: &str) -> Option<u64> {
         .and_then(|(_, v)| delta(v.as_deref()?))
 }
 
+/// The `Age` of a response (RFC 9111 §5.1): one delta-seconds value. A list, a second field
+/// or anything but digits is invalid, and an invalid age makes the response stale.
+fn age_value(h: &HeaderMap) -> u64 {
+    let mut ages = h.get_all(header::AGE).iter();
+    match (ages.next(), ages.next()) {
+        (None, _) => 0,
+        (Some(v), None) => v.to_str().ok().and_then(delta).unwrap_or(DELTA_MAX),
+        (Some(_), Some(_)) => DELTA_MAX,
+    }
+}
+
 fn date(h: &HeaderMap, name: header::HeaderName) -> Option<u64> {
     http_date(h.get(name)?.as_bytes()).map(unix)
 }
 
 /// Request directives, with `Pragma: no-cache` standing for `no-cache` only when the request
 /// has no `Cache-Control` at all (RFC 9111 §5.4).
-fn request_directives(req: &HeaderMap) -> Directives {
+pub(crate) fn request_directives(req: &HeaderMap) -> Directives {
     let mut d = cache_control(req);
     if !req.contains_key(header::CACHE_CONTROL) {
         let pragma_no_cache = req
@@ -152,45 +139,49 @@ fn request_directives(req: &HeaderMap) -> Directives {
 
 impl Policy {
     /// The policy of a response (`status`, `resp`) received at `now`.
-    pub fn new(status: StatusCode, resp: &HeaderMap, now: SystemTime, ov: Overrides) -> Policy {
-        // A copy only when the route ignores the origin's caching headers.
-        let view = if ov.ignore_cache_control {
-            let mut stripped = resp.clone();
-            stripped.remove(header::CACHE_CONTROL);
-            stripped.remove(header::EXPIRES);
-            stripped.remove(header::PRAGMA);
-            std::borrow::Cow::Owned(stripped)
+    pub fn new(status: StatusCode, resp: &HeaderMap, now: SystemTime, ov: &Overrides) -> Policy {
+        // RFC 9213: the first targeted field on the list with a valid value replaces
+        // Cache-Control and Expires for Strata's decisions.
+        let targeted = if ov.ignore_cache_control {
+            None
         } else {
-            std::borrow::Cow::Borrowed(resp)
+            targeted::directives(resp, &ov.targeted)
         };
-        let view = view.as_ref();
-        let d = cache_control(view);
+        let obeys_origin = !ov.ignore_cache_control && targeted.is_none();
+        let mut d = match targeted {
+            Some(d) => d,
+            None if ov.ignore_cache_control => Directives::new(),
+            None => cache_control(resp),
+        };
+        for (name, window) in [
+            ("stale-while-revalidate", ov.stale_while_revalidate),
+            ("stale-if-error", ov.stale_if_error),
+        ] {
+            if let Some(w) = window.filter(|_| !has(&d, name)) {
+                d.push((name.to_string(), Some(w.as_secs().to_string())));
+            }
+        }
         let status = if status == StatusCode::PARTIAL_CONTENT {
             200
         } else {
             status.as_u16()
         };
         let response_time = unix(now);
-        let date_value = date(view, header::DATE).unwrap_or(response_time);
+        let date_value = date(resp, header::DATE).unwrap_or(response_time);
         // §4.2.3 (the request was sent just before the response arrived: no response_delay).
         let apparent_age = response_time.saturating_sub(date_value);
-        let age_value = view
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(delta)
-            .unwrap_or(0);
-        let initial_age = apparent_age.max(age_value);
+        let initial_age = apparent_age.max(age_value(resp));
         // §4.2.1: s-maxage (shared), max-age, Expires - Date, then a heuristic.
         let explicit_lifetime = secs(&d, "s-maxage")
             .or_else(|| secs(&d, "max-age"))
             .or_else(|| {
-                view.get(header::EXPIRES).map(|_| {
+                resp.get(header::EXPIRES).filter(|_| obeys_origin).map(|_| {
                     // An invalid Expires (e.g. "0") means "already expired".
-                    date(view, header::EXPIRES).map_or(0, |e| e.saturating_sub(date_value))
+                    date(resp, header::EXPIRES).map_or(0, |e| e.saturating_sub(date_value))
                 })
             });
         let heuristic = || {
-            let lm = date(view, header::LAST_MODIFIED)?;
+            let lm = date(resp, header::LAST_MODIFIED)?;
             let since = date_value.saturating_sub(lm) as f64;
             Some(((since * HEURISTIC_FRACTION) as u64).min(HEURISTIC_MAX))
         };
@@ -212,43 +203,8 @@ impl Policy {
             directives: d,
             explicit,
             status,
-            validators: view.contains_key(header::ETAG) || view.contains_key(header::LAST_MODIFIED),
+            validators: resp.contains_key(header::ETAG) || resp.contains_key(header::LAST_MODIFIED),
         }
-    }
-
-    /// `Ok` when the response may be stored (RFC 9111 §3), else why not.
-    pub fn storable(&self, req: &HeaderMap, resp: &HeaderMap) -> Result<(), NotStorable> {
-        let d = &self.directives;
-        if has(&request_directives(req), "no-store") || has(d, "no-store") {
-            return Err(NotStorable::NoStore);
-        }
-        if has(d, "private") {
-            return Err(NotStorable::Private);
-        }
-        if req.contains_key(header::AUTHORIZATION)
-            && !(has(d, "must-revalidate") || has(d, "public") || has(d, "s-maxage"))
-        {
-            return Err(NotStorable::Authorization);
-        }
-        if !UNDERSTOOD.contains(&self.status) {
-            return Err(NotStorable::Status);
-        }
-        if !(self.explicit || HEURISTIC.contains(&self.status)) {
-            return Err(NotStorable::Status);
-        }
-        // Strata's choice: a response that is stale on arrival and cannot be revalidated would
-        // only ever be refetched whole; storing it would just wear the disk.
-        if self.lifetime <= self.initial_age && !self.validators {
-            return Err(NotStorable::NoLifetime);
-        }
-        if vary::names(resp).is_none() {
-            return Err(NotStorable::VaryStar);
-        }
-        // Strata's choice: a response setting a cookie is someone's session; never shared.
-        if resp.contains_key(header::SET_COOKIE) {
-            return Err(NotStorable::SetCookie);
-        }
-        Ok(())
     }
 
     /// Current age in seconds (§4.2.3 current_age).
@@ -261,6 +217,13 @@ impl Policy {
     /// Remaining freshness in seconds: negative once stale.
     pub fn ttl(&self, now: SystemTime) -> i64 {
         self.lifetime.min(DELTA_MAX) as i64 - self.age(now) as i64
+    }
+
+    /// Whether the response may be stored from, and reused for, requests with
+    /// `Authorization` (RFC 9111 §3.5: `public`, `s-maxage` or `must-revalidate`).
+    pub fn shared_with_credentials(&self) -> bool {
+        let d = &self.directives;
+        has(d, "public") || has(d, "s-maxage") || has(d, "must-revalidate")
     }
 
     /// True when the response demands validation before every reuse (`no-cache`).
@@ -314,59 +277,13 @@ impl Policy {
         }
         validate(window("stale-while-revalidate", false), if_error)
     }
-
-    /// The stored headers updated by a 304 (§3.2, §4.3.4) and their new policy, or `None` when
-    /// the 304 does not select the stored response: a strong ETag in the 304 selects only a
-    /// stored response with that same strong ETag (never a weak one, which would let slices of
-    /// two representations be stitched); a weak one selects by weak comparison.
-    pub fn revalidated(
-        &self,
-        stored: &HeaderMap,
-        not_modified: &HeaderMap,
-        now: SystemTime,
-        ov: Overrides,
-    ) -> Option<(Policy, HeaderMap)> {
-        let tag = |h: &HeaderMap| {
-            h.get(header::ETAG)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim().to_string())
-        };
-        let opaque = |t: &str| t.trim_start_matches("W/").to_string();
-        let selected = match (tag(stored), tag(not_modified)) {
-            // A strong validator: the stored response must carry the same strong one.
-            (old, Some(new)) if !new.starts_with("W/") => old.as_deref() == Some(new.as_str()),
-            (Some(old), Some(new)) => opaque(&old) == opaque(&new),
-            _ => true,
-        };
-        if !selected {
-            return None;
-        }
-        let mut merged = stored.clone();
-        // Age belongs to the old response: the new one starts from the 304's own.
-        merged.remove(header::AGE);
-        const KEEP: [header::HeaderName; 4] = [
-            header::CONTENT_LENGTH,
-            header::CONTENT_ENCODING,
-            header::CONTENT_RANGE,
-            header::TRANSFER_ENCODING,
-        ];
-        for name in not_modified.keys() {
-            if KEEP.contains(name) {
-                continue;
-            }
-            merged.remove(name);
-            for v in not_modified.get_all(name) {
-                merged.append(name.clone(), v.clone());
-            }
-        }
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
-        Some((Policy::new(status, &merged, now, ov), merged))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::http::storable::NotStorable;
 
     use crate::http::headers::map_of as h;
 
@@ -375,7 +292,7 @@ mod tests {
             StatusCode::OK,
             &h(pairs),
             SystemTime::now(),
-            Overrides::default(),
+            &Overrides::default(),
         )
     }
 
@@ -400,36 +317,6 @@ mod tests {
         let old = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(100));
         assert!(p(&[("date", &old)]).age(SystemTime::now()) >= 100);
         assert_eq!(p(&[("age", "42")]).age(SystemTime::now()), 42);
-    }
-
-    #[test]
-    fn a_304_selects_by_strong_comparison_when_its_etag_is_strong() {
-        let now = SystemTime::now();
-        let ov = Overrides::default();
-        let pol = p(&[("cache-control", "max-age=10")]);
-        let sel = |stored: &str, new: &str| {
-            let (s, n) = (h(&[("etag", stored)]), h(&[("etag", new)]));
-            pol.revalidated(&s, &n, now, ov).is_some()
-        };
-        assert!(sel("\"a\"", "\"a\""));
-        assert!(
-            !sel("W/\"a\"", "\"a\""),
-            "a strong 304 must not select a weak stored ETag"
-        );
-        assert!(!sel("\"a\"", "\"b\""));
-        assert!(sel("W/\"a\"", "W/\"a\""));
-        assert!(sel("\"a\"", "W/\"a\""));
-        assert!(!sel("W/\"a\"", "W/\"b\""));
-        let none = pol.revalidated(&h(&[]), &h(&[("etag", "\"a\"")]), now, ov);
-        assert!(
-            none.is_none(),
-            "a strong 304 selects no response stored without an ETag"
-        );
-        let merged = pol.revalidated(&h(&[("etag", "W/\"a\"")]), &h(&[]), now, ov);
-        assert!(
-            merged.is_some(),
-            "a 304 without validators updates the one stored response"
-        );
     }
 
     #[test]
@@ -464,5 +351,93 @@ mod tests {
             ),
             Reuse::Fresh
         );
+    }
+
+    #[test]
+    fn an_invalid_age_makes_the_response_stale() {
+        let now = SystemTime::now();
+        for bad in [
+            &[("age", "5, 6")][..],
+            &[("age", "5"), ("age", "6")],
+            &[("age", "x")],
+            &[("age", "-1")],
+            &[("age", "1.5")],
+        ] {
+            let mut pairs = vec![("cache-control", "max-age=3600")];
+            pairs.extend_from_slice(bad);
+            assert!(p(&pairs).ttl(now) <= 0, "{bad:?} kept it fresh");
+        }
+        assert!(p(&[("cache-control", "max-age=3600"), ("age", " 7 ")]).ttl(now) > 3000);
+    }
+
+    #[test]
+    fn targeted_fields_replace_cache_control_and_expires() {
+        let ov = Overrides {
+            targeted: vec!["cdn-cache-control".to_string()].into(),
+            ..Overrides::default()
+        };
+        let now = SystemTime::now();
+        let pol = |pairs: &[(&str, &str)]| Policy::new(StatusCode::OK, &h(pairs), now, &ov);
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(60));
+        let both = pol(&[
+            ("cache-control", "no-store"),
+            ("expires", &past),
+            ("cdn-cache-control", "max-age=600"),
+        ]);
+        assert_eq!(both.lifetime, 600);
+        assert_eq!(both.storable(&HeaderMap::new(), &HeaderMap::new()), Ok(()));
+        let private = pol(&[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "private"),
+        ]);
+        assert_eq!(
+            private.storable(&HeaderMap::new(), &HeaderMap::new()),
+            Err(NotStorable::Private)
+        );
+        // An invalid targeted field is as if absent.
+        assert_eq!(
+            pol(&[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "max-age=")
+            ])
+            .lifetime,
+            60
+        );
+        // Expires counts only without a targeted field.
+        assert_eq!(
+            pol(&[("cdn-cache-control", "no-cache"), ("expires", &past)]).lifetime,
+            0
+        );
+    }
+
+    #[test]
+    fn rule_windows_apply_when_the_response_states_none() {
+        let ov = Overrides {
+            stale_while_revalidate: Some(Duration::from_secs(30)),
+            ..Overrides::default()
+        };
+        let now = SystemTime::now();
+        let pol = |cc: &str| {
+            Policy::new(
+                StatusCode::OK,
+                &h(&[("cache-control", cc), ("etag", "\"a\""), ("age", "70")]),
+                now,
+                &ov,
+            )
+        };
+        assert!(matches!(
+            pol("max-age=60").reuse(&HeaderMap::new(), now),
+            Reuse::Validate {
+                while_revalidate: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            pol("max-age=60, stale-while-revalidate=5").reuse(&HeaderMap::new(), now),
+            Reuse::Validate {
+                while_revalidate: false,
+                ..
+            }
+        ));
     }
 }

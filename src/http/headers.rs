@@ -54,8 +54,11 @@ pub fn end_to_end(h: &HeaderMap) -> Vec<(HeaderName, http::HeaderValue)> {
         .collect()
 }
 
+/// Cache-Control directives: lower-cased names with their arguments.
+pub type Directives = Vec<(String, Option<String>)>;
+
 /// The `Cache-Control` directives of a message, lower-cased, with their arguments.
-pub fn cache_control(h: &HeaderMap) -> Vec<(String, Option<String>)> {
+pub fn cache_control(h: &HeaderMap) -> Directives {
     h.get_all(header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -31,7 +31,7 @@ pub(crate) fn storage_config(cfg: &Config) -> TieredCacheConfig {
 
 /// Builds the router of `cfg` (read from `path`), naming the key at fault if it cannot work.
 pub(crate) fn router(cfg: &Config, path: &Path) -> Result<Router, ConfigError> {
-    Router::new(&cfg.routes)
+    Router::new(&cfg.routes, &cfg.cache.targeted_cache_control)
         .map_err(|(i, e)| ConfigError::invalid(path, format!("routes[{i}].{}", e.key()), e))
 }
 

@@ -85,6 +85,7 @@ pub(crate) fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
             // A description is a few hundred bytes; a memory tier this small holds none for long.
             memory_holds_records: cfg.cache.memory.0 >= 64 << 10,
             metrics: metrics.clone(),
+            via: via_entry(&cfg.via),
         },
         metrics: metrics.clone(),
         drain: drain.clone(),
@@ -120,4 +121,11 @@ pub(crate) fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
     }
     tracing::info!("strata stopped");
     Ok(())
+}
+
+/// Strata's `Via` entry: the protocol version it received and its pseudonym (RFC 9110
+/// §7.6.3); the config check made sure the pseudonym is a token.
+fn via_entry(pseudonym: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("1.1 {pseudonym}"))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("1.1 strata"))
 }

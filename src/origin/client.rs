@@ -32,6 +32,9 @@ pub(crate) enum UpstreamError {
     /// The origin sent no response header.
     #[error("origin failed: no response header")]
     NoResponse,
+    /// The origin sent interim responses without end.
+    #[error("origin failed: more than {INTERIM_LIMIT} interim responses")]
+    EndlessInterim,
     /// A bucket kept failing and no replica was left.
     #[error("origin failed: bucket answered {0}")]
     Status(u16),
@@ -80,7 +83,15 @@ pub(crate) struct OriginResponse {
     prefetched: Option<Bytes>,
     /// The response header.
     pub(crate) header: ResponseHeader,
+    /// Interim responses (1xx other than 101, such as 103 Early Hints) that came before it,
+    /// for the client; never stored.
+    pub(crate) interim: Vec<ResponseHeader>,
 }
+
+/// Interim responses kept per origin response; an origin sending more is only read past...
+const INTERIM_MAX: usize = 8;
+/// ...up to this many, after which the exchange has failed.
+const INTERIM_LIMIT: usize = 64;
 
 /// Retries of a failing S3 bucket before the next replica is tried.
 const S3_ATTEMPTS: u32 = 3;
@@ -206,12 +217,13 @@ impl Upstream {
                 .await
                 .map_err(UpstreamError::Connect)?;
             match exchange(&mut session, req).await {
-                Ok(header) => {
+                Ok((header, interim)) => {
                     return Ok(OriginResponse {
                         session,
                         peer,
                         prefetched: None,
                         header,
+                        interim,
                     })
                 }
                 Err(e) if reused => last = Some(e),
@@ -236,10 +248,11 @@ impl Upstream {
     }
 }
 
+/// Sends `req` and reads the final response header, and the interim ones before it.
 async fn exchange(
     session: &mut HttpSession,
     req: &RequestHeader,
-) -> Result<ResponseHeader, UpstreamError> {
+) -> Result<(ResponseHeader, Vec<ResponseHeader>), UpstreamError> {
     session
         .write_request_header(Box::new(req.clone()))
         .await
@@ -248,17 +261,22 @@ async fn exchange(
         .finish_request_body()
         .await
         .map_err(UpstreamError::Protocol)?;
-    // Skip 1xx interim responses.
-    loop {
+    // Interim responses come first; a 101 nobody asked for is final (and not a success).
+    let mut interim = Vec::new();
+    for _ in 0..=INTERIM_LIMIT {
         session
             .read_response_header()
             .await
             .map_err(UpstreamError::Protocol)?;
         let h = session.response_header().ok_or(UpstreamError::NoResponse)?;
-        if !h.status.is_informational() {
-            return Ok(h.clone());
+        if !h.status.is_informational() || h.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok((h.clone(), interim));
+        }
+        if interim.len() < INTERIM_MAX && h.status != http::StatusCode::CONTINUE {
+            interim.push(h.clone());
         }
     }
+    Err(UpstreamError::EndlessInterim)
 }
 
 impl OriginResponse {

@@ -122,14 +122,16 @@ impl ProxyHttp for StrataProxy {
             return Ok(true);
         }
         route.backend.accept(session.req_header_mut());
+        let cacheable = method == Method::GET || method == Method::HEAD;
+        let rule = route.rule(&path);
         let req = session.req_header();
-        let mapped = route.backend.upstream_path(
-            &route.prefix,
-            req.uri.path(),
-            &path,
-            req.uri.query(),
-            &method,
-        );
+        // A rule may keep the query out of the key; it is then not sent either, so that what
+        // is keyed is what is fetched.
+        let query = req.uri.query().filter(|_| rule.query || !cacheable);
+        let mapped =
+            route
+                .backend
+                .upstream_path(&route.prefix, req.uri.path(), &path, query, &method);
         ctx.upstream_path = match mapped {
             Ok(p) => p,
             Err(refused) => {
@@ -144,8 +146,12 @@ impl ProxyHttp for StrataProxy {
                 return Ok(true);
             }
         };
-        if method == Method::GET || method == Method::HEAD {
-            let outcome = cache::handle(&self.cache, session, &route, &ctx.upstream_path).await?;
+        if cacheable && !rule.cache {
+            ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::Rule);
+        } else if cacheable {
+            let overrides = &rule.overrides;
+            let outcome =
+                cache::handle(&self.cache, session, &route, &ctx.upstream_path, overrides).await?;
             match outcome {
                 Outcome::Served(status, first_byte) => {
                     ctx.status = status;
@@ -191,6 +197,8 @@ impl ProxyHttp for StrataProxy {
             .parse()
             .or_err(ErrorType::InvalidHTTPHeader, "bad upstream path")?;
         up.set_uri(uri);
+        // RFC 9110 §7.6.3: a gateway adds itself to `Via` on what it forwards.
+        up.append_header(http::header::VIA, self.cache.via.clone())?;
         if let Some(route) = &ctx.route {
             route.backend.prepare(up).or_err(
                 ErrorType::InternalError,
@@ -206,6 +214,9 @@ impl ProxyHttp for StrataProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if !resp.status.is_informational() {
+            resp.append_header(http::header::VIA, self.cache.via.clone())?;
+        }
         resp.insert_header("cache-status", ctx.status.header_value())?;
         ctx.timing.first_byte();
         ctx.timing.origin_status = Some(resp.status.as_u16());

@@ -2,9 +2,10 @@
 //!
 //! - [`path`]: the one normal form of request paths that routing, keys and forwarding share.
 //! - [`auth`]: JWT-guarded routes.
+//! - [`rules`]: per-path caching rules.
 //!
-//! A [`Route`] holds its [`Backend`] (how the origin is reached), its freshness overrides and
-//! its auth; the [`Router`] picks the longest matching prefix.
+//! A [`Route`] holds its [`Backend`] (how the origin is reached), its caching rules and its
+//! auth; the [`Router`] picks the longest matching prefix.
 
 use std::sync::Arc;
 
@@ -14,9 +15,11 @@ use crate::origin::{Backend, BackendError};
 
 pub(crate) mod auth;
 pub(crate) mod path;
+pub(crate) mod rules;
 
 pub(crate) use auth::{AuthError, JwtAuth, Refusal};
 pub(crate) use path::normalize;
+pub(crate) use rules::{Rule, RuleError, Rules};
 
 /// One configured route.
 #[derive(Debug)]
@@ -27,8 +30,11 @@ pub(crate) struct Route {
     pub(crate) prefix: String,
     /// The origin or bucket(s) behind the route.
     pub(crate) backend: Backend,
-    /// `routes[].default_ttl`, `negative_ttl` and `ignore_cache_control`.
-    pub(crate) overrides: Overrides,
+    /// `routes[].rules` over the route's `default_ttl`, `negative_ttl` and
+    /// `ignore_cache_control`.
+    pub(crate) rules: Rules,
+    /// `routes[].vary_normalize`.
+    pub(crate) vary_normalize: bool,
     /// `routes[].auth.jwt`.
     pub(crate) auth: Option<JwtAuth>,
     /// What the cache keys of this route start with.
@@ -44,6 +50,9 @@ pub(crate) enum RouteError {
     /// The JWT check.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A caching rule.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
     /// Strata's own credentials offered to anyone without the operator saying so.
     #[error(
         "this route signs with Strata's credentials and has no auth: anyone could read (or \
@@ -58,14 +67,16 @@ impl RouteError {
         match self {
             RouteError::Backend(e) => e.key(),
             RouteError::Auth(e) => format!("auth.jwt.{}", e.key()),
+            RouteError::Rule(e) => e.key(),
             RouteError::PublicUnsaid => "public".into(),
         }
     }
 }
 
 impl Route {
-    /// Builds a route from its configuration, checking every value the config left to it.
-    pub(crate) fn new(cfg: &RouteConfig) -> Result<Route, RouteError> {
+    /// Builds a route from its configuration, checking every value the config left to it;
+    /// `targeted` are the targeted cache-control fields the node obeys.
+    pub(crate) fn new(cfg: &RouteConfig, targeted: &Arc<[String]>) -> Result<Route, RouteError> {
         let backend = Backend::new(cfg.origin.as_deref(), cfg.s3.as_ref())?;
         if backend.uses_credentials() && cfg.auth.is_none() && !cfg.public {
             return Err(RouteError::PublicUnsaid);
@@ -75,11 +86,17 @@ impl Route {
             name: cfg.name.clone(),
             prefix: cfg.path_prefix.clone(),
             backend,
-            overrides: Overrides {
-                default_ttl: cfg.default_ttl.map(|d| d.0),
-                negative_ttl: cfg.negative_ttl.map(|d| d.0),
-                ignore_cache_control: cfg.ignore_cache_control,
-            },
+            rules: Rules::new(
+                &cfg.rules,
+                &Overrides {
+                    default_ttl: cfg.default_ttl.map(|d| d.0),
+                    negative_ttl: cfg.negative_ttl.map(|d| d.0),
+                    ignore_cache_control: cfg.ignore_cache_control,
+                    targeted: targeted.clone(),
+                    ..Overrides::default()
+                },
+            )?,
+            vary_normalize: cfg.vary_normalize,
             auth: cfg
                 .auth
                 .as_ref()
@@ -91,6 +108,12 @@ impl Route {
     /// What cache keys of this route start with.
     pub(crate) fn key_base(&self) -> &str {
         &self.key_base
+    }
+
+    /// The caching rule for a (normalised) request path of this route.
+    pub(crate) fn rule(&self, path: &str) -> &Rule {
+        let below = path.strip_prefix(self.prefix.as_str()).unwrap_or(path);
+        self.rules.find(below.trim_start_matches('/'))
     }
 }
 
@@ -143,12 +166,17 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    /// Builds the router; an error carries the index of the route at fault.
-    pub(crate) fn new(cfgs: &[RouteConfig]) -> Result<Router, (usize, RouteError)> {
+    /// Builds the router; `targeted` are the targeted cache-control fields the node obeys
+    /// (`cache.targeted_cache_control`). An error carries the index of the route at fault.
+    pub(crate) fn new(
+        cfgs: &[RouteConfig],
+        targeted: &[String],
+    ) -> Result<Router, (usize, RouteError)> {
+        let targeted: Arc<[String]> = targeted.iter().map(|n| n.to_ascii_lowercase()).collect();
         let mut routes = cfgs
             .iter()
             .enumerate()
-            .map(|(i, c)| Route::new(c).map(Arc::new).map_err(|e| (i, e)))
+            .map(|(i, c)| Route::new(c, &targeted).map(Arc::new).map_err(|e| (i, e)))
             .collect::<Result<Vec<_>, _>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Router { routes })
@@ -178,23 +206,29 @@ mod tests {
             ignore_cache_control: false,
             auth: None,
             public: false,
+            vary_normalize: false,
+            rules: vec![],
         }
     }
 
     #[test]
     fn longest_prefix_wins() {
         let all = cfg("all", "/", "http://127.0.0.1:1/");
-        let router = Router::new(&[all, cfg("deb", "/debian/", "http://127.0.0.1:1/")]).unwrap();
+        let router =
+            Router::new(&[all, cfg("deb", "/debian/", "http://127.0.0.1:1/")], &[]).unwrap();
         assert_eq!(router.find("/debian/x").unwrap().name, "deb");
         assert_eq!(router.find("/other").unwrap().name, "all");
     }
 
     #[test]
     fn routes_over_one_origin_have_their_own_keys() {
-        let router = Router::new(&[
-            cfg("a", "/a/", "http://127.0.0.1:1/"),
-            cfg("b", "/b/", "http://127.0.0.1:1/"),
-        ])
+        let router = Router::new(
+            &[
+                cfg("a", "/a/", "http://127.0.0.1:1/"),
+                cfg("b", "/b/", "http://127.0.0.1:1/"),
+            ],
+            &[],
+        )
         .unwrap();
         let (a, b) = (router.find("/a/x").unwrap(), router.find("/b/x").unwrap());
         assert_ne!(a.key_base(), b.key_base());
@@ -204,7 +238,7 @@ mod tests {
     #[test]
     fn a_bad_route_is_named_with_its_key() {
         let good = cfg("a", "/a/", "http://127.0.0.1:1/");
-        let Err((i, e)) = Router::new(&[good, cfg("b", "/b/", "ftp://x/")]) else {
+        let Err((i, e)) = Router::new(&[good, cfg("b", "/b/", "ftp://x/")], &[]) else {
             panic!("an ftp origin was accepted")
         };
         assert_eq!((i, e.key().as_str()), (1, "origin"));

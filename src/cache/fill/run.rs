@@ -83,6 +83,8 @@ pub(crate) struct RunFill {
     metrics: Arc<Metrics>,
     /// Connection pool, to give the origin connection back.
     upstream: Arc<Upstream>,
+    /// Strata's `Via` entry for origin requests.
+    via: http::HeaderValue,
 }
 
 enum Next {
@@ -115,6 +117,7 @@ impl RunFill {
             run,
             metrics: plane.metrics.clone(),
             upstream: plane.upstream.clone(),
+            via: plane.via.clone(),
         }
     }
 
@@ -169,7 +172,8 @@ impl RunFill {
             .insert_header(header::HOST, route.backend.host_header())
             .is_ok()
             && req.insert_header(header::RANGE, range).is_ok()
-            && req.insert_header(header::IF_RANGE, etag).is_ok();
+            && req.insert_header(header::IF_RANGE, etag).is_ok()
+            && req.insert_header(header::VIA, self.via.clone()).is_ok();
         if !ok {
             return self.abandon_all();
         }
