@@ -255,11 +255,26 @@ async fn storability() {
             .get(&[], 302, "strata; fwd=uri-miss; detail=status", 1)
             .get(&[], 302, "strata; fwd=uri-miss; detail=status", 2),
     );
-    for code in [500u16, 503] {
+    for code in [400u16, 403, 500, 503] {
         cases.push(
-            case("5xx are not stored even with max-age", status(code))
-                .get(&[], code, "strata; fwd=uri-miss; detail=status", 1)
-                .get(&[], code, "strata; fwd=uri-miss; detail=status", 2),
+            case(
+                "any final status with explicit freshness is stored",
+                status(code),
+            )
+            .get(&[], code, STORED, 1)
+            .get(&[], code, HIT, 1),
+        );
+    }
+    for code in [500u16, 503, 403] {
+        let mut o = status(code);
+        o.bare = true;
+        cases.push(
+            case(
+                "a status that is not heuristically cacheable needs freshness",
+                o,
+            )
+            .get(&[], code, "strata; fwd=uri-miss; detail=status", 1)
+            .get(&[], code, "strata; fwd=uri-miss; detail=status", 2),
         );
     }
     for (name, cc, why) in [
@@ -297,22 +312,36 @@ async fn storability() {
             .get(&[], 200, STORED, 2)
             .get(&[], 200, HIT, 2),
     );
+    let auth = ("authorization", "Bearer x");
+    let not_shared = "strata; fwd=uri-miss; detail=authorization";
     cases.push(
-        case("requests with Authorization bypass the cache", obj())
-            .get(
-                &[("authorization", "Bearer x")],
-                200,
-                "strata; fwd=bypass",
-                1,
-            )
-            .get(&[], 200, STORED, 2)
-            .get(
-                &[("authorization", "Bearer x")],
-                200,
-                "strata; fwd=bypass",
-                3,
-            ),
+        case(
+            "a response to Authorization without public, s-maxage or must-revalidate is not stored",
+            obj(),
+        )
+        .get(&[auth], 200, not_shared, 1)
+        .get(&[auth], 200, not_shared, 2)
+        .get(&[], 200, STORED, 3)
+        // Strata's choice: a stored response that does not say it may be shared with
+        // credentials does not answer them.
+        .get(&[auth], 200, "strata; fwd=bypass", 4),
     );
+    for cc in [
+        "public, max-age=3600",
+        "s-maxage=3600",
+        "must-revalidate, max-age=3600",
+    ] {
+        cases.push(
+            case(
+                "a response to Authorization that may be shared is stored and reused",
+                obj().header("cache-control", cc),
+            )
+            .get(&[auth], 200, STORED, 1)
+            .get(&[auth], 200, HIT, 1)
+            .get(&[("authorization", "Bearer y")], 200, HIT, 1)
+            .get(&[], 200, HIT, 1),
+        );
+    }
     cases.push(
         case(
             "public without lifetime or validators is not worth storing",
@@ -329,16 +358,37 @@ async fn storability() {
             .get(&[], 404, NO_LIFETIME, 2),
     );
     cases.push(
-        case(
-            "HEAD on a miss goes to the origin and stores nothing",
-            obj(),
-        )
-        .req("HEAD", &[], 200, "strata; fwd=uri-miss", 1)
-        .get(&[], 200, STORED, 2)
-        .req("HEAD", &[], 200, HIT, 2),
+        case("a HEAD miss is fetched as a GET and stored", obj())
+            .req("HEAD", &[], 200, STORED, 1)
+            .check(header_is("content-length", "4"))
+            .req("HEAD", &[], 200, HIT, 1)
+            .get(&[], 200, HIT, 1),
+    );
+    cases.push(
+        case("a HEAD of an unstorable response stores nothing", bare())
+            .req("HEAD", &[], 200, NO_LIFETIME, 1)
+            .req("HEAD", &[], 200, NO_LIFETIME, 2),
     );
     let n = run(&node, &origin, cases, "/st").await;
-    assert!(n >= 25);
+    assert!(n >= 30);
+    // The origin saw the client's credentials on the fills they shaped, and only there.
+    let seen = origin.seen();
+    let with_auth = |p: &str| {
+        seen.iter()
+            .filter(|s| s.path == p && s.headers.contains_key("authorization"))
+            .count()
+    };
+    let first_auth_case = seen
+        .iter()
+        .filter(|s| s.headers.contains_key("authorization"))
+        .map(|s| s.path.clone())
+        .next()
+        .expect("no fill carried Authorization");
+    assert_eq!(with_auth(&first_auth_case), 3, "{first_auth_case}");
+    assert!(
+        seen.iter().all(|s| s.method == "GET"),
+        "a HEAD reached the origin as HEAD"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,6 +828,7 @@ async fn stale_while_revalidate_and_stale_if_error() {
     let failing = |o: &TestOrigin, p: &str| {
         let mut e = Object::new("down");
         e.status = 500;
+        e.bare = true;
         o.put(p, e);
     };
     let cases = vec![
@@ -962,3 +1013,6 @@ async fn per_route_overrides_and_collapsed_forwarding() {
     );
     assert_eq!(origin.hits("/together"), 1);
 }
+
+#[path = "rfc9111/second_pass.rs"]
+mod second_pass;

@@ -165,6 +165,21 @@ impl Job {
         }
     }
 
+    /// Waits for the fills a HEAD started (its first slice) to end, so that what this client
+    /// asks next finds the object stored; past `limit` they are left to run on their own.
+    pub(crate) async fn settle(&mut self, limit: std::time::Duration) {
+        let held = std::mem::take(&mut self.held);
+        let all = async {
+            for i in &held {
+                i.run().finished().await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            self.held = held;
+            self.detach();
+        }
+    }
+
     /// Lets fills this request started run to their end although it reads none of their bytes
     /// (it was answered 304, 412, 416 or HEAD): the object is still wanted in the cache.
     pub(crate) fn detach(&mut self) {

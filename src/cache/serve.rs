@@ -173,6 +173,7 @@ async fn serve(
         .await?;
     match body {
         Some(r) => stream_range(plane, session, job, &meta, r, prefetched).await?,
+        None if job.is_head => job.settle(plane.lock_timeout).await,
         None => job.detach(),
     }
     Ok(job.served(cs))

@@ -357,10 +357,19 @@ async fn handle(
             .uri()
             .path_and_query()
             .map_or(path.clone(), |p| p.as_str().to_string()),
+        // Several field lines of one name are one value, joined as RFC 9110 §5.3 says.
         headers: req
             .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .keys()
+            .map(|k| {
+                let values: Vec<_> = req
+                    .headers()
+                    .get_all(k)
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or(""))
+                    .collect();
+                (k.to_string(), values.join(", "))
+            })
             .collect(),
     });
     st.seen_event.notify_waiters();
