@@ -31,7 +31,10 @@ impl Run {
     /// Declares interest in this run until the returned guard is dropped.
     pub(crate) fn interest(self: &Arc<Self>) -> Interest {
         self.interest.fetch_add(1, Ordering::AcqRel);
-        Interest(self.clone())
+        Interest {
+            run: self.clone(),
+            at: None,
+        }
     }
 
     /// Marks the run over (filled or abandoned).
@@ -96,20 +99,40 @@ impl Run {
     }
 }
 
-/// Interest of one client in a run.
-pub(crate) struct Interest(Arc<Run>);
+/// Interest of one client in a run, and where that client reads.
+pub(crate) struct Interest {
+    run: Arc<Run>,
+    /// The slice the client is at, once it says so: the run's fill stays within reach of it
+    /// even while the client writes a slice it read from the tiers (no reader follows the
+    /// run then, and a stalled client would otherwise let the fill run to the end).
+    at: Option<u64>,
+}
 
 impl Interest {
     /// The run this interest keeps alive.
     pub(crate) fn run(&self) -> &Arc<Run> {
-        &self.0
+        &self.run
+    }
+
+    /// Notes that the client is at slice `idx`.
+    pub(crate) fn at(&mut self, idx: u64) {
+        if self.at == Some(idx) {
+            return;
+        }
+        self.run.reader_at(idx);
+        if let Some(old) = self.at.replace(idx) {
+            self.run.reader_left(old);
+        }
     }
 }
 
 impl Drop for Interest {
     fn drop(&mut self) {
-        if self.0.interest.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+        if let Some(idx) = self.at {
+            self.run.reader_left(idx);
+        }
+        if self.run.interest.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.run.idle.notify_waiters();
         }
     }
 }

@@ -165,6 +165,13 @@ impl Job {
         }
     }
 
+    /// Notes that the request is at slice `idx` of its object, for every run it holds.
+    pub(crate) fn at(&mut self, idx: u64) {
+        for i in &mut self.held {
+            i.at(idx);
+        }
+    }
+
     /// Waits for the fills a HEAD started (its first slice) to end, so that what this client
     /// asks next finds the object stored; past `limit` they are left to run on their own.
     pub(crate) async fn settle(&mut self, limit: std::time::Duration) {

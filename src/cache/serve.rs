@@ -196,6 +196,7 @@ async fn stream_range(
         let lo = r.start.max(base) - base;
         let hi = r.end.min(base + meta.slice_len(idx) - 1) - base + 1;
         let is_last = idx == last;
+        job.at(idx);
         let mut sent = 0u64;
         let mut private = false;
         for _attempt in 0..4 {
