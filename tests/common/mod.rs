@@ -94,6 +94,20 @@ impl NodeConfig {
             log_access: true,
         }
     }
+
+    /// The YAML of this configuration for a node on `addr`, with its admin API on `admin`.
+    fn yaml(&self, addr: SocketAddr, admin: SocketAddr) -> String {
+        let disk = match &self.disk {
+            Some(size) => format!(
+                "  disk:\n    path: cache.img\n    size: {size}\n    io: auto\n    region_size: 4MiB\n"
+            ),
+            None => String::new(),
+        };
+        format!(
+            "listen: {addr}\nadmin:\n  listen: {admin}\nthreads: 2\nshutdown_grace: 5s\nlog:\n  level: {}\n  access: {}\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
+            self.log_level, self.log_access, self.extra_top, self.memory, self.slice, self.extra_cache, self.routes
+        )
+    }
 }
 
 impl Strata {
@@ -105,18 +119,18 @@ impl Strata {
 
     /// Starts on an existing directory (to restart over the same cache file).
     pub(crate) fn start_in(cfg: &NodeConfig, dir: tempfile::TempDir) -> Strata {
+        Self::start_yaml(dir, |addr, admin| cfg.yaml(addr, admin))
+    }
+
+    /// Starts on the configuration `yaml` builds for the listen and admin addresses it is
+    /// given, written into `dir` (relative paths in it are relative to `dir`).
+    pub(crate) fn start_yaml(
+        dir: tempfile::TempDir,
+        yaml: impl FnOnce(SocketAddr, SocketAddr) -> String,
+    ) -> Strata {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let disk = match &cfg.disk {
-            Some(size) => format!(
-                "  disk:\n    path: cache.img\n    size: {size}\n    io: auto\n    region_size: 4MiB\n"
-            ),
-            None => String::new(),
-        };
-        let yaml = format!(
-            "listen: {addr}\nadmin:\n  listen: {admin}\nthreads: 2\nshutdown_grace: 5s\nlog:\n  level: {}\n  access: {}\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
-            cfg.log_level, cfg.log_access, cfg.extra_top, cfg.memory, cfg.slice, cfg.extra_cache, cfg.routes
-        );
+        let yaml = yaml(addr, admin);
         let conf = dir.path().join("strata.yaml");
         std::fs::write(&conf, yaml).expect("write config");
         let log = dir.path().join("strata.log");

@@ -21,8 +21,18 @@ pub(crate) fn nginx_bin() -> Option<PathBuf> {
 }
 
 impl Nginx {
-    /// Serves `root`; with `tls`, over HTTPS with that (cert, key) pair.
+    /// Serves `root`; with `tls`, over HTTPS with that (cert, key) pair. Responses carry
+    /// `expires 1h`.
     pub(crate) fn start(root: &Path, tls: Option<(&Path, &Path)>) -> Nginx {
+        Self::start_with(root, tls, "expires 1h;")
+    }
+
+    /// Serves `root` as a Debian mirror does: Last-Modified and ETag, no lifetime.
+    pub(crate) fn start_mirror(root: &Path) -> Nginx {
+        Self::start_with(root, None, "")
+    }
+
+    fn start_with(root: &Path, tls: Option<(&Path, &Path)>, directives: &str) -> Nginx {
         let bin = nginx_bin().expect("nginx is installed by scripts/test");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -43,7 +53,7 @@ impl Nginx {
              events {{ worker_connections 256; }}\n\
              http {{ access_log {p}/access.log; client_body_temp_path {p}; proxy_temp_path {p};\n\
                fastcgi_temp_path {p}; uwsgi_temp_path {p}; scgi_temp_path {p};\n\
-               server {{ listen 127.0.0.1:{listen}; {certs} root {}; expires 1h; }} }}\n",
+               server {{ listen 127.0.0.1:{listen}; {certs} root {}; {directives} }} }}\n",
             root.display()
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
