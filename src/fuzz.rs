@@ -53,14 +53,25 @@ pub fn cache_headers(data: &[u8]) {
     let _ = headers::content_length(&resp);
     let _ = headers::end_to_end(&resp);
     let _ = vary::names(&resp);
+    for name in ["accept-encoding", "cookie"] {
+        let _ = vary::normalised(name, req.get_all(name).iter().map(|v| v.as_bytes()));
+    }
     let now = SystemTime::now();
-    let status = StatusCode::from_u16(200 + u16::from(data.first().copied().unwrap_or(0) % 4))
+    // Any final status, the first byte choosing it.
+    let status = StatusCode::from_u16(200 + u16::from(data.first().copied().unwrap_or(0)) % 400)
         .unwrap_or(StatusCode::OK);
-    let p = Policy::new(status, &resp, now, &Overrides::default());
+    let ov = Overrides {
+        targeted: vec!["cdn-cache-control".to_string()].into(),
+        ..Overrides::default()
+    };
+    let p = Policy::new(status, &resp, now, &ov);
     assert!(p.age(now) <= 1 << 31 && p.ttl(now) <= 1 << 31);
     let _ = p.storable(&req, &resp);
     let _ = p.reuse(&req, now);
-    let _ = p.revalidated(&resp, &req, now, &Overrides::default());
+    let _ = p.revalidated(&resp, &req, now, &ov);
+    if let Some(v) = resp.get(http::header::EXPIRES) {
+        let _ = crate::http::date::http_date(v.as_bytes());
+    }
 }
 
 /// A request path: the canonical form is a fixed point, and stays under a prefix it starts

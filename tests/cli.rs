@@ -73,6 +73,33 @@ fn bad_values_are_named() {
         assert!(!ok, "{to}");
         assert!(text.contains(key), "{to}: {text}");
     }
+    // A rule with a broken glob, or with both kinds of lifetime, is named by its index.
+    let rules = |body: &str| format!("{GOOD}    rules:\n      - match: 'pool/**'\n{body}");
+    for (body, key) in [
+        ("      - match: 'dists/[bad'\n", "routes[0].rules[1].match"),
+        (
+            "      - match: 'x/**'\n        ttl: 1h\n        default_ttl: 1h\n",
+            "routes[0].rules[1].ttl",
+        ),
+        ("      - match: 'x/**'\n        tll: 1h\n", "tll"),
+    ] {
+        let (ok, text) = check(&rules(body));
+        assert!(!ok, "{body}");
+        assert!(text.contains(key), "{body}: {text}");
+    }
+    for (yaml, key) in [
+        (format!("{GOOD}via: 'two words'\n"), "via"),
+        (
+            GOOD.replace(
+                "  slice: 1MiB",
+                "  slice: 1MiB\n  targeted_cache_control: ['bad name']",
+            ),
+            "cache.targeted_cache_control[0]",
+        ),
+    ] {
+        let (ok, text) = check(&yaml);
+        assert!(!ok && text.contains(key), "{key}: {text}");
+    }
     let (ok, text) = check("listen: [");
     assert!(!ok);
     assert!(text.contains("c.yaml"), "{text}");
