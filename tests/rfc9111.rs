@@ -130,6 +130,23 @@ fn status(code: u16) -> Object {
     o
 }
 
+/// A check that the response's `Cache-Status` reports a ttl within `lo..=hi`.
+fn ttl_within(lo: i64, hi: i64) -> impl Fn(&reqwest::Response) -> Result<(), String> {
+    move |r| {
+        let cs = r.headers()["cache-status"].to_str().unwrap_or("");
+        let ttl: i64 = cs
+            .rsplit("ttl=")
+            .next()
+            .unwrap_or("")
+            .parse()
+            .unwrap_or(i64::MIN);
+        (lo..=hi)
+            .contains(&ttl)
+            .then_some(())
+            .ok_or(format!("{cs}: ttl not within {lo}..={hi}"))
+    }
+}
+
 fn header_is(
     name: &'static str,
     want: &'static str,
@@ -483,16 +500,7 @@ async fn freshness() {
         )
         .get(&[], 200, STORED, 1)
         .get(&[], 200, HIT, 1)
-        .check(|r| {
-            let cs = r.headers()["cache-status"].to_str().unwrap().to_string();
-            let ttl: i64 = cs
-                .rsplit("ttl=")
-                .next()
-                .unwrap()
-                .parse()
-                .map_err(|_| cs.clone())?;
-            (3590..=3600).contains(&ttl).then_some(()).ok_or(cs)
-        }),
+        .check(ttl_within(3590, 3600)),
     ];
     run(&node, &origin, cases, "/fr").await;
 }

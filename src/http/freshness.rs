@@ -280,12 +280,13 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     use crate::http::headers::map_of as h;
 
-    fn p(pairs: &[(&str, &str)]) -> Policy {
+    /// The policy of a 200 with these header fields, received now.
+    pub(crate) fn p(pairs: &[(&str, &str)]) -> Policy {
         Policy::new(
             StatusCode::OK,
             &h(pairs),

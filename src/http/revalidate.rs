@@ -61,16 +61,8 @@ impl Policy {
 mod tests {
     use super::*;
 
+    use crate::http::freshness::tests::p;
     use crate::http::headers::map_of as h;
-
-    fn p(pairs: &[(&str, &str)]) -> Policy {
-        Policy::new(
-            StatusCode::OK,
-            &h(pairs),
-            SystemTime::now(),
-            &Overrides::default(),
-        )
-    }
 
     #[test]
     fn a_304_selects_by_strong_comparison_when_its_etag_is_strong() {
