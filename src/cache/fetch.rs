@@ -15,8 +15,9 @@ use pingora::http::RequestHeader;
 use crate::cache::coalesce::{Discovery, DiscoveryGuard};
 use crate::cache::decide::Stale;
 use crate::cache::describe::{describe, spawn_fill};
+use crate::cache::fill::Tee;
 use crate::cache::job::Job;
-use crate::cache::key::meta_key;
+use crate::cache::key::{meta_key, object_id};
 use crate::cache::plane::{CachePlane, ErrorAnswer};
 use crate::cache::record::{stored_headers, ObjectMeta, Record};
 use crate::http::cache_status::{CacheStatus, Detail, Forward};
@@ -54,6 +55,18 @@ pub(super) enum Fetched {
         span: Option<BodySpan>,
         /// Why it is not stored.
         why: Detail,
+        /// Why the request went to the origin.
+        fwd: Forward,
+    },
+    /// A partial body that does not start on a slice boundary: relay it, trimmed to what the
+    /// client asked for, storing the whole slices inside it.
+    Incomplete {
+        /// The origin's response.
+        origin: OriginResponse,
+        /// Where its body sits in the representation.
+        span: BodySpan,
+        /// Stores its whole slices.
+        tee: Tee,
         /// Why the request went to the origin.
         fwd: Forward,
     },
@@ -330,6 +343,31 @@ async fn adopt(
             }
             Fetched::Stored { meta, status: cs }
         }
+        // The origin sent a range of its own choosing: the client gets what it asked for from
+        // it, and the slices it holds whole are kept for later ranges (RFC 9111 §3.3).
+        (Ok(()), Some(s))
+            if names.is_empty()
+                && oh.status == StatusCode::PARTIAL_CONTENT
+                && !sliceable(s)
+                && Tee::covers_a_slice(
+                    plane.slice_size,
+                    s.total,
+                    s.start,
+                    body_end(oh.status, &oh.headers, s.total),
+                ) =>
+        {
+            guard.resolve(Discovery::Uncoalescable);
+            let meta = partial_meta(plane, job, oh, &policy, s.total);
+            let key = job.key.clone();
+            let cache = plane.cache.clone();
+            let tee = Tee::new(cache, plane.metrics.clone(), meta, key, s.start);
+            Fetched::Incomplete {
+                origin,
+                span: s,
+                tee,
+                fwd,
+            }
+        }
         // Only a chunked body proves its end (the terminating chunk); a body delimited by the
         // connection closing looks the same whether it ended or was cut off: never stored.
         (Ok(()), None) if oh.status == StatusCode::OK && is_chunked(&oh.headers) => {
@@ -423,6 +461,27 @@ pub(super) fn revalidate_in_background(
             }
         }
     });
+}
+
+/// The description of an object of `total` bytes that a partial response belongs to.
+fn partial_meta(
+    plane: &CachePlane,
+    job: &Job,
+    oh: &pingora::http::ResponseHeader,
+    policy: &Policy,
+    total: u64,
+) -> ObjectMeta {
+    let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
+    let slice_size = plane.slice_size as u32;
+    ObjectMeta {
+        status: 200,
+        headers: stored_headers(&oh.headers),
+        length: total,
+        slice_size,
+        id: object_id(&job.key, etag, Some(total), slice_size),
+        stored_at: unix(SystemTime::now()),
+        policy: policy.clone(),
+    }
 }
 
 /// Whether a message's body is chunked (its last transfer coding, RFC 9112 §6.1).

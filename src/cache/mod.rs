@@ -107,7 +107,10 @@ pub(crate) async fn handle(
             let fetched = fetch::lead(plane, &mut job, guard, stale, fwd).await;
             if matches!(
                 fetched,
-                Fetched::Stored { .. } | Fetched::Unsized { .. } | Fetched::Unstored { .. }
+                Fetched::Stored { .. }
+                    | Fetched::Unsized { .. }
+                    | Fetched::Unstored { .. }
+                    | Fetched::Incomplete { .. }
             ) {
                 // This client's response comes from this exchange: it gets its interim
                 // responses first. (A request passed through gets the origin's own.)
@@ -162,7 +165,17 @@ async fn deliver(
         Fetched::Stored { meta, status } => serve::answer(plane, session, job, meta, status).await,
         // A HEAD gets the header only, and a body of unknown length is not stored for it.
         Fetched::Unsized { origin, fwd, .. } if job.is_head => {
-            relay::forward(plane, session, job, origin, None, Detail::Unsliceable, fwd).await
+            relay::forward(
+                plane,
+                session,
+                job,
+                origin,
+                None,
+                Detail::Unsliceable,
+                fwd,
+                None,
+            )
+            .await
         }
         Fetched::Unsized {
             origin,
@@ -174,7 +187,16 @@ async fn deliver(
             span,
             why,
             fwd,
-        } => relay::forward(plane, session, job, origin, span, why, fwd).await,
+        } => relay::forward(plane, session, job, origin, span, why, fwd, None).await,
+        Fetched::Incomplete {
+            origin,
+            span,
+            tee,
+            fwd,
+        } => {
+            let why = Detail::Unsliceable;
+            relay::forward(plane, session, job, origin, Some(span), why, fwd, Some(tee)).await
+        }
         Fetched::PassThrough(fwd) => Ok(Outcome::PassThrough(fwd)),
         Fetched::Failed(answer) => Ok(Outcome::Refused(answer)),
     }

@@ -9,7 +9,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
-use crate::cache::fill::UnsizedFill;
+use crate::cache::fill::{Tee, UnsizedFill};
 use crate::cache::job::Job;
 use crate::cache::key::object_id;
 use crate::cache::plane::{CachePlane, Outcome};
@@ -23,7 +23,9 @@ use crate::http::vary;
 use crate::metrics::{ByteSource, FillResult};
 use crate::origin::OriginResponse;
 
-/// Forwards a response that is not stored, trimmed to what the client asked for.
+/// Forwards a response that is not stored as an object, trimmed to what the client asked for;
+/// with a `tee`, the whole slices it passes are stored.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
     plane: &CachePlane,
     session: &mut Session,
@@ -32,6 +34,7 @@ pub(super) async fn forward(
     span: Option<BodySpan>,
     why: Detail,
     fwd: Forward,
+    mut tee: Option<Tee>,
 ) -> Result<Outcome> {
     let oh = &origin.header;
     if oh.status == StatusCode::RANGE_NOT_SATISFIABLE || oh.status == StatusCode::NOT_MODIFIED {
@@ -41,6 +44,10 @@ pub(super) async fn forward(
     }
     let mut cs = CacheStatus::fwd(fwd);
     cs.detail = Some(why);
+    if tee.is_some() {
+        cs.detail = None;
+        cs.stored = true;
+    }
     if job.is_head {
         return head(plane, session, job, origin, span, cs).await;
     }
@@ -59,7 +66,7 @@ pub(super) async fn forward(
             .write_response_header(Box::new(resp), no_body || length == Some(0))
             .await?;
         if !no_body && length != Some(0) {
-            pipe(plane, session, job, &mut origin, 0, u64::MAX).await?;
+            pipe(plane, session, job, &mut origin, 0, u64::MAX, None).await?;
         }
         plane.upstream.release(origin).await;
         return Ok(job.served(cs));
@@ -115,8 +122,24 @@ pub(super) async fn forward(
             &mut origin,
             r.start - body_start,
             r.len(),
+            tee.as_mut(),
         )
         .await?;
+    }
+    if let Some(mut tee) = tee {
+        // The client has its answer; the rest of the body (at most the slices Strata asked
+        // for) still goes to the tiers before the connection serves its next request.
+        loop {
+            match origin.read_body().await {
+                Ok(Some(chunk)) => tee.push(chunk).await,
+                Ok(None) => {
+                    plane.upstream.release(origin).await;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        tee.finish().await;
     }
     Ok(job.served(cs))
 }
@@ -159,6 +182,7 @@ async fn pipe(
     origin: &mut OriginResponse,
     mut skip: u64,
     len: u64,
+    mut tee: Option<&mut Tee>,
 ) -> Result<()> {
     let mut left = len;
     while left > 0 {
@@ -169,6 +193,9 @@ async fn pipe(
                 return Error::e_explain(ErrorType::ReadError, "origin body broke off")
             }
         };
+        if let Some(t) = tee.as_deref_mut() {
+            t.push(chunk.clone()).await;
+        }
         let s = skip.min(chunk.len() as u64);
         skip -= s;
         let chunk = chunk.slice(s as usize..);

@@ -76,6 +76,9 @@ pub(crate) struct Object {
     pub(crate) chunked: bool,
     /// Answer 200 with the whole body to ranged requests.
     pub(crate) ignore_range: bool,
+    /// Answer a ranged request from this byte on (to the end asked for): a range of the
+    /// origin's own choosing.
+    pub(crate) range_from: Option<u64>,
     /// Send no `Cache-Control: max-age=3600` when the object states no freshness of its own.
     pub(crate) bare: bool,
 }
@@ -100,6 +103,7 @@ impl Object {
             truncate_at: None,
             chunked: false,
             ignore_range: false,
+            range_from: None,
             bare: false,
         }
     }
@@ -412,6 +416,7 @@ async fn handle(
         None
     } else {
         requested_range(&req, len)
+            .map(|(s, e)| (obj.range_from.filter(|&f| f <= e).unwrap_or(s), e))
     };
     if req.headers().contains_key("range")
         && range.is_none()

@@ -519,3 +519,70 @@ async fn per_path_rules() {
     assert_eq!(get(&node.url("/m/other?v=1")).await.1, STORED);
     assert_eq!(get(&node.url("/m/other?v=2")).await.1, STORED);
 }
+
+/// A ranged GET: status, Cache-Status (without ttl) and body.
+async fn get_range(url: &str, range: &str) -> (u16, String, bytes::Bytes) {
+    let r = reqwest::Client::new()
+        .get(url)
+        .header("range", range)
+        .send()
+        .await
+        .unwrap();
+    let cs = cache_status(&r);
+    let status = r.status().as_u16();
+    let body = r
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("{range}: {status} {cs}: body cut short: {e}"));
+    (status, cs, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_responses_of_the_origins_choosing_are_kept_for_what_they_cover() {
+    let origin = TestOrigin::start().await;
+    let node = Strata::start(&NodeConfig::new(&origin.url()));
+    let len = 3u64 << 20;
+    let body = generated(31, 0, len);
+    let part = |a: u64, b: u64| body.slice(a as usize..=b as usize);
+    for (path, etag) in [("/p/strong", "\"s1\""), ("/p/weak", "W/\"w1\"")] {
+        // The origin answers ranges from byte 300000 on, whatever start Strata asks for.
+        let mut o = Object::generated(len, 31).header("etag", etag);
+        o.range_from = Some(300_000);
+        origin.put(path, o);
+        let url = node.url(path);
+        // Strata asks for bytes 0-3145727 (the slices around the range); it gets 300000 on.
+        let (s, cs, b) = get_range(&url, "bytes=400000-2500000").await;
+        assert_eq!(
+            (s, cs.as_str()),
+            (206, "strata; fwd=uri-miss; stored"),
+            "{path}"
+        );
+        assert!(b == part(400_000, 2_500_000), "{path}: wrong bytes");
+        assert_eq!(origin.hits(path), 1);
+        // Slices 1 and 2 (bytes 1048576..=3145727) were whole in that response.
+        let (s, cs, b) = get_range(&url, "bytes=1100000-3000000").await;
+        assert_eq!((s, cs.as_str()), (206, "strata; hit"), "{path}");
+        assert!(b == part(1_100_000, 3_000_000), "{path}: wrong bytes");
+        assert_eq!(origin.hits(path), 1, "{path}");
+    }
+    // Bytes it did not cover: with a strong validator only the missing slice is fetched
+    // (If-Range), now that the origin answers the range asked, and joins what is stored.
+    origin.put("/p/strong", Object::generated(len, 31).header("etag", "\"s1\""));
+    let url = node.url("/p/strong");
+    let (s, cs, b) = get_range(&url, "bytes=0-2000000").await;
+    assert_eq!((s, cs.as_str()), (206, "strata; fwd=partial"));
+    assert!(b == part(0, 2_000_000));
+    assert_eq!(origin.hits("/p/strong"), 2);
+    let last = origin.seen().into_iter().last().unwrap();
+    assert_eq!(
+        last.headers.get("if-range").map(String::as_str),
+        Some("\"s1\"")
+    );
+    // Without one, pieces of two responses are never combined: the stored one is dropped
+    // and the request goes to the origin as the client made it.
+    let url = node.url("/p/weak");
+    let (s, cs, b) = get_range(&url, "bytes=0-100").await;
+    assert_eq!((s, cs.as_str()), (206, "strata; fwd=partial"));
+    assert!(b == part(0, 100));
+    assert_eq!(origin.hits("/p/weak"), 3);
+}
