@@ -33,8 +33,8 @@ pub fn check(path: &Path) -> Result<(), ExitCode> {
 /// `strata run`: runs the node until it is told to stop.
 pub fn run(path: &Path) -> Result<(), ExitCode> {
     let cfg = load(path)?;
-    init_logging(&cfg);
-    node::run(cfg, path).map_err(|e| {
+    let log_level = init_logging(&cfg);
+    node::run(cfg, path, log_level).map_err(|e| {
         tracing::error!(error = format!("{e:#}"), "strata failed");
         eprintln!("strata: {e:#}");
         ExitCode::FAILURE
@@ -61,18 +61,32 @@ pub fn format_disk(config: &Path) -> Result<(), ExitCode> {
     format(&load(config)?)
 }
 
-fn init_logging(cfg: &Config) {
+/// Installs the log subscriber; returns what changes its filter on a reload (`None` when
+/// `RUST_LOG` set it: the environment wins over the file, at start and on reloads).
+fn init_logging(cfg: &Config) -> Option<node::LogLevelSetter> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{reload, EnvFilter};
     let level = cfg.log.level.clone().unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, from_env) = match EnvFilter::try_from_default_env() {
+        Ok(f) => (f, true),
+        Err(_) => (EnvFilter::new(level), false),
+    };
+    // The filter sits right on the registry, so one handle type serves both formats.
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match cfg.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
     };
+    let setter: node::LogLevelSetter = Box::new(move |l: &str| {
+        let f = EnvFilter::try_new(l).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    });
+    (!from_env).then_some(setter)
 }
 
 /// Prints what a cache device holds.

@@ -3,7 +3,8 @@
 //!
 //! - [`build`]: the parts built from the configuration (where it is fully checked).
 //! - [`admin`]: health, readiness, metrics and stats.
-//! - [`shutdown`]: draining on SIGTERM/SIGINT.
+//! - [`shutdown`]: draining on SIGTERM/SIGINT; SIGHUP reloads.
+//! - [`reload`]: applying a changed configuration file to the running node.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,17 +20,26 @@ use crate::cache::CachePlane;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::origin::Upstream;
-use crate::proxy::{Drain, StrataProxy};
+use crate::proxy::{Drain, Live, StrataProxy};
 
 mod admin;
 pub(crate) mod build;
+mod reload;
 mod shutdown;
 
+pub(crate) use reload::LogLevelSetter;
+
 use admin::AdminApp;
+use reload::Reloader;
 use shutdown::SignalWatch;
 
-/// Opens the cache and runs the node until it is told to stop.
-pub(crate) fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
+/// Opens the cache and runs the node until it is told to stop; `log_level` changes the log
+/// filter when a reload changes `log.level`.
+pub(crate) fn run(
+    cfg: Config,
+    path: &Path,
+    log_level: Option<LogLevelSetter>,
+) -> anyhow::Result<()> {
     let router = build::router(&cfg, path)?;
     for (key, addr) in std::iter::once(("listen", cfg.listen))
         .chain(cfg.admin.as_ref().map(|a| ("admin.listen", a.listen)))
@@ -73,8 +83,9 @@ pub(crate) fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let live = Live::new(router, cfg.log.access);
     let proxy = StrataProxy {
-        router,
+        live: live.clone(),
         cache: CachePlane {
             cache: cache.clone(),
             upstream: Arc::new(Upstream::new(cfg.tls.ca_file.as_deref())),
@@ -89,7 +100,6 @@ pub(crate) fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         drain: drain.clone(),
-        access_log: cfg.log.access,
     };
     let mut svc =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "strata proxy");
@@ -110,10 +120,12 @@ pub(crate) fn run(cfg: Config, path: &Path) -> anyhow::Result<()> {
     }
 
     tracing::info!(listen = %cfg.listen, admin = ?cfg.admin.as_ref().map(|a| a.listen), routes = cfg.routes.len(), "strata running");
+    let grace = cfg.shutdown_grace.0;
     server.run(RunArgs {
         shutdown_signal: Box::new(SignalWatch {
             drain,
-            grace: cfg.shutdown_grace.0,
+            grace,
+            reloader: Reloader::new(path, cfg, live, log_level),
         }),
     });
     if let Err(e) = rt.block_on(cache.close()) {

@@ -1,4 +1,5 @@
-//! Graceful shutdown: on SIGTERM or SIGINT stop taking work, wait for in-flight requests, exit.
+//! The node's signals: SIGHUP reloads the configuration; SIGTERM or SIGINT stop taking work,
+//! wait for in-flight requests, and exit.
 //!
 //! Pingora's own graceful path sleeps for the whole grace period even when the node is idle,
 //! so Strata counts in-flight requests and tells Pingora to stop as soon as they are done.
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::node::reload::Reloader;
 use crate::proxy::Drain;
 
 /// Pingora's shutdown trigger, driven by Unix signals and the drain.
@@ -18,21 +20,36 @@ pub(crate) struct SignalWatch {
     pub(crate) drain: Arc<Drain>,
     /// Longest wait for in-flight requests (`shutdown_grace`).
     pub(crate) grace: Duration,
+    /// Applies the configuration file again on SIGHUP.
+    pub(crate) reloader: Reloader,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for SignalWatch {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) else {
             tracing::error!("cannot install signal handlers; shutting down");
             return ShutdownSignal::FastShutdown;
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!(signal = "SIGTERM", "shutdown requested");
+                    break;
+                }
+                _ = int.recv() => {
+                    tracing::info!(signal = "SIGINT", "shutdown requested");
+                    break;
+                }
+                _ = hup.recv() => {
+                    tracing::info!(signal = "SIGHUP", "reloading the configuration");
+                    self.reloader.reload_logged();
+                }
+            }
         }
         self.drain.start();
         tracing::info!(in_flight = self.drain.in_flight(), "draining");

@@ -12,8 +12,10 @@
 //! - [`respond`]: the error answers the proxy writes itself.
 //! - [`invalidate`]: invalidation by unsafe methods.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -36,18 +38,36 @@ mod respond;
 pub(crate) use drain::Drain;
 use drain::RequestGuard;
 
+/// The settings a configuration reload changes while requests run, shared by the proxy and
+/// the node's reloader.
+#[derive(Clone)]
+pub(crate) struct Live {
+    /// The routes requests are matched against (a request keeps the route it found).
+    pub(crate) router: Arc<ArcSwap<Router>>,
+    /// `log.access`.
+    pub(crate) access_log: Arc<AtomicBool>,
+}
+
+impl Live {
+    /// Live settings starting with `router` and `log.access` = `access_log`.
+    pub(crate) fn new(router: Router, access_log: bool) -> Live {
+        Live {
+            router: Arc::new(ArcSwap::from_pointee(router)),
+            access_log: Arc::new(AtomicBool::new(access_log)),
+        }
+    }
+}
+
 /// The proxy service.
 pub(crate) struct StrataProxy {
-    /// Routes by path prefix.
-    pub(crate) router: Router,
+    /// Routes and other settings a reload changes.
+    pub(crate) live: Live,
     /// Hits and fills.
     pub(crate) cache: CachePlane,
     /// Counters.
     pub(crate) metrics: Arc<Metrics>,
     /// In-flight accounting for shutdown.
     pub(crate) drain: Arc<Drain>,
-    /// `log.access`.
-    pub(crate) access_log: bool,
 }
 
 /// Per-request state.
@@ -96,7 +116,7 @@ impl ProxyHttp for StrataProxy {
                 return Ok(true);
             }
         };
-        let Some(route) = self.router.find(&path) else {
+        let Some(route) = self.live.router.load().find(&path) else {
             ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::NoRoute);
             respond::error(
                 session,
@@ -264,7 +284,7 @@ impl ProxyHttp for StrataProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
         self.metrics.request(route, ctx.status.label());
-        if self.access_log {
+        if self.live.access_log.load(Ordering::Relaxed) {
             if session.response_written().is_some() {
                 // An answer Strata wrote itself in one go: its first byte left with it.
                 ctx.timing.first_byte();

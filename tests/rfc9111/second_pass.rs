@@ -567,7 +567,10 @@ async fn partial_responses_of_the_origins_choosing_are_kept_for_what_they_cover(
     }
     // Bytes it did not cover: with a strong validator only the missing slice is fetched
     // (If-Range), now that the origin answers the range asked, and joins what is stored.
-    origin.put("/p/strong", Object::generated(len, 31).header("etag", "\"s1\""));
+    origin.put(
+        "/p/strong",
+        Object::generated(len, 31).header("etag", "\"s1\""),
+    );
     let url = node.url("/p/strong");
     let (s, cs, b) = get_range(&url, "bytes=0-2000000").await;
     assert_eq!((s, cs.as_str()), (206, "strata; fwd=partial"));
