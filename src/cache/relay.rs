@@ -4,6 +4,8 @@
 
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 use http::{header, HeaderMap, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -114,21 +116,26 @@ pub(super) async fn forward(
     session
         .write_response_header(Box::new(resp), r.is_none())
         .await?;
-    if let Some(r) = r {
-        pipe(
-            plane,
-            session,
-            job,
-            &mut origin,
-            r.start - body_start,
-            r.len(),
-            tee.as_mut(),
-        )
-        .await?;
-    }
+    let held = match r {
+        Some(r) => {
+            let skip = r.start - body_start;
+            pipe(
+                plane,
+                session,
+                job,
+                &mut origin,
+                skip,
+                r.len(),
+                tee.as_mut(),
+            )
+            .await?
+        }
+        None => None,
+    };
     if let Some(mut tee) = tee {
-        // The client has its answer; the rest of the body (at most the slices Strata asked
-        // for) still goes to the tiers before the connection serves its next request.
+        // The rest of the body (at most the slices Strata asked for) goes to the tiers, and
+        // the object is described, before the client gets its last bytes: a client that has
+        // the whole response finds what it covered stored.
         loop {
             match origin.read_body().await {
                 Ok(Some(chunk)) => tee.push(chunk).await,
@@ -140,6 +147,9 @@ pub(super) async fn forward(
             }
         }
         tee.finish().await;
+    }
+    if let Some(last) = held {
+        session.write_response_body(Some(last), true).await?;
     }
     Ok(job.served(cs))
 }
@@ -174,7 +184,8 @@ async fn head(
 }
 
 /// Copies `len` body bytes after skipping `skip` (all of it for `u64::MAX`), ending the
-/// client response.
+/// client response; with a `tee`, the last piece is not written but returned, for the caller
+/// to write once the tee is done.
 async fn pipe(
     plane: &CachePlane,
     session: &mut Session,
@@ -183,7 +194,7 @@ async fn pipe(
     mut skip: u64,
     len: u64,
     mut tee: Option<&mut Tee>,
-) -> Result<()> {
+) -> Result<Option<Bytes>> {
     let mut left = len;
     while left > 0 {
         let chunk = match origin.read_body().await {
@@ -206,15 +217,17 @@ async fn pipe(
                 .metrics
                 .served(&job.route.name, ByteSource::Origin, take);
             let end = left == 0 && len != u64::MAX;
-            session
-                .write_response_body(Some(chunk.slice(..take as usize)), end)
-                .await?;
+            let piece = chunk.slice(..take as usize);
+            if end && tee.is_some() {
+                return Ok(Some(piece));
+            }
+            session.write_response_body(Some(piece), end).await?;
         }
     }
     if len == u64::MAX {
         session.write_response_body(None, true).await?;
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A storable 200 without a length: streamed whole to the client while stored slice by
