@@ -61,6 +61,8 @@ pub(crate) struct Metrics {
     fills: IntCounterVec,
     /// Storage counters, refreshed at each scrape.
     storage: IntGaugeVec,
+    /// Purge rules recorded, by kind.
+    purges: IntCounterVec,
 }
 
 impl Metrics {
@@ -94,6 +96,11 @@ impl Metrics {
             "Cache fills by result",
             &["result"],
         );
+        let purges = counter(
+            "strata_purges_total",
+            "Purge rules recorded, by kind (path, prefix, tag)",
+            &["kind"],
+        );
         let storage = IntGaugeVec::new(
             Opts::new("strata_storage", "Storage tier counters and sizes"),
             &["tier", "stat"],
@@ -109,7 +116,41 @@ impl Metrics {
             origin_requests,
             fills,
             storage,
+            purges,
         }
+    }
+
+    /// Requests so far per route: (route, requests, hits), most requested first.
+    pub(crate) fn requests_by_route(&self) -> Vec<(String, u64, u64)> {
+        let mut by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for family in self.registry.gather() {
+            if family.name() != "strata_requests_total" {
+                continue;
+            }
+            for m in family.get_metric() {
+                let label = |n: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == n)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                let n = m.get_counter().get_value() as u64;
+                let e = by.entry(label("route")).or_default();
+                e.0 += n;
+                if label("cache") == "hit" {
+                    e.1 += n;
+                }
+            }
+        }
+        let mut out: Vec<_> = by.into_iter().map(|(r, (n, h))| (r, n, h)).collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+
+    /// Counts a purge rule of `kind`.
+    pub(crate) fn purge(&self, kind: &str) {
+        self.purges.with_label_values(&[kind]).inc();
     }
 
     /// Counts a client request of `route` with the cache outcome `label`.

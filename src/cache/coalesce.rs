@@ -318,6 +318,11 @@ pub(crate) struct Coalescer {
 }
 
 impl Coalescer {
+    /// Slices being filled now.
+    pub(crate) fn slices_in_flight(&self) -> usize {
+        lock(&self.slices).len()
+    }
+
     /// The slice in flight under `key`, if any.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<PendingSlice>> {
         lock(&self.slices).get(key).cloned()

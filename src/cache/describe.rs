@@ -14,7 +14,7 @@ use crate::cache::job::Job;
 use crate::cache::key::{meta_key, object_id};
 use crate::cache::plane::CachePlane;
 use crate::cache::record::{stored_headers, ObjectMeta, Record};
-use crate::http::date::unix;
+use crate::http::date::unix_ms;
 use crate::http::freshness::Policy;
 use crate::http::headers::content_length;
 use crate::http::range::BodySpan;
@@ -44,7 +44,7 @@ pub(super) async fn describe(
         length: total,
         slice_size,
         id: object_id(&job.key, etag, Some(total), slice_size),
-        stored_at: unix(SystemTime::now()),
+        stored_at_ms: unix_ms(SystemTime::now()),
         policy,
     });
     // Visible from memory at once; the disk write does not hold up the first byte.

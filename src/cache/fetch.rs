@@ -22,7 +22,7 @@ use crate::cache::plane::{CachePlane, ErrorAnswer};
 use crate::cache::record::{stored_headers, ObjectMeta, Record};
 use crate::http::cache_status::{CacheStatus, Detail, Forward};
 use crate::http::conditional::is_strong_etag;
-use crate::http::date::unix;
+use crate::http::date::unix_ms;
 use crate::http::freshness::Policy;
 use crate::http::headers::end_to_end;
 use crate::http::range::{self, body_end, body_span, BodySpan, RangeHint};
@@ -254,7 +254,7 @@ async fn refresh(
     let meta = ObjectMeta {
         headers: stored_headers(&merged),
         policy,
-        stored_at: unix(now),
+        stored_at_ms: unix_ms(now),
         ..old.clone()
     };
     if let Err(e) = plane.cache.insert(&meta_key(&job.key), meta.encode()).await {
@@ -479,7 +479,7 @@ fn partial_meta(
         length: total,
         slice_size,
         id: object_id(&job.key, etag, Some(total), slice_size),
-        stored_at: unix(SystemTime::now()),
+        stored_at_ms: unix_ms(SystemTime::now()),
         policy: policy.clone(),
     }
 }

@@ -20,16 +20,37 @@ pub(super) enum Found {
 /// setting the job's key, and the names it varies on, to the variant's).
 pub(super) async fn find(plane: &CachePlane, job: &mut Job) -> Found {
     match record(plane, &job.base_key).await {
+        Some(Record::Object(m)) if purged(plane, job, &m).await => Found::Miss,
         Some(Record::Object(m)) => Found::Object(m),
         Some(Record::Vary(names)) => {
             job.select_variant(&names);
             match record(plane, &job.key).await {
+                Some(Record::Object(m)) if purged(plane, job, &m).await => Found::VaryMiss,
                 Some(Record::Object(m)) => Found::Object(m),
                 _ => Found::VaryMiss,
             }
         }
         None => Found::Miss,
     }
+}
+
+/// Whether a purge rule covers the object found for `job`; if so its record goes now and its
+/// slices in the background (a refetch of the same version must not find them).
+async fn purged(plane: &CachePlane, job: &Job, meta: &ObjectMeta) -> bool {
+    if !plane.purges.purged(&job.base_key, meta) {
+        return false;
+    }
+    let _ = plane.cache.remove(&meta_key(&job.key)).await;
+    let cache = plane.cache.clone();
+    let slices: Vec<_> = (0..meta.length.div_ceil(meta.slice_size as u64))
+        .map(|i| meta.slice_key(i))
+        .collect();
+    tokio::spawn(async move {
+        for k in slices {
+            let _ = cache.remove(&k).await;
+        }
+    });
+    true
 }
 
 /// The record under `key`; one that does not decode is removed and counts as a miss.

@@ -17,7 +17,8 @@
 //! this file alone moves a request from step to step. Below the steps: `plane` (the shared
 //! parts, and the [`Outcome`] for the proxy), [`job`] (the request),
 //! [`key`] (every key), [`record`] (the stored record), [`coalesce`] (fills in flight, shared
-//! by all who want them) and [`fill`] (writing a body into slices).
+//! by all who want them), [`fill`] (writing a body into slices) and [`purge`] (rules that make
+//! older stored responses misses).
 //!
 //! Strata drives origin fetches of cacheable requests itself rather than through Pingora's
 //! proxy phases: the body filters of `ProxyHttp` are synchronous, so they cannot wait for a
@@ -43,6 +44,7 @@ mod job;
 pub(crate) mod key;
 mod lookup;
 mod plane;
+pub(crate) mod purge;
 mod record;
 mod relay;
 mod serve;
@@ -56,10 +58,16 @@ pub(crate) use plane::{CachePlane, ErrorAnswer, Outcome};
 use record::ObjectMeta;
 
 /// Fuzz entry: a stored record decodes to nothing, or to a record that encodes back to the
-/// same bytes.
+/// same bytes (a record of the previous format, to one that decodes the same).
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_record(data: &[u8]) {
     match record::Record::decode(data) {
+        Some(record::Record::Object(m)) if data.starts_with(b"SOM2") => {
+            let again = record::Record::decode(&m.encode());
+            assert!(
+                matches!(again, Some(record::Record::Object(n)) if n.stored_at_ms == m.stored_at_ms)
+            );
+        }
         Some(record::Record::Object(m)) => assert_eq!(&m.encode()[..], data),
         Some(record::Record::Vary(names)) => {
             assert_eq!(&record::Record::encode_vary(&names)[..], data)

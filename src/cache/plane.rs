@@ -8,6 +8,7 @@ use http::{HeaderValue, StatusCode};
 use strata_storage::TieredCache;
 
 use crate::cache::coalesce::Coalescer;
+use crate::cache::purge::Purges;
 use crate::http::cache_status::{CacheStatus, Forward};
 use crate::metrics::Metrics;
 use crate::origin::Upstream;
@@ -52,6 +53,8 @@ pub(crate) struct CachePlane {
     pub(crate) memory_holds_records: bool,
     /// Counters.
     pub(crate) metrics: Arc<Metrics>,
+    /// Purge rules lookups apply.
+    pub(crate) purges: Arc<Purges>,
     /// What Strata adds to `Via` (`1.1` and the `via` pseudonym), on origin requests and on
     /// responses.
     pub(crate) via: HeaderValue,

@@ -5,7 +5,7 @@
 //! and its variants at keys derived from the request headers it names.
 //!
 //! Every field is little-endian and length-prefixed, read on every hit, so no text format.
-//! An object record (`SOM2`):
+//! An object record (`SOM3`; `SOM2`, read only, is the same with "stored at" in seconds):
 //!
 //! | bytes | field |
 //! |---|---|
@@ -14,7 +14,7 @@
 //! | 4 | slice size |
 //! | 8 | length |
 //! | 16 | object id |
-//! | 8 | stored at (Unix seconds) |
+//! | 8 | stored at (Unix milliseconds) |
 //! | 2 | header count n, then n × (2 name length, name, 4 value length, value) |
 //! | 4 | policy length, then the policy (below) |
 //!
@@ -32,7 +32,9 @@ use crate::http::conditional::is_strong_etag;
 use crate::http::freshness::Policy;
 use crate::http::headers::end_to_end;
 
-const OBJECT_MAGIC: &[u8; 4] = b"SOM2";
+const OBJECT_MAGIC: &[u8; 4] = b"SOM3";
+/// The previous object record, whose "stored at" counted seconds; read, never written.
+const OBJECT_MAGIC_SECONDS: &[u8; 4] = b"SOM2";
 const VARY_MAGIC: &[u8; 4] = b"SVR1";
 
 /// The stored description of one cached response.
@@ -48,8 +50,8 @@ pub(crate) struct ObjectMeta {
     pub(crate) slice_size: u32,
     /// Identity of this version's slices: a changed object never reads another version's slices.
     pub(crate) id: u128,
-    /// Unix seconds when it was stored (or last revalidated).
-    pub(crate) stored_at: u64,
+    /// Unix milliseconds when it was stored (or last revalidated): purge rules compare it.
+    pub(crate) stored_at_ms: u64,
     /// Its caching policy.
     pub(crate) policy: Policy,
 }
@@ -127,7 +129,7 @@ impl ObjectMeta {
         b.put_u32_le(self.slice_size);
         b.put_u64_le(self.length);
         b.put_u128_le(self.id);
-        b.put_u64_le(self.stored_at);
+        b.put_u64_le(self.stored_at_ms);
         b.put_u16_le(self.headers.len() as u16);
         for (n, v) in &self.headers {
             b.put_u16_le(n.len() as u16);
@@ -140,12 +142,12 @@ impl ObjectMeta {
         b.freeze()
     }
 
-    fn decode_body(mut b: &[u8]) -> Option<ObjectMeta> {
+    fn decode_body(mut b: &[u8], stored_at_unit_ms: u64) -> Option<ObjectMeta> {
         let status = b.try_get_u16_le().ok()?;
         let slice_size = b.try_get_u32_le().ok()?;
         let length = b.try_get_u64_le().ok()?;
         let id = b.try_get_u128_le().ok()?;
-        let stored_at = b.try_get_u64_le().ok()?;
+        let stored_at_ms = b.try_get_u64_le().ok()?.saturating_mul(stored_at_unit_ms);
         let n = b.try_get_u16_le().ok()?;
         let mut headers = Vec::with_capacity(n.min(256) as usize);
         for _ in 0..n {
@@ -165,7 +167,7 @@ impl ObjectMeta {
             length,
             slice_size,
             id,
-            stored_at,
+            stored_at_ms,
             policy,
         })
     }
@@ -188,7 +190,10 @@ impl Record {
     pub(crate) fn decode(b: &[u8]) -> Option<Record> {
         let (magic, mut rest) = (b.get(..4)?, b.get(4..)?);
         if magic == OBJECT_MAGIC {
-            return ObjectMeta::decode_body(rest).map(|m| Record::Object(Box::new(m)));
+            return ObjectMeta::decode_body(rest, 1).map(|m| Record::Object(Box::new(m)));
+        }
+        if magic == OBJECT_MAGIC_SECONDS {
+            return ObjectMeta::decode_body(rest, 1000).map(|m| Record::Object(Box::new(m)));
         }
         if magic != VARY_MAGIC {
             return None;
@@ -319,7 +324,7 @@ mod tests {
             length: 3 * 1024 * 1024 + 5,
             slice_size: 1 << 20,
             id: 0x1234,
-            stored_at: 1_700_000_000,
+            stored_at_ms: 1_700_000_000_000,
             policy: Policy::new(
                 StatusCode::OK,
                 &resp,
@@ -344,6 +349,20 @@ mod tests {
             panic!("not a vary record")
         };
         assert_eq!(n, names);
+    }
+
+    #[test]
+    fn records_of_the_previous_format_count_seconds() {
+        let m = sample();
+        let mut old = m.encode().to_vec();
+        old[..4].copy_from_slice(b"SOM2");
+        // Its "stored at" field (after magic, status, slice size, length and id) in seconds.
+        old[34..42].copy_from_slice(&1_700_000_000u64.to_le_bytes());
+        let Some(Record::Object(back)) = Record::decode(&old) else {
+            panic!("a SOM2 record no longer decodes")
+        };
+        assert_eq!(back.stored_at_ms, 1_700_000_000_000);
+        assert_eq!(back.headers, m.headers);
     }
 
     #[test]

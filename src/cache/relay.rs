@@ -17,7 +17,7 @@ use crate::cache::key::object_id;
 use crate::cache::plane::{CachePlane, Outcome};
 use crate::cache::record::{stored_headers, ObjectMeta};
 use crate::http::cache_status::{CacheStatus, Detail, Forward};
-use crate::http::date::unix;
+use crate::http::date::unix_ms;
 use crate::http::freshness::Policy;
 use crate::http::headers::{content_length, end_to_end};
 use crate::http::range::{self, body_end, BodySpan, ByteRange, RangeRequest};
@@ -256,7 +256,7 @@ pub(super) async fn stream_unsized(
         length: 0,
         slice_size: plane.slice_size as u32,
         id,
-        stored_at: unix(SystemTime::now()),
+        stored_at_ms: unix_ms(SystemTime::now()),
         policy,
     };
     let mut fill = UnsizedFill::new(plane.cache.clone(), id, plane.slice_size as usize);

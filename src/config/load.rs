@@ -83,6 +83,9 @@ impl Config {
             if d.path.is_relative() {
                 d.path = base.join(&d.path);
             }
+            if let Some(p) = d.purge_log.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
         }
         for r in cfg.routes.iter_mut() {
             let Some(auth) = r.auth.as_mut() else {
@@ -193,6 +196,23 @@ impl Config {
                     "`{}` must be a token (letters, digits, !#$%&'*+-.^_`|~)",
                     self.via
                 ),
+            );
+        }
+        if http::HeaderName::from_bytes(self.cache.tag_header.as_bytes()).is_err() {
+            return bad(
+                "cache.tag_header",
+                format!("`{}` is not a header field name", self.cache.tag_header),
+            );
+        }
+        if self
+            .admin
+            .as_ref()
+            .and_then(|a| a.token.as_ref())
+            .is_some_and(|t| t.len() < 16 || t.chars().any(|c| c.is_whitespace()))
+        {
+            return bad(
+                "admin.token",
+                "must be at least 16 characters without spaces".into(),
             );
         }
         for (i, name) in self.cache.targeted_cache_control.iter().enumerate() {

@@ -58,11 +58,25 @@ pub struct Config {
 }
 
 /// `admin:`: the admin listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `admin.listen`.
     pub listen: SocketAddr,
+    /// `admin.token`: a bearer token every admin request but `/health` and `/ready` must
+    /// carry (`Authorization: Bearer …`; default none: the listener is the only guard).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never reaches logs or error messages.
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `log:`.
@@ -139,6 +153,10 @@ pub struct CacheConfig {
     /// `[Strata-Cache-Control, CDN-Cache-Control]`; `[]` obeys none).
     #[serde(default = "default_targeted")]
     pub targeted_cache_control: Vec<String>,
+    /// `cache.tag_header`: the origin response header whose values (separated by spaces or
+    /// commas) tag an object for purging by tag (default `Surrogate-Key`).
+    #[serde(default = "default_tag_header")]
+    pub tag_header: String,
 }
 
 /// `cache.disk:`.
@@ -162,6 +180,10 @@ pub struct DiskConfig {
     /// `cache.disk.queue_depth`: io_uring queue depth (default 64).
     #[serde(default = "default_queue_depth")]
     pub queue_depth: u32,
+    /// `cache.disk.purge_log`: where purge rules are kept across restarts (default: the
+    /// cache file's path with `.purges` added; required to keep purges with a block device).
+    #[serde(default)]
+    pub purge_log: Option<PathBuf>,
 }
 
 /// `cache.disk.io`.
@@ -175,6 +197,9 @@ impl<'de> Deserialize<'de> for IoEngine {
     }
 }
 
+fn default_tag_header() -> String {
+    "Surrogate-Key".into()
+}
 fn default_via() -> String {
     "strata".into()
 }

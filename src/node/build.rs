@@ -29,6 +29,27 @@ pub(crate) fn storage_config(cfg: &Config) -> TieredCacheConfig {
     }
 }
 
+/// Where purge rules are kept: `cache.disk.purge_log`, else beside a cache file (a block
+/// device has no "beside": without the key its purges last until the node stops, and the
+/// start says so).
+pub(crate) fn purge_log(cfg: &Config) -> Option<std::path::PathBuf> {
+    let d = cfg.cache.disk.as_ref()?;
+    if let Some(p) = &d.purge_log {
+        return Some(p.clone());
+    }
+    let is_file = std::fs::metadata(&d.path).map_or(true, |m| m.is_file());
+    if !is_file {
+        tracing::warn!(
+            device = %d.path.display(),
+            "purges are not kept across restarts: set cache.disk.purge_log"
+        );
+        return None;
+    }
+    let mut p = d.path.clone().into_os_string();
+    p.push(".purges");
+    Some(p.into())
+}
+
 /// Builds the router of `cfg` (read from `path`), naming the key at fault if it cannot work.
 pub(crate) fn router(cfg: &Config, path: &Path) -> Result<Router, ConfigError> {
     Router::new(&cfg.routes, &cfg.cache.targeted_cache_control)

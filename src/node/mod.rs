@@ -16,6 +16,7 @@ use pingora::services::listening::Service;
 use strata_storage::TieredCache;
 
 use crate::cache::coalesce::Coalescer;
+use crate::cache::purge::Purges;
 use crate::cache::CachePlane;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -63,7 +64,12 @@ pub(crate) fn run(
         tracing::info!(engine = d.engine_name(), direct = d.is_direct(), "L2 ready");
     }
 
+    let purges = Arc::new(
+        Purges::open(build::purge_log(&cfg).as_deref(), &cfg.cache.tag_header)
+            .context("cache.disk.purge_log: cannot read or open the purge log")?,
+    );
     let metrics = Arc::new(Metrics::new());
+    let coalescer = Arc::new(Coalescer::default());
     let drain = Arc::new(Drain::default());
 
     let conf = ServerConf {
@@ -89,7 +95,7 @@ pub(crate) fn run(
         cache: CachePlane {
             cache: cache.clone(),
             upstream: Arc::new(Upstream::new(cfg.tls.ca_file.as_deref())),
-            coalescer: Arc::new(Coalescer::default()),
+            coalescer: coalescer.clone(),
             slice_size: cfg.cache.slice.0,
             lock_timeout: cfg.cache.lock_timeout.0,
             max_object_size: cfg.cache.max_object_size.0,
@@ -97,6 +103,7 @@ pub(crate) fn run(
             memory_holds_records: cfg.cache.memory.0 >= 64 << 10,
             metrics: metrics.clone(),
             via: via_entry(&cfg.via),
+            purges: purges.clone(),
         },
         metrics: metrics.clone(),
         drain: drain.clone(),
@@ -113,6 +120,10 @@ pub(crate) fn run(
                 cache: cache.clone(),
                 metrics: metrics.clone(),
                 drain: drain.clone(),
+                live: live.clone(),
+                purges,
+                fills: coalescer,
+                token: admin.token.clone(),
             },
         );
         svc.add_tcp(&admin.listen.to_string());

@@ -182,6 +182,11 @@ impl Router {
         Ok(Router { routes })
     }
 
+    /// Every route, longest prefix first.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
+
     /// The route for a (normalised) request path.
     pub(crate) fn find(&self, path: &str) -> Option<Arc<Route>> {
         self.routes

@@ -79,6 +79,8 @@ pub(crate) struct NodeConfig {
     pub(crate) log_level: String,
     /// `log.access`.
     pub(crate) log_access: bool,
+    /// `admin.token`.
+    pub(crate) admin_token: Option<String>,
 }
 
 impl NodeConfig {
@@ -92,6 +94,7 @@ impl NodeConfig {
             routes: format!("  - name: test\n    path_prefix: /\n    origin: {origin}\n"),
             log_level: "info".into(),
             log_access: true,
+            admin_token: None,
         }
     }
 
@@ -103,8 +106,13 @@ impl NodeConfig {
             ),
             None => String::new(),
         };
+        let token = self
+            .admin_token
+            .as_ref()
+            .map(|t| format!("  token: {t}\n"))
+            .unwrap_or_default();
         format!(
-            "listen: {addr}\nadmin:\n  listen: {admin}\nthreads: 2\nshutdown_grace: 5s\nlog:\n  level: {}\n  access: {}\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
+            "listen: {addr}\nadmin:\n  listen: {admin}\n{token}threads: 2\nshutdown_grace: 5s\nlog:\n  level: {}\n  access: {}\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
             self.log_level, self.log_access, self.extra_top, self.memory, self.slice, self.extra_cache, self.routes
         )
     }

@@ -133,7 +133,7 @@ mod tests {
             length,
             slice_size,
             id: 7,
-            stored_at: 0,
+            stored_at_ms: 0,
             policy: Policy::new(
                 StatusCode::OK,
                 &HeaderMap::new(),

@@ -1,17 +1,26 @@
-//! The admin listener: health, readiness, metrics and storage stats.
+//! The admin listener (`admin.listen`): health and readiness for load balancers, and, behind
+//! the optional bearer token (`admin.token`), metrics, stats and the operator's commands.
+//!
+//! - [`purge`]: `POST /purge?path=|prefix=|tag=`, rules recorded at once and kept.
+//! - [`stats`]: `GET /stats`, the node at a glance as JSON.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use strata_storage::TieredCache;
 
+use crate::cache::coalesce::Coalescer;
+use crate::cache::purge::Purges;
 use crate::metrics::Metrics;
-use crate::proxy::Drain;
+use crate::proxy::{Drain, Live};
 
-/// Serves `/health`, `/ready`, `/metrics` and `/stats`.
+mod purge;
+mod stats;
+
+/// Serves the admin API.
 pub(crate) struct AdminApp {
     /// The tiers, for stats.
     pub(crate) cache: Arc<TieredCache>,
@@ -19,9 +28,18 @@ pub(crate) struct AdminApp {
     pub(crate) metrics: Arc<Metrics>,
     /// Readiness turns false while draining.
     pub(crate) drain: Arc<Drain>,
+    /// The routes in force (purges name paths, stored under their routes' keys).
+    pub(crate) live: Live,
+    /// Purge rules.
+    pub(crate) purges: Arc<Purges>,
+    /// Fills in flight.
+    pub(crate) fills: Arc<Coalescer>,
+    /// `admin.token`: what `Authorization: Bearer` must carry, if set.
+    pub(crate) token: Option<String>,
 }
 
-fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+/// A response with a body of `content_type`.
+pub(crate) fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
@@ -30,29 +48,78 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
         .unwrap_or_default()
 }
 
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}
+
+/// A JSON error `{"error": message}`.
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+/// Compares without stopping at the first difference: the time taken tells nothing of how
+/// much of a guessed token was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl AdminApp {
+    /// Whether the request carries the admin token (always, when none is configured).
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let text = "text/plain; charset=utf-8";
-        match session.req_header().uri.path() {
-            "/health" => reply(StatusCode::OK, text, b"ok\n".to_vec()),
-            "/ready" if self.drain.is_draining() => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                text,
-                b"draining\n".to_vec(),
-            ),
-            "/ready" => reply(StatusCode::OK, text, b"ready\n".to_vec()),
-            "/metrics" => reply(
+        let path = session.req_header().uri.path().to_string();
+        let method = session.req_header().method.clone();
+        match path.as_str() {
+            "/health" => return reply(StatusCode::OK, text, b"ok\n".to_vec()),
+            "/ready" if self.drain.is_draining() => {
+                return reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    text,
+                    b"draining\n".to_vec(),
+                )
+            }
+            "/ready" => return reply(StatusCode::OK, text, b"ready\n".to_vec()),
+            _ => {}
+        }
+        if !self.authorized(session) {
+            let mut r = error(StatusCode::UNAUTHORIZED, "admin token required");
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+        match (method, path.as_str()) {
+            (Method::GET, "/metrics") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 self.metrics.render(&self.cache.stats()),
             ),
-            "/stats" => {
-                let s = self.cache.stats();
-                let body = format!("{s:#?}\n").into_bytes();
-                reply(StatusCode::OK, text, body)
+            (Method::GET, "/stats") => stats::handle(self),
+            (Method::POST, "/purge") => purge::handle(self, session).await,
+            (_, "/metrics" | "/stats" | "/purge") => {
+                error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
-            _ => reply(StatusCode::NOT_FOUND, text, b"not found\n".to_vec()),
+            _ => error(StatusCode::NOT_FOUND, "not found"),
         }
     }
 }
