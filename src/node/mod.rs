@@ -5,6 +5,7 @@
 //! - [`admin`]: health, readiness, metrics and stats.
 //! - [`shutdown`]: draining on SIGTERM/SIGINT; SIGHUP reloads.
 //! - [`reload`]: applying a changed configuration file to the running node.
+//! - [`notify`]: telling systemd the node is ready, reloading or stopping.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::proxy::{Drain, Live, StrataProxy};
 
 mod admin;
 pub(crate) mod build;
+mod notify;
 mod reload;
 mod shutdown;
 

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::node::notify::notify;
 use crate::node::reload::Reloader;
 use crate::proxy::Drain;
 
@@ -35,6 +36,8 @@ impl ShutdownSignalWatch for SignalWatch {
             tracing::error!("cannot install signal handlers; shutting down");
             return ShutdownSignal::FastShutdown;
         };
+        // Pingora asks for this signal once its services run: the node serves.
+        notify("READY=1");
         loop {
             tokio::select! {
                 _ = term.recv() => {
@@ -47,10 +50,13 @@ impl ShutdownSignalWatch for SignalWatch {
                 }
                 _ = hup.recv() => {
                     tracing::info!(signal = "SIGHUP", "reloading the configuration");
+                    notify("RELOADING=1");
                     self.reloader.reload_logged();
+                    notify("READY=1");
                 }
             }
         }
+        notify("STOPPING=1");
         self.drain.start();
         tracing::info!(in_flight = self.drain.in_flight(), "draining");
         tokio::select! {
