@@ -63,6 +63,8 @@ pub(crate) struct Metrics {
     storage: IntGaugeVec,
     /// Purge rules recorded, by kind.
     purges: IntCounterVec,
+    /// Paths warmed, by result.
+    warm: IntCounterVec,
 }
 
 impl Metrics {
@@ -101,6 +103,11 @@ impl Metrics {
             "Purge rules recorded, by kind (path, prefix, tag)",
             &["kind"],
         );
+        let warm = counter(
+            "strata_warm_total",
+            "Paths warmed from the admin API, by result (ok, failed)",
+            &["result"],
+        );
         let storage = IntGaugeVec::new(
             Opts::new("strata_storage", "Storage tier counters and sizes"),
             &["tier", "stat"],
@@ -117,7 +124,13 @@ impl Metrics {
             fills,
             storage,
             purges,
+            warm,
         }
+    }
+
+    /// Counts a warmed path by `result`.
+    pub(crate) fn warm(&self, result: &str) {
+        self.warm.with_label_values(&[result]).inc();
     }
 
     /// Requests so far per route: (route, requests, hits), most requested first.

@@ -169,3 +169,102 @@ async fn purges_by_path_prefix_and_tag_hold_across_a_restart() {
         .unwrap();
     assert!(!metrics.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_fills_without_a_client_and_inspect_shows_what_is_stored() {
+    let origin = TestOrigin::start().await;
+    let node = Strata::start(&NodeConfig::new(&origin.url()));
+    let big = 3u64 << 20;
+    origin.put("/w/big", Object::generated(big, 9).header("etag", "\"b\""));
+    for i in 0..4 {
+        origin.put(&format!("/w/{i}"), Object::new(format!("small {i}")));
+    }
+    let list = "# warm these\n/w/0\n/w/1\n\n/w/2\n/w/3\n/w/big\n/w/none\n";
+    let client = reqwest::Client::new();
+    let admin_url = |p: &str| format!("http://{}{p}", node.admin);
+    let r = client
+        .post(admin_url("/warm?concurrency=2"))
+        .body(list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    // Progress: every path done or failed (the missing one fails with its 404).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value = client
+            .get(admin_url("/warm"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap();
+        if v["pending"] == 0 {
+            assert_eq!(
+                (v["done"].as_u64(), v["failed"].as_u64()),
+                (Some(5), Some(1)),
+                "{v}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "warming never ended: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for p in ["/w/0", "/w/1", "/w/2", "/w/3", "/w/big"] {
+        let (_, cs, _) = get(&node.url(p)).await;
+        assert_eq!(cs, HIT, "{p} was not warmed");
+        assert_eq!(origin.hits(p), 1, "{p}");
+    }
+    for bad in ["http://elsewhere/x\n", "/a b\n"] {
+        let r = client
+            .post(admin_url("/warm"))
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad:?}");
+    }
+    let r = client
+        .post(admin_url("/warm?concurrency=0"))
+        .body("/w/0\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Inspect: the stored response and where its slices are.
+    let v: serde_json::Value = client
+        .get(admin_url("/inspect?path=/w/big"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    let s = &v["stored"];
+    assert_eq!(s["status"], 200, "{v}");
+    assert_eq!(s["length"], big, "{v}");
+    assert_eq!(s["slices"]["count"], 3, "{v}");
+    assert_eq!(s["slices"]["missing"], 0, "{v}");
+    assert!(s["ttl_seconds"].as_i64() > Some(3000), "{v}");
+    assert!(
+        s["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "etag" && h[1] == "\"b\""),
+        "{v}"
+    );
+    let r = client
+        .get(admin_url("/inspect?path=/w/never"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

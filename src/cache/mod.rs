@@ -17,8 +17,8 @@
 //! this file alone moves a request from step to step. Below the steps: `plane` (the shared
 //! parts, and the [`Outcome`] for the proxy), [`job`] (the request),
 //! [`key`] (every key), [`record`] (the stored record), [`coalesce`] (fills in flight, shared
-//! by all who want them), [`fill`] (writing a body into slices) and [`purge`] (rules that make
-//! older stored responses misses).
+//! by all who want them), [`fill`] (writing a body into slices), [`purge`] (rules that make
+//! older stored responses misses) and [`inspect`] (what is stored for a key, for operators).
 //!
 //! Strata drives origin fetches of cacheable requests itself rather than through Pingora's
 //! proxy phases: the body filters of `ProxyHttp` are synchronous, so they cannot wait for a
@@ -40,6 +40,7 @@ mod decide;
 mod describe;
 mod fetch;
 mod fill;
+pub(crate) mod inspect;
 mod job;
 pub(crate) mod key;
 mod lookup;

@@ -32,7 +32,7 @@ mod shutdown;
 
 pub(crate) use reload::LogLevelSetter;
 
-use admin::AdminApp;
+use admin::{AdminApp, Warmer};
 use reload::Reloader;
 use shutdown::SignalWatch;
 
@@ -125,6 +125,7 @@ pub(crate) fn run(
                 live: live.clone(),
                 purges,
                 fills: coalescer,
+                warmer: Arc::new(Warmer::new(cfg.listen, metrics.clone())),
                 token: admin.token.clone(),
             },
         );

@@ -29,6 +29,15 @@ pub struct TieredCacheConfig {
     pub admission: Admission,
 }
 
+/// Which tiers hold a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Placement {
+    /// The memory tier holds it.
+    pub memory: bool,
+    /// The disk tier indexes it.
+    pub disk: bool,
+}
+
 /// Counters of both tiers.
 #[derive(Debug, Clone, Default)]
 pub struct TieredStats {
@@ -212,6 +221,14 @@ impl TieredCache {
     /// True when some tier holds `key` (a disk item may still fail verification when read).
     pub fn contains(&self, key: &[u8]) -> bool {
         self.l1.contains(key) || self.l2.as_ref().is_some_and(|d| d.contains(key))
+    }
+
+    /// Which tiers hold `key` now (for inspection; a disk item may still fail verification).
+    pub fn placement(&self, key: &[u8]) -> Placement {
+        Placement {
+            memory: self.l1.contains(key),
+            disk: self.l2.as_ref().is_some_and(|d| d.contains(key)),
+        }
     }
 
     /// The disk store, when configured.

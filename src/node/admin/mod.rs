@@ -3,6 +3,8 @@
 //!
 //! - [`purge`]: `POST /purge?path=|prefix=|tag=`, rules recorded at once and kept.
 //! - [`stats`]: `GET /stats`, the node at a glance as JSON.
+//! - [`warm`]: `POST /warm` (a list of paths fetched in the background), `GET /warm`.
+//! - `GET /inspect?path=P`: what is stored for a path, and in which tier.
 
 use std::sync::Arc;
 
@@ -19,6 +21,9 @@ use crate::proxy::{Drain, Live};
 
 mod purge;
 mod stats;
+mod warm;
+
+pub(crate) use warm::Warmer;
 
 /// Serves the admin API.
 pub(crate) struct AdminApp {
@@ -34,6 +39,8 @@ pub(crate) struct AdminApp {
     pub(crate) purges: Arc<Purges>,
     /// Fills in flight.
     pub(crate) fills: Arc<Coalescer>,
+    /// Warming lists.
+    pub(crate) warmer: Arc<Warmer>,
     /// `admin.token`: what `Authorization: Bearer` must carry, if set.
     pub(crate) token: Option<String>,
 }
@@ -82,6 +89,30 @@ impl AdminApp {
     }
 }
 
+impl AdminApp {
+    /// `GET /inspect?path=P`: the stored record of a client path (404 when none).
+    async fn inspect(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        let query = session.req_header().uri.query().unwrap_or("");
+        let Some(path) = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "path")
+            .map(|(_, v)| v.into_owned())
+        else {
+            return error(StatusCode::BAD_REQUEST, "give path=");
+        };
+        let key = match purge::path_key(&self.live.router.load(), &path) {
+            Ok(k) => k,
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+        };
+        match crate::cache::inspect::stored(&self.cache, &key).await {
+            Some(v) => json(StatusCode::OK, &v),
+            None => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({ "key": key, "stored": null }),
+            ),
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -116,7 +147,10 @@ impl ServeHttp for AdminApp {
             ),
             (Method::GET, "/stats") => stats::handle(self),
             (Method::POST, "/purge") => purge::handle(self, session).await,
-            (_, "/metrics" | "/stats" | "/purge") => {
+            (Method::POST, "/warm") => self.warmer.start(session).await,
+            (Method::GET, "/warm") => self.warmer.progress(),
+            (Method::GET, "/inspect") => self.inspect(session).await,
+            (_, "/metrics" | "/stats" | "/purge" | "/warm" | "/inspect") => {
                 error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             _ => error(StatusCode::NOT_FOUND, "not found"),

@@ -75,7 +75,7 @@ fn split(value: &str) -> Result<(String, Option<&str>), String> {
 }
 
 /// The cache key a client path is stored under (as the proxy keys a GET of it).
-fn path_key(router: &Router, value: &str) -> Result<String, String> {
+pub(super) fn path_key(router: &Router, value: &str) -> Result<String, String> {
     let (path, query) = split(value)?;
     let route = router
         .find(&path)
