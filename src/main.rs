@@ -23,14 +23,40 @@ enum Command {
     Run,
     /// Validate the configuration and exit.
     Check,
-    /// Describe a cache device or file without changing it.
+    /// Describe a cache device or file without changing it, or (with --url) what a running
+    /// node stores for a URL.
     Inspect {
         /// The device or file (default: cache.disk.path of the configuration).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "url")]
         disk: Option<PathBuf>,
+        /// A path (or URL) served by the running node: what it stores for it, where.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Format cache.disk.path as an empty cache, whatever it holds.
     Format,
+    /// Make what a running node stores for a path, a path prefix or a tag misses.
+    Purge {
+        /// A path as clients request it (every variant).
+        #[arg(long, group = "target")]
+        path: Option<String>,
+        /// Every path under this prefix.
+        #[arg(long, group = "target")]
+        prefix: Option<String>,
+        /// Every object the origin tagged with this (cache.tag_header).
+        #[arg(long, group = "target")]
+        tag: Option<String>,
+    },
+    /// Have a running node fetch a list of paths (one per line; - for standard input).
+    Warm {
+        /// The list.
+        list: PathBuf,
+        /// Fetches at once (1..=64).
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// A running node's stats (JSON).
+    Stats,
 }
 
 fn main() -> ExitCode {
@@ -38,8 +64,20 @@ fn main() -> ExitCode {
     let result = match args.command.unwrap_or(Command::Run) {
         Command::Check => cli::check(&args.config),
         Command::Run => cli::run(&args.config),
-        Command::Inspect { disk } => cli::inspect_disk(disk.as_deref(), &args.config),
+        Command::Inspect { url: Some(url), .. } => cli::inspect_url(&args.config, &url),
+        Command::Inspect { disk, url: None } => cli::inspect_disk(disk.as_deref(), &args.config),
         Command::Format => cli::format_disk(&args.config),
+        Command::Purge { path, prefix, tag } => match (path, prefix, tag) {
+            (Some(p), _, _) => cli::purge(&args.config, &cli::PurgeTarget::Path(p)),
+            (_, Some(p), _) => cli::purge(&args.config, &cli::PurgeTarget::Prefix(p)),
+            (_, _, Some(t)) => cli::purge(&args.config, &cli::PurgeTarget::Tag(t)),
+            _ => {
+                eprintln!("strata purge: give --path, --prefix or --tag");
+                Err(ExitCode::from(2))
+            }
+        },
+        Command::Warm { list, concurrency } => cli::warm(&args.config, &list, concurrency),
+        Command::Stats => cli::stats(&args.config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

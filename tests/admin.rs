@@ -268,3 +268,53 @@ async fn warm_fills_without_a_client_and_inspect_shows_what_is_stored() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// Runs the strata command with `args` against the node's configuration file.
+fn strata(node: &Strata, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .arg("--config")
+        .arg(node.dir.path().join("strata.yaml"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_talks_to_a_running_node() {
+    let origin = TestOrigin::start().await;
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.admin_token = Some(TOKEN.into());
+    let node = Strata::start(&cfg);
+    origin.put("/c/1", Object::new("one"));
+    origin.put("/c/2", Object::new("two"));
+    let list = node.dir.path().join("list.txt");
+    std::fs::write(&list, "/c/1\n/c/2\n").unwrap();
+    let (ok, text) = strata(
+        &node,
+        &["warm", list.to_str().unwrap(), "--concurrency", "2"],
+    );
+    assert!(ok && text.contains("\"queued\": 2"), "{text}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while origin.hits("/c/2") == 0 || origin.hits("/c/1") == 0 {
+        assert!(std::time::Instant::now() < deadline, "never warmed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (ok, text) = strata(&node, &["inspect", "--url", &node.url("/c/1")]);
+    assert!(ok && text.contains("\"length\": 3"), "{text}");
+    let (ok, text) = strata(&node, &["purge", "--path", "/c/1"]);
+    assert!(ok && text.contains("\"purged\""), "{text}");
+    assert_eq!(cs(&node, "/c/1").await, STORED);
+    let (ok, text) = strata(&node, &["stats"]);
+    assert!(ok && text.contains("\"top_routes\""), "{text}");
+    let (ok, text) = strata(&node, &["inspect", "--url", "/c/none"]);
+    assert!(!ok && text.contains("404"), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+}

@@ -1,5 +1,6 @@
 //! The `strata` commands: run a node, check a configuration, inspect or format a cache
-//! device. Each returns the exit code the process ends with.
+//! device, and (through [`remote`]) purge, warm, stats and inspect a running node. Each
+//! returns the exit code the process ends with.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,6 +8,65 @@ use std::process::ExitCode;
 use crate::config::{Config, LogFormat};
 use crate::node;
 use crate::node::build::storage_config;
+
+mod remote;
+
+/// What `strata purge` removes.
+#[derive(Debug, Clone)]
+pub enum PurgeTarget {
+    /// A client path, every variant.
+    Path(String),
+    /// Every path under a prefix.
+    Prefix(String),
+    /// Every object the origin tagged.
+    Tag(String),
+}
+
+/// `strata purge`: makes what a running node stores for the target misses.
+pub fn purge(config: &Path, target: &PurgeTarget) -> Result<(), ExitCode> {
+    let (kind, value) = match target {
+        PurgeTarget::Path(v) => ("path", v),
+        PurgeTarget::Prefix(v) => ("prefix", v),
+        PurgeTarget::Tag(v) => ("tag", v),
+    };
+    let q = remote::query(&[(kind, value)]);
+    remote::call(config, "POST", &format!("/purge?{q}"), b"")
+}
+
+/// `strata warm`: has a running node fetch the paths listed in `list` (`-`: standard input).
+pub fn warm(config: &Path, list: &Path, concurrency: usize) -> Result<(), ExitCode> {
+    let body = if list == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map(|_| b)
+    } else {
+        std::fs::read(list)
+    };
+    let body = body.map_err(|e| {
+        eprintln!("strata: cannot read {}: {e}", list.display());
+        ExitCode::from(2)
+    })?;
+    let q = remote::query(&[("concurrency", &concurrency.to_string())]);
+    remote::call(config, "POST", &format!("/warm?{q}"), &body)
+}
+
+/// `strata stats`: a running node's `/stats`.
+pub fn stats(config: &Path) -> Result<(), ExitCode> {
+    remote::call(config, "GET", "/stats", b"")
+}
+
+/// `strata inspect --url PATH`: what a running node stores for a client path.
+pub fn inspect_url(config: &Path, path: &str) -> Result<(), ExitCode> {
+    // A full URL names its path; the node knows its routes by path.
+    let path = match url::Url::parse(path) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+        Err(_) => path.to_string(),
+    };
+    let q = remote::query(&[("path", &path)]);
+    remote::call(config, "GET", &format!("/inspect?{q}"), b"")
+}
 
 /// Loads and fully checks the configuration at `path` (exit code 2 when it is invalid).
 fn load(path: &Path) -> Result<Config, ExitCode> {
