@@ -50,7 +50,7 @@ async fn objects_survive_a_kill_9() {
     // are on disk.
     assert!(
         node.wait_metric(
-            "strata_storage{stat=\"inserts\",tier=\"disk\"}",
+            "strata_cache_inserts_total{tier=\"disk\"}",
             4.0,
             Duration::from_secs(10),
         )

@@ -62,7 +62,7 @@ async fn objects_come_back_from_l2_after_l1_overflows() {
     }
     // A slice on its way to the disk is served from its fill: wait until every object and its
     // description have landed, so the reads below test the disk tier.
-    let inserts = "strata_storage{stat=\"inserts\",tier=\"disk\"}";
+    let inserts = "strata_cache_inserts_total{tier=\"disk\"}";
     assert!(
         node.wait_metric(inserts, 2.0 * n as f64, Duration::from_secs(10))
             .await
@@ -73,9 +73,7 @@ async fn objects_come_back_from_l2_after_l1_overflows() {
         assert_eq!(b, random_bytes(300 * 1024, 100 + i), "object {i} differs");
         assert_eq!(origin.hits(&format!("/o{i}")), 1);
     }
-    let l2_hits = node
-        .metric("strata_storage{stat=\"hits\",tier=\"disk\"}")
-        .await;
+    let l2_hits = node.metric("strata_cache_hits_total{tier=\"disk\"}").await;
     assert!(
         l2_hits >= (n as f64) / 2.0,
         "L2 served only {l2_hits} reads"
@@ -98,7 +96,7 @@ async fn a_corrupt_l2_item_is_a_miss_refetched_from_the_origin() {
     // response: wait for both writes (its description and its one slice).
     let written = node
         .wait_metric(
-            "strata_storage{stat=\"inserts\",tier=\"disk\"}",
+            "strata_cache_inserts_total{tier=\"disk\"}",
             2.0,
             Duration::from_secs(10),
         )
@@ -125,9 +123,7 @@ async fn a_corrupt_l2_item_is_a_miss_refetched_from_the_origin() {
     assert_eq!(cs, "strata; fwd=partial", "corrupt item must be a miss");
     assert_eq!(b, body, "never the corrupt bytes");
     assert_eq!(origin.hits("/c.bin"), 2);
-    let fails = node
-        .metric("strata_storage{stat=\"checksum_failures\",tier=\"disk\"}")
-        .await;
+    let fails = node.metric("strata_disk_checksum_failures_total").await;
     assert_eq!(fails, 1.0);
     // The refetch was stored again and is a hit.
     let (_, cs, b) = get(&node.url("/c.bin")).await;

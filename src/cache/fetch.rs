@@ -166,7 +166,6 @@ pub(super) async fn lead(
             return failed(fwd, Detail::OriginUnreachable, "origin request failed");
         }
     };
-    plane.metrics.origin_request(&job.route.name);
     let mut origin = match plane
         .upstream
         .send(&job.route.backend, &job.route.name, &up)
@@ -415,7 +414,6 @@ pub(super) fn revalidate_in_background(
         let Ok(up) = origin_request(&plane, &job, "bytes=0-", &conditionals) else {
             return;
         };
-        plane.metrics.origin_request(&job.route.name);
         let route = job.route.clone();
         let Ok(origin) = plane.upstream.send(&route.backend, &route.name, &up).await else {
             return;

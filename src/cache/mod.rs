@@ -134,6 +134,7 @@ pub(crate) async fn handle(
                     if refuses_credentials(&job, &meta) {
                         return Ok(Outcome::PassThrough(Forward::Bypass));
                     }
+                    plane.metrics.coalesced(&route.name);
                     let mut status = CacheStatus::fwd(fwd);
                     status.collapsed = true;
                     return serve::answer(plane, session, &mut job, Arc::new(*meta), status).await;

@@ -9,6 +9,7 @@ use http::{header, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
+use strata_storage::Tier;
 
 use crate::cache::coalesce::{SliceReader, Step};
 use crate::cache::fill::{register, RunFill};
@@ -148,7 +149,7 @@ async fn serve(
     cs: CacheStatus,
     code: StatusCode,
     br: Option<ByteRange>,
-    prefetched: Option<Bytes>,
+    prefetched: Option<Cached>,
 ) -> Result<Outcome> {
     let len = meta.length;
     let age = meta.policy.age(SystemTime::now());
@@ -186,7 +187,7 @@ async fn stream_range(
     job: &mut Job,
     meta: &Arc<ObjectMeta>,
     r: ByteRange,
-    mut prefetched: Option<Bytes>,
+    mut prefetched: Option<Cached>,
 ) -> Result<()> {
     // The object's own slice size: the configured one may have changed since it was stored.
     let s = meta.slice_size as u64;
@@ -204,10 +205,10 @@ async fn stream_range(
                 Some(v) => Some(v),
                 None => cached_slice(plane, meta, idx).await,
             };
-            if let Some(v) = cached {
+            if let Some((v, source)) = cached {
                 plane
                     .metrics
-                    .served(&job.route.name, ByteSource::Cache, hi - lo - sent);
+                    .served(&job.route.name, source, hi - lo - sent);
                 let part = v.slice((lo + sent) as usize..hi as usize);
                 session.write_response_body(Some(part), is_last).await?;
                 sent = hi - lo;
@@ -266,10 +267,18 @@ fn slice_ready(plane: &CachePlane, meta: &ObjectMeta, idx: u64) -> bool {
     plane.cache.contains(&k) || plane.coalescer.get(&k).is_some_and(|i| i.is_complete())
 }
 
-async fn cached_slice(plane: &CachePlane, meta: &ObjectMeta, idx: u64) -> Option<Bytes> {
-    let v = plane.cache.get(&meta.slice_key(idx)).await?;
-    (v.len() as u64 == meta.slice_len(idx)).then_some(v)
+/// A stored slice that reads back whole, and the tier it came from.
+async fn cached_slice(plane: &CachePlane, meta: &ObjectMeta, idx: u64) -> Option<Cached> {
+    let (v, tier) = plane.cache.get_from(&meta.slice_key(idx)).await?;
+    let source = match tier {
+        Tier::Memory => ByteSource::Memory,
+        Tier::Disk => ByteSource::Disk,
+    };
+    (v.len() as u64 == meta.slice_len(idx)).then_some((v, source))
 }
+
+/// A slice read from the tiers, and which one.
+type Cached = (Bytes, ByteSource);
 
 /// A reader for slice `idx`: following a fill in flight, or starting one for the run of
 /// missing slices from `idx` up to `last`. `private` skips a stalled shared fill.

@@ -100,6 +100,27 @@ pub enum Detail {
 }
 
 impl Detail {
+    /// True for the details of an answer Strata wrote itself instead of serving (a refused
+    /// request, or an origin that could not be used).
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            Detail::NoRoute
+                | Detail::ReadOnly
+                | Detail::NoKey
+                | Detail::BadKey
+                | Detail::SubResource
+                | Detail::BadPath
+                | Detail::BadRequest
+                | Detail::TokenMissing
+                | Detail::TokenInvalid
+                | Detail::TokenForbidden
+                | Detail::OnlyIfCached
+                | Detail::OriginCredentials
+                | Detail::OriginUnreachable
+        )
+    }
+
     /// The detail as the header spells it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -200,13 +221,28 @@ impl CacheStatus {
         s
     }
 
-    /// A short label for metrics: `hit`, `miss_stored`, the forward reason, or `none`.
-    pub fn label(&self) -> &'static str {
-        match (self.hit, self.fwd, self.stored) {
+    /// The outcome in a few words, for metrics (`cache` label): `hit`; `stale` (served from
+    /// a stale stored response: while or after revalidating, or because the origin failed);
+    /// `miss` (the bytes came from the origin); `pass` (an unsafe method); `bypass` (the
+    /// cache was not consulted); `error` (Strata refused or answered an error itself).
+    pub fn outcome(&self) -> &'static str {
+        let stale_detail = matches!(
+            self.detail,
+            Some(Detail::StaleWhileRevalidate | Detail::StaleIfError)
+        );
+        match (self.hit, self.fwd, self.detail) {
+            (true, _, _) if stale_detail => "stale",
             (true, _, _) => "hit",
-            (_, Some(f), true) if f.is_miss() => "miss_stored",
-            (_, Some(f), _) => f.as_str(),
-            _ => "none",
+            (_, Some(Forward::Stale | Forward::Request), _)
+                if stale_detail || self.fwd_status == Some(304) =>
+            {
+                "stale"
+            }
+            (_, Some(Forward::Method), _) => "pass",
+            (_, _, Some(d)) if d.is_refusal() => "error",
+            (_, Some(Forward::Bypass), _) => "bypass",
+            (_, Some(_), _) => "miss",
+            (_, None, _) => "error",
         }
     }
 }
@@ -222,11 +258,46 @@ mod tests {
         assert_eq!(s.header_value(), "strata; fwd=miss");
         s.stored = true;
         assert_eq!(s.header_value(), "strata; fwd=miss; stored");
-        assert_eq!(s.label(), "miss_stored");
         s.detail = Some(Detail::NotStored(NotStorable::NoStore));
         s.stored = false;
         assert_eq!(s.header_value(), "strata; fwd=miss; detail=no-store");
-        assert_eq!(s.label(), "miss");
-        assert_eq!(CacheStatus::default().label(), "none");
+    }
+
+    #[test]
+    fn outcomes_for_metrics() {
+        let mut swr = CacheStatus::hit();
+        swr.detail = Some(Detail::StaleWhileRevalidate);
+        let mut revalidated = CacheStatus::fwd(Forward::Stale);
+        revalidated.fwd_status = Some(304);
+        let mut refetched = CacheStatus::fwd(Forward::Stale);
+        refetched.fwd_status = Some(200);
+        for (cs, want) in [
+            (CacheStatus::hit(), "hit"),
+            (swr, "stale"),
+            (revalidated, "stale"),
+            (
+                CacheStatus::fwd_with(Forward::Stale, Detail::StaleIfError),
+                "stale",
+            ),
+            (refetched, "miss"),
+            (CacheStatus::fwd(Forward::UriMiss), "miss"),
+            (CacheStatus::fwd(Forward::Partial), "miss"),
+            (CacheStatus::fwd(Forward::Method), "pass"),
+            (CacheStatus::fwd(Forward::Bypass), "bypass"),
+            (
+                CacheStatus::fwd_with(Forward::Bypass, Detail::Rule),
+                "bypass",
+            ),
+            (
+                CacheStatus::fwd_with(Forward::Bypass, Detail::NoRoute),
+                "error",
+            ),
+            (
+                CacheStatus::fwd_with(Forward::UriMiss, Detail::OriginUnreachable),
+                "error",
+            ),
+        ] {
+            assert_eq!(cs.outcome(), want, "{}", cs.header_value());
+        }
     }
 }

@@ -70,8 +70,12 @@ pub(crate) fn run(
         Purges::open(build::purge_log(&cfg).as_deref(), &cfg.cache.tag_header)
             .context("cache.disk.purge_log: cannot read or open the purge log")?,
     );
-    let metrics = Arc::new(Metrics::new());
+    let engine = cache.disk().map_or("none", |d| d.engine_name());
+    let metrics = Arc::new(Metrics::new(engine));
     let coalescer = Arc::new(Coalescer::default());
+    for r in &cfg.routes {
+        metrics.known_route(&r.name);
+    }
     let drain = Arc::new(Drain::default());
 
     let conf = ServerConf {
@@ -96,7 +100,7 @@ pub(crate) fn run(
         live: live.clone(),
         cache: CachePlane {
             cache: cache.clone(),
-            upstream: Arc::new(Upstream::new(cfg.tls.ca_file.as_deref())),
+            upstream: Arc::new(Upstream::new(cfg.tls.ca_file.as_deref(), metrics.clone())),
             coalescer: coalescer.clone(),
             slice_size: cfg.cache.slice.0,
             lock_timeout: cfg.cache.lock_timeout.0,
@@ -127,6 +131,7 @@ pub(crate) fn run(
                 fills: coalescer,
                 warmer: Arc::new(Warmer::new(cfg.listen, metrics.clone())),
                 token: admin.token.clone(),
+                listen: cfg.listen,
             },
         );
         svc.add_tcp(&admin.listen.to_string());

@@ -3,7 +3,8 @@
 //! For an S3 route each request is addressed to and signed for a bucket; a bucket that cannot
 //! be reached or answers 5xx is retried with backoff, then passed over for the next replica.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
@@ -13,6 +14,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::metrics::{Metrics, OriginError};
 use crate::origin::endpoint::ConnectError;
 use crate::origin::s3::{self, S3Backend, SignError};
 use crate::origin::Backend;
@@ -52,6 +54,26 @@ pub(crate) enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The kind of failure, as metrics count it.
+    pub(crate) fn kind(&self) -> OriginError {
+        let timeout = |e: &pingora::Error| {
+            matches!(
+                e.etype(),
+                pingora::ErrorType::ConnectTimedout
+                    | pingora::ErrorType::ReadTimedout
+                    | pingora::ErrorType::WriteTimedout
+            )
+        };
+        match self {
+            UpstreamError::Resolve(_) => OriginError::Connect,
+            UpstreamError::Connect(e) if timeout(e) => OriginError::Timeout,
+            UpstreamError::Connect(_) => OriginError::Connect,
+            UpstreamError::Protocol(e) if timeout(e) => OriginError::Timeout,
+            UpstreamError::Status(_) | UpstreamError::Credentials { .. } => OriginError::Status,
+            _ => OriginError::Protocol,
+        }
+    }
+
     /// What a client may be told: no host names, addresses or origin error text, which stay in
     /// the log. Strata's own credentials refused is said plainly (it names the route, not the
     /// bucket's host).
@@ -73,6 +95,8 @@ impl UpstreamError {
 /// A pool of connections to origins.
 pub(crate) struct Upstream {
     connector: Connector,
+    /// Origin requests, their latency and failures are counted here.
+    metrics: Arc<Metrics>,
 }
 
 /// An origin response whose body is being read.
@@ -100,25 +124,42 @@ const ERROR_BODY_MAX: usize = 64 * 1024;
 
 impl Upstream {
     /// A connector with its own keep-alive pool; `ca_file` replaces the system trust store.
-    pub(crate) fn new(ca_file: Option<&std::path::Path>) -> Self {
+    pub(crate) fn new(ca_file: Option<&std::path::Path>, metrics: Arc<Metrics>) -> Self {
         let mut opts = ConnectorOptions::new(128);
         opts.ca_file = ca_file.map(|p| p.to_string_lossy().into_owned());
         Upstream {
             connector: Connector::new(Some(opts)),
+            metrics,
         }
     }
 
-    /// Sends a bodiless request to a route's backend and reads the response header.
+    /// Sends a bodiless request to a route's backend and reads the response header; the
+    /// request, its latency and a failure (or a 5xx) are counted for `route`.
     pub(crate) async fn send(
         &self,
         backend: &Backend,
         route: &str,
         req: &RequestHeader,
     ) -> Result<OriginResponse, UpstreamError> {
-        match backend {
-            Backend::Http(e) => self.send_to(e.peer().await?, req).await,
+        self.metrics.origin_request(route);
+        let started = Instant::now();
+        let sent = match backend {
+            Backend::Http(e) => match e.peer().await {
+                Ok(peer) => self.send_to(peer, req).await,
+                Err(e) => Err(e.into()),
+            },
             Backend::S3(b) => self.send_s3(b, route, req).await,
+        };
+        match &sent {
+            Ok(r) => {
+                self.metrics.origin_answered(route, started.elapsed());
+                if r.header.status.is_server_error() {
+                    self.metrics.origin_error(route, OriginError::Status);
+                }
+            }
+            Err(e) => self.metrics.origin_error(route, e.kind()),
         }
+        sent
     }
 
     /// A bucket that cannot be reached or answers 5xx is retried with backoff, then passed

@@ -25,7 +25,7 @@ use pingora::{Error, ErrorType, OrErr, Result};
 
 use crate::cache::{self, CachePlane, Outcome};
 use crate::http::cache_status::{CacheStatus, Detail, Forward};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OriginError};
 use crate::origin::Refused;
 use crate::routing::{normalize, Route, Router};
 
@@ -269,6 +269,20 @@ impl ProxyHttp for StrataProxy {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
             // The error's text names upstream addresses: it goes to the log, not the client.
             tracing::warn!(status = code, error = %e, "request failed");
+            if e.esource() == &pingora::ErrorSource::Upstream {
+                if let Some(route) = &ctx.route {
+                    let kind = match e.etype() {
+                        ErrorType::ConnectTimedout
+                        | ErrorType::ReadTimedout
+                        | ErrorType::WriteTimedout => OriginError::Timeout,
+                        ErrorType::ConnectRefused
+                        | ErrorType::ConnectNoRoute
+                        | ErrorType::ConnectError => OriginError::Connect,
+                        _ => OriginError::Protocol,
+                    };
+                    self.metrics.origin_error(&route.name, kind);
+                }
+            }
             let message = match e.esource() {
                 pingora::ErrorSource::Upstream => "origin unreachable or failed",
                 _ => status.canonical_reason().unwrap_or("error"),
@@ -283,7 +297,14 @@ impl ProxyHttp for StrataProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
-        self.metrics.request(route, ctx.status.label());
+        let status = session.response_written().map(|r| r.status.as_u16());
+        let elapsed = ctx.timing.started.elapsed();
+        let ttfb = ctx
+            .timing
+            .first_byte
+            .map(|t| t.saturating_duration_since(ctx.timing.started));
+        self.metrics
+            .request(route, ctx.status.outcome(), status, elapsed, ttfb);
         if self.live.access_log.load(Ordering::Relaxed) {
             if session.response_written().is_some() {
                 // An answer Strata wrote itself in one go: its first byte left with it.

@@ -67,7 +67,7 @@ pub use disk::{
 pub use error::{Result, StorageError};
 pub use io::{DeviceKind, EngineKind, EngineOptions};
 pub use memory::{MemoryStats, MemoryTier};
-pub use tiered::{Admission, Placement, TieredCache, TieredCacheConfig, TieredStats};
+pub use tiered::{Admission, Placement, Tier, TieredCache, TieredCacheConfig, TieredStats};
 
 // The io layer and the item header length, for the storage crate's own tests and benches,
 // which drive engines directly and size values to whole blocks.

@@ -31,6 +31,10 @@ pub struct MemoryStats {
     pub evictions: u64,
     /// Configured budget in bytes.
     pub budget: u64,
+    /// Bytes held (keys and values, in the tier's 4 KiB-ish weight units).
+    pub used: u64,
+    /// Values held.
+    pub items: u64,
 }
 
 /// A byte-budgeted in-memory cache of values keyed by bytes.
@@ -43,6 +47,10 @@ pub struct MemoryTier {
     inserts: AtomicU64,
     rejected: AtomicU64,
     evictions: AtomicU64,
+    /// Weight units held, and values held: TinyUFO keeps its totals private, so the tier
+    /// counts what it puts in and what comes out.
+    units: AtomicU64,
+    entries: AtomicU64,
 }
 
 impl MemoryTier {
@@ -62,7 +70,31 @@ impl MemoryTier {
             inserts: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            units: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
         }
+    }
+
+    /// Counts an entry of `weight` units going in (+) or out (-).
+    fn held(&self, weight: u64, entering: bool) {
+        let (units, entries) = (&self.units, &self.entries);
+        if entering {
+            units.fetch_add(weight, Ordering::Relaxed);
+            entries.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Never below zero, whatever order concurrent updates land in.
+            let _ = units.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(weight))
+            });
+            let _ = entries.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+        }
+    }
+
+    /// The weight of an entry of `size` bytes.
+    fn weight_of(size: usize) -> u16 {
+        size.div_ceil(UNIT).clamp(1, u16::MAX as usize) as u16
     }
 
     /// The value of `key`, if held.
@@ -112,8 +144,15 @@ impl MemoryTier {
         if size > self.max_item {
             return false;
         }
-        let weight = size.div_ceil(UNIT).max(1) as u16;
+        let weight = Self::weight_of(size);
         let hash = key_hash(key);
+        // A value replacing one under the same key takes its place in the totals.
+        if let Some(old) = ufo.get(&hash).filter(|e| &*e.key == key) {
+            self.held(
+                Self::weight_of(old.key.len() + old.value.len()).into(),
+                false,
+            );
+        }
         let entry = Arc::new(MemEntry {
             key: key.into(),
             value,
@@ -125,13 +164,20 @@ impl MemoryTier {
         };
         self.evictions
             .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+        // What comes back was dropped, the new value itself when admission refused it.
+        self.held(weight.into(), true);
+        for kv in &evicted {
+            self.held(kv.weight.into(), false);
+        }
         true
     }
 
     /// Drops `key`.
     pub fn remove(&self, key: &[u8]) {
         if let Some(u) = &self.ufo {
-            u.remove(&key_hash(key));
+            if let Some(e) = u.remove(&key_hash(key)) {
+                self.held(Self::weight_of(e.key.len() + e.value.len()).into(), false);
+            }
         }
     }
 
@@ -154,6 +200,10 @@ impl MemoryTier {
             rejected_too_large: l(&self.rejected),
             evictions: l(&self.evictions),
             budget: self.budget as u64,
+            used: l(&self.units)
+                .saturating_mul(UNIT as u64)
+                .min(self.budget as u64),
+            items: l(&self.entries),
         }
     }
 }

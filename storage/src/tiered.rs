@@ -29,6 +29,15 @@ pub struct TieredCacheConfig {
     pub admission: Admission,
 }
 
+/// A tier of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// L1, in memory.
+    Memory,
+    /// L2, on the device.
+    Disk,
+}
+
 /// Which tiers hold a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Placement {
@@ -131,15 +140,20 @@ impl TieredCache {
 
     /// The value of `key` from whichever tier holds it intact.
     pub async fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.get_from(key).await.map(|(v, _)| v)
+    }
+
+    /// The value of `key` and the tier it was read from.
+    pub async fn get_from(&self, key: &[u8]) -> Option<(Bytes, Tier)> {
         if let Some(v) = self.l1.get(key) {
-            return Some(v);
+            return Some((v, Tier::Memory));
         }
         let generation = self.removals.generation(key);
         let v = self.l2.as_ref()?.get(key).await?;
         match self.admission {
             Admission::WriteThrough => self.offer_l1(key, &v, Source::Disk, generation),
         }
-        Some(v)
+        Some((v, Tier::Disk))
     }
 
     fn offer_l1(&self, key: &[u8], v: &Bytes, source: Source, generation: u64) {

@@ -177,7 +177,6 @@ impl RunFill {
         if !ok {
             return self.abandon_all();
         }
-        self.metrics.origin_request(&route.name);
         let origin = match self.upstream.send(&route.backend, &route.name, &req).await {
             Ok(o) => o,
             Err(e) => {

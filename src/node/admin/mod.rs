@@ -16,7 +16,7 @@ use strata_storage::TieredCache;
 
 use crate::cache::coalesce::Coalescer;
 use crate::cache::purge::Purges;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Snapshot};
 use crate::proxy::{Drain, Live};
 
 mod purge;
@@ -43,6 +43,38 @@ pub(crate) struct AdminApp {
     pub(crate) warmer: Arc<Warmer>,
     /// `admin.token`: what `Authorization: Bearer` must carry, if set.
     pub(crate) token: Option<String>,
+    /// The public listener, whose connections `/metrics` counts.
+    pub(crate) listen: std::net::SocketAddr,
+}
+
+/// Established TCP connections whose local port is `port` (the public listener's), read from
+/// the kernel's socket tables; `None` where they cannot be read.
+fn open_connections(port: u16) -> Option<u64> {
+    let mut n = 0u64;
+    let mut read_any = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        read_any = true;
+        for line in text.lines().skip(1) {
+            let mut f = line.split_whitespace();
+            // sl, local_address (ADDR:PORT in hex), rem_address, st (01: established)
+            let (Some(_), Some(local), Some(_), Some(state)) =
+                (f.next(), f.next(), f.next(), f.next())
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if state == "01" && local_port == Some(port) {
+                n += 1;
+            }
+        }
+    }
+    read_any.then_some(n)
 }
 
 /// A response with a body of `content_type`.
@@ -140,11 +172,15 @@ impl ServeHttp for AdminApp {
             return r;
         }
         match (method, path.as_str()) {
-            (Method::GET, "/metrics") => reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.metrics.render(&self.cache.stats()),
-            ),
+            (Method::GET, "/metrics") => {
+                let now = Snapshot {
+                    storage: self.cache.stats(),
+                    in_flight: self.drain.in_flight(),
+                    connections: open_connections(self.listen.port()),
+                };
+                let body = self.metrics.render(&now);
+                reply(StatusCode::OK, "text/plain; version=0.0.4", body)
+            }
             (Method::GET, "/stats") => stats::handle(self),
             (Method::POST, "/purge") => purge::handle(self, session).await,
             (Method::POST, "/warm") => self.warmer.start(session).await,

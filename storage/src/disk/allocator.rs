@@ -68,6 +68,11 @@ impl Allocator {
         }
     }
 
+    /// Regions holding data (filling or sealed).
+    pub(crate) fn regions_in_use(&self, region_count: u32) -> u32 {
+        region_count.saturating_sub(self.free.len() as u32)
+    }
+
     /// The region being filled, if any.
     pub(crate) fn active_region(&self) -> Option<u32> {
         self.active.as_ref().map(|a| a.region)

@@ -85,6 +85,8 @@ pub struct DiskStore {
     removed: parking_lot::Mutex<Removals>,
     // A tokio mutex: sealing and reclaiming do IO while holding it (once per region).
     alloc: tokio::sync::Mutex<Allocator>,
+    /// Regions in use when last counted (stats never wait for the allocator).
+    regions_in_use: std::sync::atomic::AtomicU64,
     direct: bool,
     kind: DeviceKind,
     recovered_items: u64,
@@ -126,6 +128,7 @@ impl DiskStore {
             superblock: sb.clone(),
             removed: parking_lot::Mutex::new(Removals::default()),
             alloc: tokio::sync::Mutex::new(Allocator::empty(geo.region_count)),
+            regions_in_use: Default::default(),
             direct: dev.direct,
             kind: dev.kind,
             recovered_items: 0,
@@ -376,7 +379,13 @@ impl DiskStore {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> DiskStats {
+        use std::sync::atomic::Ordering;
+        if let Ok(a) = self.alloc.try_lock() {
+            let n = a.regions_in_use(self.slab.geo.region_count);
+            self.regions_in_use.store(u64::from(n), Ordering::Relaxed);
+        }
         DiskStats {
+            regions_in_use: self.regions_in_use.load(Ordering::Relaxed),
             items: self.slab.index.len() as u64,
             index_bytes: self.slab.index.memory_bytes() as u64,
             regions: self.slab.geo.region_count,

@@ -51,6 +51,9 @@ pub struct DiskStats {
     pub index_bytes: u64,
     /// Regions on the device.
     pub regions: u32,
+    /// Regions holding data (filling or sealed), as of the last time the allocator was free
+    /// to ask.
+    pub regions_in_use: u64,
     /// Bytes per region.
     pub region_size: u64,
     /// Items found at start-up.
