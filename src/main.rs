@@ -20,7 +20,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node (the default).
-    Run,
+    Run {
+        /// Take over the listening sockets of the node running on this configuration (send
+        /// it SIGQUIT once this one waits), which then drains and exits.
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Validate the configuration and exit.
     Check,
     /// Describe a cache device or file without changing it, or (with --url) what a running
@@ -61,9 +66,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    let result = match args.command.unwrap_or(Command::Run) {
+    let result = match args.command.unwrap_or(Command::Run { upgrade: false }) {
         Command::Check => cli::check(&args.config),
-        Command::Run => cli::run(&args.config),
+        Command::Run { upgrade } => cli::run(&args.config, upgrade),
         Command::Inspect { url: Some(url), .. } => cli::inspect_url(&args.config, &url),
         Command::Inspect { disk, url: None } => cli::inspect_disk(disk.as_deref(), &args.config),
         Command::Format => cli::format_disk(&args.config),

@@ -90,11 +90,12 @@ pub fn check(path: &Path) -> Result<(), ExitCode> {
     Ok(())
 }
 
-/// `strata run`: runs the node until it is told to stop.
-pub fn run(path: &Path) -> Result<(), ExitCode> {
+/// `strata run`: runs the node until it is told to stop; with `upgrade`, takes over from the
+/// node running on the same configuration.
+pub fn run(path: &Path, upgrade: bool) -> Result<(), ExitCode> {
     let cfg = load(path)?;
     let log_level = init_logging(&cfg);
-    node::run(cfg, path, log_level).map_err(|e| {
+    node::run(cfg, path, log_level, upgrade).map_err(|e| {
         tracing::error!(error = format!("{e:#}"), "strata failed");
         eprintln!("strata: {e:#}");
         ExitCode::FAILURE

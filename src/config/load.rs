@@ -100,6 +100,9 @@ impl Config {
                 }
             }
         }
+        if let Some(p) = cfg.upgrade_socket.as_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
+        }
         if let Some(ca) = cfg.tls.ca_file.as_mut() {
             if ca.is_relative() {
                 *ca = base.join(&*ca);

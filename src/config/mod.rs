@@ -51,6 +51,11 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Routes (`routes`), matched by longest `path_prefix`.
     pub routes: Vec<RouteConfig>,
+    /// `upgrade_socket`: the Unix socket a new binary started with `--upgrade` receives the
+    /// listening sockets on (default `strata-upgrade-<listen port>.sock` in the temporary
+    /// directory).
+    #[serde(default)]
+    pub upgrade_socket: Option<PathBuf>,
     /// `via`: the pseudonym Strata names itself by in `Via` on requests to origins and on
     /// responses (RFC 9110 §7.6.3; default `strata`).
     #[serde(default = "default_via")]

@@ -6,6 +6,7 @@
 //! - [`shutdown`]: draining on SIGTERM/SIGINT; SIGHUP reloads.
 //! - [`reload`]: applying a changed configuration file to the running node.
 //! - [`notify`]: telling systemd the node is ready, reloading or stopping.
+//! - [`upgrade`]: handing the listeners to a new binary without dropping a request.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use anyhow::{bail, Context};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
-use strata_storage::TieredCache;
 
 use crate::cache::coalesce::Coalescer;
 use crate::cache::purge::Purges;
@@ -29,6 +29,7 @@ pub(crate) mod build;
 mod notify;
 mod reload;
 mod shutdown;
+mod upgrade;
 
 pub(crate) use reload::LogLevelSetter;
 
@@ -37,15 +38,19 @@ use reload::Reloader;
 use shutdown::SignalWatch;
 
 /// Opens the cache and runs the node until it is told to stop; `log_level` changes the log
-/// filter when a reload changes `log.level`.
+/// filter when a reload changes `log.level`. With `upgrade`, the node takes over the
+/// listening sockets of the node running on the same configuration (which then drains and
+/// exits; see [`upgrade`]).
 pub(crate) fn run(
     cfg: Config,
     path: &Path,
     log_level: Option<LogLevelSetter>,
+    upgrade: bool,
 ) -> anyhow::Result<()> {
     let router = build::router(&cfg, path)?;
     for (key, addr) in std::iter::once(("listen", cfg.listen))
         .chain(cfg.admin.as_ref().map(|a| ("admin.listen", a.listen)))
+        .filter(|_| !upgrade)
     {
         // Pingora reports a busy port only from its worker; check first for a clear message.
         std::net::TcpListener::bind(addr)
@@ -58,8 +63,32 @@ pub(crate) fn run(
         .enable_all()
         .build()
         .context("starting a runtime")?;
+    let conf = ServerConf {
+        threads: cfg
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        // SIGTERM drains in SignalWatch and asks for a fast shutdown, so Pingora's grace period
+        // only runs after an upgrade handed the listeners over: in-flight requests get it.
+        grace_period_seconds: Some(cfg.shutdown_grace.0.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: upgrade::socket(&cfg).to_string_lossy().into_owned(),
+        ca_file: cfg
+            .tls
+            .ca_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
+        ..ServerConf::default()
+    };
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    // Taking over an old node's listeners comes first, while it still serves; its cache
+    // device is ours once it has drained and closed it.
+    server.bootstrap();
     let cache = rt
-        .block_on(TieredCache::open(build::storage_config(&cfg)))
+        .block_on(upgrade::open_cache(&cfg, upgrade))
         .context("cache.disk: cannot open the cache device")?;
     let cache = Arc::new(cache);
     if let Some(d) = cache.disk() {
@@ -77,23 +106,6 @@ pub(crate) fn run(
         metrics.known_route(&r.name);
     }
     let drain = Arc::new(Drain::default());
-
-    let conf = ServerConf {
-        threads: cfg
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-        // Draining is done by SignalWatch; Pingora itself should not wait any longer.
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ca_file: cfg
-            .tls
-            .ca_file
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned()),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
 
     let live = Live::new(router, cfg.log.access);
     let proxy = StrataProxy {

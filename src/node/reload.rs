@@ -102,7 +102,12 @@ impl Reloader {
 /// The keys, among those a running node cannot change, whose values differ.
 fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let d = |v: &dyn std::fmt::Debug| format!("{v:?}");
-    let pairs: [(&'static str, String, String); 11] = [
+    let pairs: [(&'static str, String, String); 12] = [
+        (
+            "upgrade_socket",
+            d(&old.upgrade_socket),
+            d(&new.upgrade_socket),
+        ),
         ("listen", d(&old.listen), d(&new.listen)),
         ("admin", d(&old.admin), d(&new.admin)),
         ("threads", d(&old.threads), d(&new.threads)),
@@ -139,6 +144,7 @@ fn keep_fixed(running: &Config, new: &mut Config) {
     new.tls = running.tls.clone();
     new.log.format = running.log.format;
     new.via = running.via.clone();
+    new.upgrade_socket = running.upgrade_socket.clone();
     let targeted = std::mem::take(&mut new.cache.targeted_cache_control);
     new.cache = running.cache.clone();
     new.cache.targeted_cache_control = targeted;

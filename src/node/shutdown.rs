@@ -1,5 +1,6 @@
 //! The node's signals: SIGHUP reloads the configuration; SIGTERM or SIGINT stop taking work,
-//! wait for in-flight requests, and exit.
+//! wait for in-flight requests, and exit; SIGQUIT hands the listeners to a new node started
+//! with `--upgrade`, then drains and exits.
 //!
 //! Pingora's own graceful path sleeps for the whole grace period even when the node is idle,
 //! so Strata counts in-flight requests and tells Pingora to stop as soon as they are done.
@@ -28,10 +29,11 @@ pub(crate) struct SignalWatch {
 #[async_trait]
 impl ShutdownSignalWatch for SignalWatch {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut quit)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::hangup()),
+            signal(SignalKind::quit()),
         ) else {
             tracing::error!("cannot install signal handlers; shutting down");
             return ShutdownSignal::FastShutdown;
@@ -47,6 +49,16 @@ impl ShutdownSignalWatch for SignalWatch {
                 _ = int.recv() => {
                     tracing::info!(signal = "SIGINT", "shutdown requested");
                     break;
+                }
+                _ = quit.recv() => {
+                    // A new node waits for the listeners: Pingora hands them over, then this
+                    // one serves what is in flight for shutdown_grace and exits. Clients on
+                    // kept-alive connections are moved over by closing them after their
+                    // request.
+                    tracing::info!(signal = "SIGQUIT", "upgrade: handing the listeners over");
+                    notify("STOPPING=1");
+                    self.drain.start();
+                    return ShutdownSignal::GracefulUpgrade;
                 }
                 _ = hup.recv() => {
                     tracing::info!(signal = "SIGHUP", "reloading the configuration");

@@ -65,6 +65,8 @@ pub(super) fn handle(app: &AdminApp) -> Response<Vec<u8>> {
     reply(
         StatusCode::OK,
         &json!({
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
             "tiers": { "memory": memory, "disk": disk },
             "top_routes": routes,
             "requests_in_flight": app.drain.in_flight(),
