@@ -72,6 +72,7 @@ async fn the_token_guards_everything_but_health() {
     assert_eq!(v["top_routes"][0]["requests"], 3, "{body}");
     assert_eq!(v["top_routes"][0]["hits"], 2, "{body}");
     assert_eq!(v["purge_rules"]["tags"], 1, "{body}");
+    assert_eq!(v["warm"]["pending"], 0, "{body}");
     assert!(
         !node.log_text().contains(TOKEN),
         "the token reached the log"

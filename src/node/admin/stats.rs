@@ -1,5 +1,5 @@
 //! `GET /stats`: the node at a glance, as JSON: tier occupancy and hit ratios, the most
-//! requested routes, fills and requests in flight, purge rules.
+//! requested routes, fills and requests in flight, purge rules, warming progress.
 
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -72,6 +72,7 @@ pub(super) fn handle(app: &AdminApp) -> Response<Vec<u8>> {
             "requests_in_flight": app.drain.in_flight(),
             "slices_filling": app.fills.slices_in_flight(),
             "purge_rules": { "paths": paths, "prefixes": prefixes, "tags": tags },
+            "warm": app.warmer.counts(),
         }),
     )
 }

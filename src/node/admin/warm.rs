@@ -52,17 +52,19 @@ impl Warmer {
         }
     }
 
-    /// The progress of every list given so far.
-    pub(crate) fn progress(&self) -> Response<Vec<u8>> {
+    /// The progress of every list given so far, as JSON.
+    pub(crate) fn counts(&self) -> serde_json::Value {
         let (q, d, f) = (
             self.queued.load(Ordering::Relaxed),
             self.done.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
         );
-        reply(
-            StatusCode::OK,
-            &json!({ "queued": q, "done": d, "failed": f, "pending": q.saturating_sub(d + f) }),
-        )
+        json!({ "queued": q, "done": d, "failed": f, "pending": q.saturating_sub(d + f) })
+    }
+
+    /// `GET /warm`: the progress.
+    pub(crate) fn progress(&self) -> Response<Vec<u8>> {
+        reply(StatusCode::OK, &self.counts())
     }
 
     /// Takes a list and starts warming it.
