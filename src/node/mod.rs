@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -128,7 +129,11 @@ pub(crate) fn run(
     };
     let mut svc =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "strata proxy");
-    svc.add_tcp(&cfg.listen.to_string());
+    // A write buffer that holds a small response whole: its header and body leave in one
+    // send, not two (Pingora's default of one segment flushes the header alone). Larger
+    // writes pass it by without a copy.
+    let buffers = L4BufferSettings::default().write(RESPONSE_WRITE_BUFFER);
+    svc.add_listener(ListenerConfig::tcp(cfg.listen.to_string()).l4_buffer(buffers));
     server.add_service(svc);
 
     if let Some(admin) = &cfg.admin {
@@ -165,6 +170,9 @@ pub(crate) fn run(
     tracing::info!("strata stopped");
     Ok(())
 }
+
+/// Bytes a client connection buffers before sending: a small response's header and body.
+const RESPONSE_WRITE_BUFFER: usize = 16 * 1024;
 
 /// Strata's `Via` entry: the protocol version it received and its pseudonym (RFC 9110
 /// §7.6.3); the config check made sure the pseudonym is a token.
