@@ -100,6 +100,7 @@ async fn purges_by_path_prefix_and_tag_hold_across_a_restart() {
         ("/t2", "/t2", "green"),
         ("/later", "/later", ""),
         ("/docs/z/1", "/d/z/1", ""),
+        ("/t3", "/t3", "blue"),
     ] {
         let mut o = Object::new(path.as_bytes().to_vec());
         if !tags.is_empty() {
@@ -148,7 +149,7 @@ async fn purges_by_path_prefix_and_tag_hold_across_a_restart() {
         "no purge log beside the cache"
     );
     let node = Strata::start_in(&cfg, dir);
-    for p in ["/later", "/docs/z/1"] {
+    for p in ["/later", "/docs/z/1", "/t3"] {
         assert_eq!(
             cs(&node, p).await,
             STORED,

@@ -103,7 +103,11 @@ impl Reloader {
 fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let d = |v: &dyn std::fmt::Debug| format!("{v:?}");
     let pairs: [(&'static str, String, String); 13] = [
-        ("cache.tag_header", d(&old.cache.tag_header), d(&new.cache.tag_header)),
+        (
+            "cache.tag_header",
+            d(&old.cache.tag_header),
+            d(&new.cache.tag_header),
+        ),
         (
             "upgrade_socket",
             d(&old.upgrade_socket),
