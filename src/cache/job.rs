@@ -63,7 +63,8 @@ impl Job {
         let h = &req.headers;
         let bytes_of =
             |n: header::HeaderName| h.get(n).map(|v| Bytes::copy_from_slice(v.as_bytes()));
-        let key = cache_key(route, upstream_path);
+        let host = crate::routing::host::of_request(req);
+        let key = cache_key(route, host.as_deref(), upstream_path);
         Job {
             route: route.clone(),
             upstream_path: upstream_path.to_string(),

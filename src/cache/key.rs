@@ -1,6 +1,7 @@
 //! Every key the cache plane stores under, in one place.
 //!
-//! - An object's key is its route's key base and the upstream path: `http://host/path?q`.
+//! - An object's key is its route's key base and the upstream path: `http://host/path?q`
+//!   (with `@host` of the request between them on a route for `*.domain`).
 //! - A variant's key adds a hash of the request headers its response varies on.
 //! - The metadata record of a key lives at `m:` + key; slice `i` of an object version at
 //!   `s:{id}:{i}`, where the id follows a strong ETag (see [`object_id`]).
@@ -11,9 +12,15 @@ use crate::http::conditional::is_strong_etag;
 use crate::http::vary;
 use crate::routing::Route;
 
-/// The key of an object: the origin URL it comes from, as the route addresses it.
-pub(crate) fn cache_key(route: &Route, upstream_path: &str) -> String {
-    format!("{}{upstream_path}", route.key_base())
+/// The key of an object: the origin URL it comes from, as the route addresses it, and the
+/// request's host when the route serves several (`*.domain`): those hosts' objects differ.
+pub(crate) fn cache_key(route: &Route, host: Option<&str>, upstream_path: &str) -> String {
+    match (&route.host, host) {
+        (Some(p), Some(h)) if p.is_wildcard() => {
+            format!("{}@{}{upstream_path}", route.key_base(), h)
+        }
+        _ => format!("{}{upstream_path}", route.key_base()),
+    }
 }
 
 /// The key of the variant a request selects: the URL's key and the values of the named

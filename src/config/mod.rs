@@ -51,6 +51,11 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Routes (`routes`), matched by longest `path_prefix`.
     pub routes: Vec<RouteConfig>,
+    /// `forwarded_headers`: how requests passed through to origins name their client
+    /// (`X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded`): `replace` (default: what the
+    /// client sent is dropped), `append`, or `off`.
+    #[serde(default)]
+    pub forwarded_headers: ForwardedMode,
     /// `upgrade_socket`: the Unix socket a new binary started with `--upgrade` receives the
     /// listening sockets on (default `strata-upgrade-<listen port>.sock` in the temporary
     /// directory).
@@ -120,6 +125,19 @@ pub struct TlsConfig {
     /// `tls.ca_file`: a PEM bundle trusted for HTTPS origins instead of the system store.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+}
+
+/// `forwarded_headers`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardedMode {
+    /// Drop what the client sent and name the client (an edge trusts no client's claim).
+    #[default]
+    Replace,
+    /// Add the client to what it sent (behind a trusted proxy).
+    Append,
+    /// Leave the headers as the client sent them.
+    Off,
 }
 
 /// Log line format.

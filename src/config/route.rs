@@ -15,6 +15,10 @@ pub struct RouteConfig {
     pub name: String,
     /// `routes[].path_prefix`: requests whose path starts with it use this route.
     pub path_prefix: String,
+    /// `routes[].host`: the host name (`cdn.example.com`) or names (`*.example.com`) the
+    /// route answers; other hosts do not use it (default: any host).
+    #[serde(default)]
+    pub host: Option<String>,
     /// `routes[].origin`: base URL the prefix maps to (`http://` or `https://`).
     #[serde(default)]
     pub origin: Option<String>,

@@ -102,7 +102,12 @@ impl Reloader {
 /// The keys, among those a running node cannot change, whose values differ.
 fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let d = |v: &dyn std::fmt::Debug| format!("{v:?}");
-    let pairs: [(&'static str, String, String); 13] = [
+    let pairs: [(&'static str, String, String); 14] = [
+        (
+            "forwarded_headers",
+            d(&old.forwarded_headers),
+            d(&new.forwarded_headers),
+        ),
         (
             "cache.tag_header",
             d(&old.cache.tag_header),
@@ -149,6 +154,7 @@ fn keep_fixed(running: &Config, new: &mut Config) {
     new.tls = running.tls.clone();
     new.log.format = running.log.format;
     new.via = running.via.clone();
+    new.forwarded_headers = running.forwarded_headers;
     new.upgrade_socket = running.upgrade_socket.clone();
     let targeted = std::mem::take(&mut new.cache.targeted_cache_control);
     new.cache = running.cache.clone();
@@ -181,7 +187,7 @@ routes:
     fn a_new_route_is_swapped_in_and_fixed_keys_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         let r = setup(dir.path(), BASE);
-        assert!(r.live.router.load().find("/b/x").is_none());
+        assert!(r.live.router.load().find(None, "/b/x").is_none());
         let more = BASE.replace("memory: 64MiB", "memory: 32MiB")
             + "  - name: b\n    path_prefix: /b/\n    origin: http://127.0.0.1:2/\n";
         std::fs::write(dir.path().join("c.yaml"), more).unwrap();
@@ -193,7 +199,7 @@ routes:
                 need_restart: vec!["cache.memory"]
             }
         );
-        assert_eq!(r.live.router.load().find("/b/x").unwrap().name, "b");
+        assert_eq!(r.live.router.load().find(None, "/b/x").unwrap().name, "b");
         // The memory tier kept its size: a second reload of the same file reports it again.
         assert_eq!(r.reload().unwrap().need_restart, vec!["cache.memory"]);
     }
@@ -209,7 +215,7 @@ routes:
         ] {
             std::fs::write(dir.path().join("c.yaml"), &broken).unwrap();
             assert!(r.reload().is_err(), "{broken}");
-            assert_eq!(r.live.router.load().find("/a/x").unwrap().name, "a");
+            assert_eq!(r.live.router.load().find(None, "/a/x").unwrap().name, "a");
         }
     }
 }

@@ -22,11 +22,12 @@ pub(crate) fn invalidates(method: &Method, resp: &ResponseHeader) -> bool {
 pub(crate) async fn invalidate(
     cache: &TieredCache,
     route: &Route,
+    host: Option<&str>,
     upstream_path: &str,
     resp: &ResponseHeader,
 ) {
     let path = route.backend.invalidated_path(upstream_path);
-    let mut keys = vec![cache_key(route, path)];
+    let mut keys = vec![cache_key(route, host, path)];
     let url = format!("{}{path}", route.backend.key_base());
     let base = url::Url::parse(&url)
         .ok()
@@ -41,7 +42,7 @@ pub(crate) async fn invalidate(
                 .filter(|u| u.origin() == base.origin());
             if let Some(u) = target {
                 let path = &u[url::Position::BeforePath..];
-                keys.push(cache_key(route, path));
+                keys.push(cache_key(route, host, path));
             }
         }
     }

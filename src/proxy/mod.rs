@@ -11,6 +11,7 @@
 //! - [`guard`]: request hygiene checked before routing.
 //! - [`respond`]: the error answers the proxy writes itself.
 //! - [`invalidate`]: invalidation by unsafe methods.
+//! - [`forwarded`]: `X-Forwarded-*` and `Forwarded` on requests passed through.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::routing::{normalize, Route, Router};
 
 mod access;
 pub(crate) mod drain;
+mod forwarded;
 mod guard;
 mod invalidate;
 mod respond;
@@ -68,6 +70,8 @@ pub(crate) struct StrataProxy {
     pub(crate) metrics: Arc<Metrics>,
     /// In-flight accounting for shutdown.
     pub(crate) drain: Arc<Drain>,
+    /// `forwarded_headers`.
+    pub(crate) forwarded: forwarded::ForwardedMode,
 }
 
 /// Per-request state.
@@ -116,7 +120,8 @@ impl ProxyHttp for StrataProxy {
                 return Ok(true);
             }
         };
-        let Some(route) = self.live.router.load().find(&path) else {
+        let host = crate::routing::host::of_request(session.req_header());
+        let Some(route) = self.live.router.load().find(host.as_deref(), &path) else {
             ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::NoRoute);
             respond::error(
                 session,
@@ -208,10 +213,15 @@ impl ProxyHttp for StrataProxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        forwarded::apply(self.forwarded, client, "http", up)?;
         let uri = ctx
             .upstream_path
             .parse()
@@ -243,7 +253,9 @@ impl ProxyHttp for StrataProxy {
         // RFC 9111 §4.4: a successful unsafe request invalidates the stored response.
         if invalidate::invalidates(&session.req_header().method, resp) {
             if let Some(route) = &ctx.route {
-                invalidate::invalidate(&self.cache.cache, route, &ctx.upstream_path, resp).await;
+                let host = crate::routing::host::of_request(session.req_header());
+                let (cache, path) = (&self.cache.cache, &ctx.upstream_path);
+                invalidate::invalidate(cache, route, host.as_deref(), path, resp).await;
             }
         }
         Ok(())

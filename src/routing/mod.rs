@@ -3,6 +3,7 @@
 //! - [`path`]: the one normal form of request paths that routing, keys and forwarding share.
 //! - [`auth`]: JWT-guarded routes.
 //! - [`rules`]: per-path caching rules.
+//! - [`host`]: the host names a route answers.
 //!
 //! A [`Route`] holds its [`Backend`] (how the origin is reached), its caching rules and its
 //! auth; the [`Router`] picks the longest matching prefix.
@@ -14,10 +15,12 @@ use crate::http::freshness::Overrides;
 use crate::origin::{Backend, BackendError};
 
 pub(crate) mod auth;
+pub(crate) mod host;
 pub(crate) mod path;
 pub(crate) mod rules;
 
 pub(crate) use auth::{AuthError, JwtAuth, Refusal};
+use host::{HostError, HostPattern};
 pub(crate) use path::normalize;
 pub(crate) use rules::{Rule, RuleError, Rules};
 
@@ -28,6 +31,8 @@ pub(crate) struct Route {
     pub(crate) name: String,
     /// `routes[].path_prefix`.
     pub(crate) prefix: String,
+    /// `routes[].host`.
+    pub(crate) host: Option<HostPattern>,
     /// The origin or bucket(s) behind the route.
     pub(crate) backend: Backend,
     /// `routes[].rules` over the route's `default_ttl`, `negative_ttl` and
@@ -53,6 +58,9 @@ pub(crate) enum RouteError {
     /// A caching rule.
     #[error(transparent)]
     Rule(#[from] RuleError),
+    /// The host pattern.
+    #[error(transparent)]
+    Host(#[from] HostError),
     /// Strata's own credentials offered to anyone without the operator saying so.
     #[error(
         "this route signs with Strata's credentials and has no auth: anyone could read (or \
@@ -68,6 +76,7 @@ impl RouteError {
             RouteError::Backend(e) => e.key(),
             RouteError::Auth(e) => format!("auth.jwt.{}", e.key()),
             RouteError::Rule(e) => e.key(),
+            RouteError::Host(_) => "host".into(),
             RouteError::PublicUnsaid => "public".into(),
         }
     }
@@ -85,6 +94,7 @@ impl Route {
             key_base: key_base(&cfg.name, &backend),
             name: cfg.name.clone(),
             prefix: cfg.path_prefix.clone(),
+            host: cfg.host.as_deref().map(HostPattern::parse).transpose()?,
             backend,
             rules: Rules::new(
                 &cfg.rules,
@@ -178,7 +188,9 @@ impl Router {
             .enumerate()
             .map(|(i, c)| Route::new(c, &targeted).map(Arc::new).map_err(|e| (i, e)))
             .collect::<Result<Vec<_>, _>>()?;
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        // The longest prefix first; at equal length a route for named hosts before one for
+        // any host.
+        routes.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len()), r.host.is_none()));
         Ok(Router { routes })
     }
 
@@ -187,10 +199,16 @@ impl Router {
         self.routes.iter()
     }
 
-    /// The route for a (normalised) request path.
-    pub(crate) fn find(&self, path: &str) -> Option<Arc<Route>> {
+    /// The route for a (normalised) request path to `host` (normalised; `None`: a request
+    /// whose host is not known, which only routes for any host serve).
+    pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<Arc<Route>> {
         self.routes
             .iter()
+            .filter(|r| match (&r.host, host) {
+                (None, _) => true,
+                (Some(p), Some(h)) => p.matches(h),
+                (Some(_), None) => false,
+            })
             .find(|r| path.starts_with(r.prefix.as_str()))
             .cloned()
     }
@@ -213,6 +231,7 @@ mod tests {
             public: false,
             vary_normalize: false,
             rules: vec![],
+            host: None,
         }
     }
 
@@ -221,8 +240,30 @@ mod tests {
         let all = cfg("all", "/", "http://127.0.0.1:1/");
         let router =
             Router::new(&[all, cfg("deb", "/debian/", "http://127.0.0.1:1/")], &[]).unwrap();
-        assert_eq!(router.find("/debian/x").unwrap().name, "deb");
-        assert_eq!(router.find("/other").unwrap().name, "all");
+        assert_eq!(router.find(None, "/debian/x").unwrap().name, "deb");
+        assert_eq!(router.find(None, "/other").unwrap().name, "all");
+    }
+
+    #[test]
+    fn host_routes_win_at_equal_prefix_and_serve_only_their_hosts() {
+        let mut a = cfg("a", "/", "http://127.0.0.1:1/");
+        a.host = Some("a.test".into());
+        let mut w = cfg("w", "/x/", "http://127.0.0.1:1/");
+        w.host = Some("*.w.test".into());
+        let any = cfg("any", "/", "http://127.0.0.1:1/");
+        let router = Router::new(&[any, a, w], &[]).unwrap();
+        let name = |h: Option<&str>, p: &str| router.find(h, p).map(|r| r.name.clone());
+        assert_eq!(name(Some("a.test"), "/p").as_deref(), Some("a"));
+        assert_eq!(name(Some("b.test"), "/p").as_deref(), Some("any"));
+        assert_eq!(name(None, "/p").as_deref(), Some("any"));
+        assert_eq!(name(Some("q.w.test"), "/x/1").as_deref(), Some("w"));
+        assert_eq!(name(Some("w.test"), "/x/1").as_deref(), Some("any"));
+        let mut bad = cfg("bad", "/", "http://127.0.0.1:1/");
+        bad.host = Some("no spaces.test".into());
+        let Err((0, e)) = Router::new(&[bad], &[]) else {
+            panic!("a bad host was accepted")
+        };
+        assert_eq!(e.key(), "host");
     }
 
     #[test]
@@ -235,7 +276,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        let (a, b) = (router.find("/a/x").unwrap(), router.find("/b/x").unwrap());
+        let (a, b) = (
+            router.find(None, "/a/x").unwrap(),
+            router.find(None, "/b/x").unwrap(),
+        );
         assert_ne!(a.key_base(), b.key_base());
         assert_eq!(a.key_base(), "1:a|http://127.0.0.1:1");
     }

@@ -131,7 +131,10 @@ impl AdminApp {
         else {
             return error(StatusCode::BAD_REQUEST, "give path=");
         };
-        let key = match purge::path_key(&self.live.router.load(), &path) {
+        let host = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "host")
+            .and_then(|(_, h)| crate::routing::host::normalize(&h));
+        let key = match purge::path_key(&self.live.router.load(), host.as_deref(), &path) {
             Ok(k) => k,
             Err(why) => return error(StatusCode::BAD_REQUEST, &why),
         };

@@ -18,17 +18,24 @@ pub(super) async fn handle(app: &AdminApp, session: &ServerSession) -> Response<
     let args: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
+    // An optional host= names the host the path is requested on (for routes with `host`).
+    let host = args
+        .iter()
+        .find(|(k, _)| k == "host")
+        .and_then(|(_, h)| crate::routing::host::normalize(h));
+    let args: Vec<_> = args.iter().filter(|(k, _)| k != "host").collect();
     let [(kind, value)] = args.as_slice() else {
         return error(
             StatusCode::BAD_REQUEST,
-            "give exactly one of path=, prefix= or tag=",
+            "give exactly one of path=, prefix= or tag= (and host= for a host's routes)",
         );
     };
     let router = app.live.router.load();
+    let host = host.as_deref();
     let targets = match kind.as_str() {
         "tag" => Ok(vec![Target::Tag(value.clone())]),
-        "path" => path_key(&router, value).map(|k| vec![Target::Key(k)]),
-        "prefix" => prefix_keys(&router, value),
+        "path" => path_key(&router, host, value).map(|k| vec![Target::Key(k)]),
+        "prefix" => prefix_keys(&router, host, value),
         _ => Err(format!("unknown purge kind `{kind}`: path, prefix or tag")),
     };
     let targets = match targets {
@@ -75,28 +82,38 @@ fn split(value: &str) -> Result<(String, Option<&str>), String> {
 }
 
 /// The cache key a client path is stored under (as the proxy keys a GET of it).
-pub(super) fn path_key(router: &Router, value: &str) -> Result<String, String> {
+pub(super) fn path_key(router: &Router, host: Option<&str>, value: &str) -> Result<String, String> {
     let (path, query) = split(value)?;
     let route = router
-        .find(&path)
+        .find(host, &path)
         .ok_or_else(|| "no route serves this path".to_string())?;
-    Ok(cache_key(&route, &upstream(&route, &path, query)?))
+    Ok(cache_key(&route, host, &upstream(&route, &path, query)?))
 }
 
 /// The key prefixes a client path prefix covers: whole routes under it, or the part of the
 /// one route it falls in.
-fn prefix_keys(router: &Router, value: &str) -> Result<Vec<Target>, String> {
+fn prefix_keys(router: &Router, host: Option<&str>, value: &str) -> Result<Vec<Target>, String> {
     let (prefix, _) = split(value)?;
+    let serves = |r: &Route| match (&r.host, host) {
+        (None, _) => true,
+        (Some(p), Some(h)) => p.matches(h),
+        (Some(_), None) => true,
+    };
     let mut out = Vec::new();
-    for route in router.routes() {
+    for route in router.routes().filter(|r| serves(r)) {
         if route.prefix.starts_with(prefix.as_str()) {
-            out.push(Target::Prefix(route.key_base().to_string()));
+            // A whole route; on a route for *.domain, only the host named (if one is).
+            let key = match (&route.host, host) {
+                (Some(p), Some(h)) if p.is_wildcard() => format!("{}@{h}", route.key_base()),
+                _ => route.key_base().to_string(),
+            };
+            out.push(Target::Prefix(key));
         }
     }
     if out.is_empty() {
-        if let Some(route) = router.find(&prefix) {
+        if let Some(route) = router.find(host, &prefix) {
             let up = upstream(&route, &prefix, None)?;
-            out.push(Target::Prefix(cache_key(&route, &up)));
+            out.push(Target::Prefix(cache_key(&route, host, &up)));
         }
     }
     Ok(out)
