@@ -140,6 +140,7 @@ pub(crate) struct Metrics {
     fills: IntCounterVec,
     purges: IntCounterVec,
     warm: IntCounterVec,
+    limited: IntCounterVec,
     /// `strata_cache_{hits,misses,inserts,evictions}_total{tier}`.
     tier_counters: std::collections::HashMap<&'static str, IntCounterVec>,
     disk_io_errors: IntCounter,
@@ -268,6 +269,11 @@ impl Metrics {
                 "Purge rules recorded, by kind (path, prefix, tag)",
                 &["kind"],
             ),
+            limited: counter(
+                "strata_limited_requests_total",
+                "Requests refused with 429 because their client was over a limit (rate, in_flight)",
+                &["limit"],
+            ),
             warm: counter(
                 "strata_warm_total",
                 "Paths warmed from the admin API, by result (ok, failed)",
@@ -393,6 +399,11 @@ impl Metrics {
     /// Counts a fill that ended with `result`.
     pub(crate) fn fill(&self, result: FillResult) {
         self.fills.with_label_values(&[result.as_str()]).inc();
+    }
+
+    /// Counts a request refused because its client is over a limit (`rate`, `in_flight`).
+    pub(crate) fn limited(&self, limit: &str) {
+        self.limited.with_label_values(&[limit]).inc();
     }
 
     /// Counts a purge rule of `kind`.

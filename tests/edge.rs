@@ -114,3 +114,43 @@ async fn origins_learn_the_client_on_requests_passed_through() {
         fill.headers
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_gets_429_and_others_do_not() {
+    let origin = TestOrigin::start().await;
+    origin.put("/r", Object::new("r"));
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.extra_top = "limits:\n  requests_per_second: 5\n".into();
+    let node = Strata::start(&cfg);
+    let busy = reqwest::Client::builder()
+        .local_address("127.0.0.1".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..30 {
+        let r = busy.get(node.url("/r")).send().await.unwrap();
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(r.headers()["retry-after"], "1");
+                assert_eq!(cache_status(&r), "strata; fwd=bypass; detail=limited");
+            }
+            s => panic!("status {s}"),
+        }
+    }
+    // Five a second; the requests may straddle one change of second.
+    assert!(limited > 0 && ok <= 10, "{ok} served, {limited} refused");
+    // Another address is not affected.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = other.get(node.url("/r")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        node.metric("strata_limited_requests_total{limit=\"rate\"}")
+            .await
+            >= 1.0
+    );
+}

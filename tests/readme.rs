@@ -12,6 +12,7 @@ const BASE: &str = "listen: 127.0.0.1:8080
 admin: {listen: 127.0.0.1:9090 ADMIN}
 log: {level: info LOG}
 tls: {TLS}
+limits: {LIMITS}
 cache:
   memory: 64MiB
   disk: {path: /tmp/x.img, size: 64MiB DISK}
@@ -38,7 +39,10 @@ TOP
 ";
 
 /// The sections, the placeholder each is probed at, and how an unknown key is spelt there.
-const SECTIONS: [(&str, &str, &str); 12] = [
+/// A new section of the configuration needs a line here (and a spot in `BASE`); the test then
+/// holds its keys to the README like the others'.
+const SECTIONS: [(&str, &str, &str); 13] = [
+    ("limits", "LIMITS", "zzz_unknown: 1"),
     ("", "TOP", "zzz_unknown: 1"),
     ("admin", "ADMIN", ", zzz_unknown: 1"),
     ("log", "LOG", ", zzz_unknown: 1"),

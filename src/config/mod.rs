@@ -51,6 +51,9 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Routes (`routes`), matched by longest `path_prefix`.
     pub routes: Vec<RouteConfig>,
+    /// `limits`: per-client limits (default none).
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// `forwarded_headers`: how requests passed through to origins name their client
     /// (`X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded`): `replace` (default: what the
     /// client sent is dropped), `append`, or `off`.
@@ -125,6 +128,20 @@ pub struct TlsConfig {
     /// `tls.ca_file`: a PEM bundle trusted for HTTPS origins instead of the system store.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+}
+
+/// `limits:`: what one client address may ask of the node.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `limits.requests_per_second`: requests per second per client address; more get 429
+    /// with `Retry-After` (default: no limit).
+    #[serde(default)]
+    pub requests_per_second: Option<u32>,
+    /// `limits.requests_in_flight`: requests at once per client address; more get 429
+    /// (default: no limit).
+    #[serde(default)]
+    pub requests_in_flight: Option<u32>,
 }
 
 /// `forwarded_headers`.

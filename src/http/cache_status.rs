@@ -77,6 +77,8 @@ pub enum Detail {
     OnlyIfCached,
     /// The route's rule for the path says not to cache (`rules[].cache: false`).
     Rule,
+    /// The client is over one of its limits (`limits`).
+    Limited,
     /// Served stale while one background request revalidates it.
     StaleWhileRevalidate,
     /// Served stale because the origin failed.
@@ -116,6 +118,7 @@ impl Detail {
                 | Detail::TokenInvalid
                 | Detail::TokenForbidden
                 | Detail::OnlyIfCached
+                | Detail::Limited
                 | Detail::OriginCredentials
                 | Detail::OriginUnreachable
         )
@@ -136,6 +139,7 @@ impl Detail {
             Detail::TokenForbidden => "token-forbidden",
             Detail::OnlyIfCached => "only-if-cached",
             Detail::Rule => "rule",
+            Detail::Limited => "limited",
             Detail::StaleWhileRevalidate => "stale-while-revalidate",
             Detail::StaleIfError => "stale-if-error",
             Detail::OriginCredentials => "origin-credentials",

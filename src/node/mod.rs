@@ -127,6 +127,7 @@ pub(crate) fn run(
         metrics: metrics.clone(),
         drain: drain.clone(),
         forwarded: cfg.forwarded_headers,
+        limits: crate::proxy::Limits::new(&cfg.limits),
     };
     let mut svc =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "strata proxy");

@@ -102,7 +102,8 @@ impl Reloader {
 /// The keys, among those a running node cannot change, whose values differ.
 fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let d = |v: &dyn std::fmt::Debug| format!("{v:?}");
-    let pairs: [(&'static str, String, String); 14] = [
+    let pairs: [(&'static str, String, String); 15] = [
+        ("limits", d(&old.limits), d(&new.limits)),
         (
             "forwarded_headers",
             d(&old.forwarded_headers),
@@ -155,6 +156,7 @@ fn keep_fixed(running: &Config, new: &mut Config) {
     new.log.format = running.log.format;
     new.via = running.via.clone();
     new.forwarded_headers = running.forwarded_headers;
+    new.limits = running.limits.clone();
     new.upgrade_socket = running.upgrade_socket.clone();
     let targeted = std::mem::take(&mut new.cache.targeted_cache_control);
     new.cache = running.cache.clone();

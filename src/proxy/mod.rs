@@ -12,6 +12,7 @@
 //! - [`respond`]: the error answers the proxy writes itself.
 //! - [`invalidate`]: invalidation by unsafe methods.
 //! - [`forwarded`]: `X-Forwarded-*` and `Forwarded` on requests passed through.
+//! - [`limits`]: per-client request rate and requests in flight.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,10 +36,12 @@ pub(crate) mod drain;
 mod forwarded;
 mod guard;
 mod invalidate;
+mod limits;
 mod respond;
 
 pub(crate) use drain::Drain;
 use drain::RequestGuard;
+pub(crate) use limits::Limits;
 
 /// The settings a configuration reload changes while requests run, shared by the proxy and
 /// the node's reloader.
@@ -72,6 +75,8 @@ pub(crate) struct StrataProxy {
     pub(crate) drain: Arc<Drain>,
     /// `forwarded_headers`.
     pub(crate) forwarded: forwarded::ForwardedMode,
+    /// `limits`.
+    pub(crate) limits: limits::Limits,
 }
 
 /// Per-request state.
@@ -81,6 +86,8 @@ pub(crate) struct Ctx {
     status: CacheStatus,
     timing: access::Timing,
     _in_flight: RequestGuard,
+    /// This request's place under the client's limits, held to its end.
+    _admitted: Option<limits::Admitted>,
 }
 
 #[async_trait]
@@ -94,12 +101,29 @@ impl ProxyHttp for StrataProxy {
             status: CacheStatus::default(),
             timing: access::Timing::start(),
             _in_flight: self.drain.enter(),
+            _admitted: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         if self.drain.is_draining() {
             session.set_keepalive(None);
+        }
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        match self.limits.admit(client) {
+            Ok(admitted) => ctx._admitted = Some(admitted),
+            Err(over) => {
+                ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::Limited);
+                self.metrics.limited(match over {
+                    limits::Over::Rate => "rate",
+                    limits::Over::InFlight => "in_flight",
+                });
+                respond::too_many(session, &ctx.status).await?;
+                return Ok(true);
+            }
         }
         if let Err(bad) = guard::check(session.req_header()) {
             // Its framing is in doubt: nothing after it on this connection is read.

@@ -72,3 +72,17 @@ pub(crate) async fn read_only(session: &mut Session, status: &CacheStatus) -> Re
     resp.insert_header("cache-status", status.header_value())?;
     session.write_response_header(Box::new(resp), true).await
 }
+
+/// Answers a client over its limits: 429 with `Retry-After` (the rate is counted per second).
+/// The connection is not kept: a client this busy can open another when it is allowed.
+pub(crate) async fn too_many(session: &mut Session, status: &CacheStatus) -> Result<()> {
+    let body = Bytes::from_static(b"strata: too many requests from this address\n");
+    let mut resp = ResponseHeader::build(StatusCode::TOO_MANY_REQUESTS, Some(4))?;
+    resp.insert_header(header::RETRY_AFTER, 1)?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header("cache-status", status.header_value())?;
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
