@@ -131,11 +131,27 @@ impl Strata {
     }
 
     /// Starts on the configuration `yaml` builds for the listen and admin addresses it is
-    /// given, written into `dir` (relative paths in it are relative to `dir`).
+    /// given, written into `dir` (relative paths in it are relative to `dir`). A port another
+    /// test took between being found free and being bound is given up for new ones.
     pub(crate) fn start_yaml(
-        dir: tempfile::TempDir,
-        yaml: impl FnOnce(SocketAddr, SocketAddr) -> String,
+        mut dir: tempfile::TempDir,
+        yaml: impl Fn(SocketAddr, SocketAddr) -> String,
     ) -> Strata {
+        for _ in 0..4 {
+            match Self::launch(dir, &yaml) {
+                Ok(s) => return s,
+                Err((d, log)) if log.contains("Address already in use") => dir = d,
+                Err((_, log)) => panic!("strata exited early: {log}"),
+            }
+        }
+        panic!("no free ports for strata after 4 tries");
+    }
+
+    /// One start; on an early exit, the directory back and the log.
+    fn launch(
+        dir: tempfile::TempDir,
+        yaml: &impl Fn(SocketAddr, SocketAddr) -> String,
+    ) -> Result<Strata, (tempfile::TempDir, String)> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let yaml = yaml(addr, admin);
@@ -156,20 +172,25 @@ impl Strata {
             dir,
             log,
         };
-        s.wait_ready();
-        s
+        if s.wait_ready() {
+            return Ok(s);
+        }
+        let log = s.log_text();
+        let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().expect("tempdir"));
+        Err((dir, log))
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until the node serves; false when it exited instead.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("strata exited early ({status}): {}", self.log_text());
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
             }
             if http_get_status(self.admin, "/ready") == Some(200)
                 && std::net::TcpStream::connect(self.addr).is_ok()
             {
-                return;
+                return true;
             }
             assert!(
                 Instant::now() < deadline,
