@@ -62,7 +62,7 @@ async fn sighup_reloads_routes_and_refuses_a_broken_file() {
     })
     .await;
     assert_eq!(origin.hits("/b/x"), 2);
-    let log = node.log_text();
+    let log = node.log_with("cache.memory");
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(
         log.contains("cache.memory"),

@@ -27,7 +27,7 @@ async fn objects_survive_a_restart_as_hits() {
     let dir = node.stop();
 
     let node = Strata::start_in(&cfg, dir);
-    let log = node.log_text();
+    let log = node.log_with("last_shutdown_clean");
     assert!(log.contains("last_shutdown_clean=true"), "{log}");
     for (i, b) in bodies.iter().enumerate() {
         let (s, cs, got) = get(&node.url(&format!("/r{i}"))).await;

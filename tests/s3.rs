@@ -128,7 +128,7 @@ async fn a_wrong_secret_is_a_clear_error_naming_the_route() {
         "{msg}"
     );
     assert!(!msg.contains("secret data"));
-    let log = node.log_text();
+    let log = node.log_with("refused Strata's credentials");
     assert!(
         log.contains("refused Strata's credentials") && log.contains("route=bad"),
         "{log}"

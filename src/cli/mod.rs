@@ -94,7 +94,8 @@ pub fn check(path: &Path) -> Result<(), ExitCode> {
 /// node running on the same configuration.
 pub fn run(path: &Path, upgrade: bool) -> Result<(), ExitCode> {
     let cfg = load(path)?;
-    let log_level = init_logging(&cfg);
+    // Held to the end: dropping it writes out what is still queued.
+    let (log_level, _log_writer) = init_logging(&cfg);
     node::run(cfg, path, log_level, upgrade).map_err(|e| {
         tracing::error!(error = format!("{e:#}"), "strata failed");
         eprintln!("strata: {e:#}");
@@ -123,8 +124,19 @@ pub fn format_disk(config: &Path) -> Result<(), ExitCode> {
 }
 
 /// Installs the log subscriber; returns what changes its filter on a reload (`None` when
-/// `RUST_LOG` set it: the environment wins over the file, at start and on reloads).
-fn init_logging(cfg: &Config) -> Option<node::LogLevelSetter> {
+/// `RUST_LOG` set it: the environment wins over the file, at start and on reloads), and the
+/// guard of the log writer.
+///
+/// Lines are formatted where they happen and written by a thread of their own, in batches
+/// (one write for all the lines queued while the last batch was written): an access log line
+/// per request must not cost the request a system call. The queue holds 128k lines; a full
+/// queue makes the next line wait, so no line is dropped.
+fn init_logging(
+    cfg: &Config,
+) -> (
+    Option<node::LogLevelSetter>,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{reload, EnvFilter};
@@ -135,8 +147,15 @@ fn init_logging(cfg: &Config) -> Option<node::LogLevelSetter> {
     };
     // The filter sits right on the registry, so one handle type serves both formats.
     let (filter, handle) = reload::Layer::new(filter);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("strata-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match cfg.log.format {
@@ -147,7 +166,7 @@ fn init_logging(cfg: &Config) -> Option<node::LogLevelSetter> {
         let f = EnvFilter::try_new(l).map_err(|e| e.to_string())?;
         handle.reload(f).map_err(|e| e.to_string())
     });
-    (!from_env).then_some(setter)
+    ((!from_env).then_some(setter), guard)
 }
 
 /// Prints what a cache device holds.

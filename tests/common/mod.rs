@@ -209,6 +209,19 @@ impl Strata {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it holds `needle` (lines are written by a thread of their own, a moment
+    /// after they happen), or as it is after 10 s.
+    pub(crate) fn log_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
