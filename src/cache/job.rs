@@ -52,10 +52,11 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    /// The job of a client request that reached `route` for `upstream_path`, under the
+    /// The job of a client request for `host` that reached `route` for `upstream_path`, under the
     /// freshness `overrides` of the route's rule for it.
     pub(crate) fn new(
         route: &Arc<Route>,
+        host: Option<&str>,
         upstream_path: &str,
         overrides: &Overrides,
         req: &RequestHeader,
@@ -63,8 +64,7 @@ impl Job {
         let h = &req.headers;
         let bytes_of =
             |n: header::HeaderName| h.get(n).map(|v| Bytes::copy_from_slice(v.as_bytes()));
-        let host = crate::routing::host::of_request(req);
-        let key = cache_key(route, host.as_deref(), upstream_path);
+        let key = cache_key(route, host, upstream_path);
         Job {
             route: route.clone(),
             upstream_path: upstream_path.to_string(),

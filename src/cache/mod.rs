@@ -77,16 +77,17 @@ pub(crate) fn fuzz_record(data: &[u8]) {
     }
 }
 
-/// Serves a GET or HEAD from the cache or through it, under the freshness `overrides` of the
-/// route's rule for its path.
+/// Serves a GET or HEAD for `host` (normalised) from the cache or through it, under the
+/// freshness `overrides` of the route's rule for its path.
 pub(crate) async fn handle(
     plane: &CachePlane,
     session: &mut Session,
     route: &Arc<Route>,
+    host: Option<&str>,
     upstream_path: &str,
     overrides: &Overrides,
 ) -> Result<Outcome> {
-    let mut job = Job::new(route, upstream_path, overrides, session.req_header());
+    let mut job = Job::new(route, host, upstream_path, overrides, session.req_header());
     let found = lookup::find(plane, &mut job).await;
     if let Found::Object(meta) = &found {
         if refuses_credentials(&job, meta) {

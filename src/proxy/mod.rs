@@ -83,6 +83,10 @@ pub(crate) struct StrataProxy {
 pub(crate) struct Ctx {
     route: Option<Arc<Route>>,
     upstream_path: String,
+    /// The client's address, read once for its limits and the forwarding headers.
+    client: Option<std::net::IpAddr>,
+    /// The request's host, normalised once for routing, keys and invalidation.
+    host: Option<String>,
     status: CacheStatus,
     timing: access::Timing,
     _in_flight: RequestGuard,
@@ -98,6 +102,8 @@ impl ProxyHttp for StrataProxy {
         Ctx {
             route: None,
             upstream_path: String::new(),
+            client: None,
+            host: None,
             status: CacheStatus::default(),
             timing: access::Timing::start(),
             _in_flight: self.drain.enter(),
@@ -109,11 +115,11 @@ impl ProxyHttp for StrataProxy {
         if self.drain.is_draining() {
             session.set_keepalive(None);
         }
-        let client = session
+        ctx.client = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        match self.limits.admit(client) {
+        match self.limits.admit(ctx.client) {
             Ok(admitted) => ctx._admitted = Some(admitted),
             Err(over) => {
                 ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::Limited);
@@ -144,8 +150,8 @@ impl ProxyHttp for StrataProxy {
                 return Ok(true);
             }
         };
-        let host = crate::routing::host::of_request(session.req_header());
-        let Some(route) = self.live.router.load().find(host.as_deref(), &path) else {
+        ctx.host = crate::routing::host::of_request(session.req_header());
+        let Some(route) = self.live.router.load().find(ctx.host.as_deref(), &path) else {
             ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::NoRoute);
             respond::error(
                 session,
@@ -199,8 +205,15 @@ impl ProxyHttp for StrataProxy {
             ctx.status = CacheStatus::fwd_with(Forward::Bypass, Detail::Rule);
         } else if cacheable {
             let overrides = &rule.overrides;
-            let outcome =
-                cache::handle(&self.cache, session, &route, &ctx.upstream_path, overrides).await?;
+            let outcome = cache::handle(
+                &self.cache,
+                session,
+                &route,
+                ctx.host.as_deref(),
+                &ctx.upstream_path,
+                overrides,
+            )
+            .await?;
             match outcome {
                 Outcome::Served(status, first_byte) => {
                     ctx.status = status;
@@ -237,15 +250,11 @@ impl ProxyHttp for StrataProxy {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        forwarded::apply(self.forwarded, client, "http", up)?;
+        forwarded::apply(self.forwarded, ctx.client, "http", up)?;
         let uri = ctx
             .upstream_path
             .parse()
@@ -277,9 +286,8 @@ impl ProxyHttp for StrataProxy {
         // RFC 9111 §4.4: a successful unsafe request invalidates the stored response.
         if invalidate::invalidates(&session.req_header().method, resp) {
             if let Some(route) = &ctx.route {
-                let host = crate::routing::host::of_request(session.req_header());
                 let (cache, path) = (&self.cache.cache, &ctx.upstream_path);
-                invalidate::invalidate(cache, route, host.as_deref(), path, resp).await;
+                invalidate::invalidate(cache, route, ctx.host.as_deref(), path, resp).await;
             }
         }
         Ok(())

@@ -120,6 +120,12 @@ impl Route {
         &self.key_base
     }
 
+    /// Whether the route answers requests for `host` (normalised): any host without
+    /// `routes[].host`, else the ones it names.
+    pub(crate) fn answers(&self, host: &str) -> bool {
+        self.host.as_ref().is_none_or(|p| p.matches(host))
+    }
+
     /// The caching rule for a (normalised) request path of this route.
     pub(crate) fn rule(&self, path: &str) -> &Rule {
         let below = path.strip_prefix(self.prefix.as_str()).unwrap_or(path);
@@ -204,11 +210,7 @@ impl Router {
     pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<Arc<Route>> {
         self.routes
             .iter()
-            .filter(|r| match (&r.host, host) {
-                (None, _) => true,
-                (Some(p), Some(h)) => p.matches(h),
-                (Some(_), None) => false,
-            })
+            .filter(|r| host.map_or(r.host.is_none(), |h| r.answers(h)))
             .find(|r| path.starts_with(r.prefix.as_str()))
             .cloned()
     }

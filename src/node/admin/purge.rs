@@ -94,20 +94,15 @@ pub(super) fn path_key(router: &Router, host: Option<&str>, value: &str) -> Resu
 /// one route it falls in.
 fn prefix_keys(router: &Router, host: Option<&str>, value: &str) -> Result<Vec<Target>, String> {
     let (prefix, _) = split(value)?;
-    let serves = |r: &Route| match (&r.host, host) {
-        (None, _) => true,
-        (Some(p), Some(h)) => p.matches(h),
-        (Some(_), None) => true,
-    };
     let mut out = Vec::new();
-    for route in router.routes().filter(|r| serves(r)) {
+    // Without host=, a purge covers every host a route answers.
+    for route in router
+        .routes()
+        .filter(|r| host.is_none_or(|h| r.answers(h)))
+    {
         if route.prefix.starts_with(prefix.as_str()) {
-            // A whole route; on a route for *.domain, only the host named (if one is).
-            let key = match (&route.host, host) {
-                (Some(p), Some(h)) if p.is_wildcard() => format!("{}@{h}", route.key_base()),
-                _ => route.key_base().to_string(),
-            };
-            out.push(Target::Prefix(key));
+            // A whole route: its key base (with the host named, on a route for *.domain).
+            out.push(Target::Prefix(cache_key(route, host, "")));
         }
     }
     if out.is_empty() {
