@@ -2,7 +2,7 @@
 //! `admin.token` when set): `strata purge`, `warm`, `stats` and `inspect --url`.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub(crate) fn call(config: &Path, method: &str, target: &str, body: &[u8]) -> Re
         );
         return Err(ExitCode::from(2));
     };
-    let addr = reachable(admin.listen);
+    let addr = crate::config::local_address(admin.listen);
     let answer = exchange(addr, method, target, body, admin.token.as_deref()).map_err(|e| {
         eprintln!("strata: the node's admin API at {addr} cannot be reached: {e}");
         ExitCode::from(3)
@@ -49,16 +49,6 @@ pub(crate) fn query(pairs: &[(&str, &str)]) -> String {
         q.append_pair(k, v);
     }
     q.finish()
-}
-
-/// A wildcard listener is reached on loopback.
-fn reachable(listen: SocketAddr) -> SocketAddr {
-    let ip = match listen.ip() {
-        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, listen.port())
 }
 
 /// One HTTP/1.1 exchange on a fresh connection: the status and the body as text.

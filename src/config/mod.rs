@@ -237,6 +237,18 @@ impl<'de> Deserialize<'de> for IoEngine {
     }
 }
 
+/// Where a client on this host reaches a listener bound to `listen`: a wildcard address
+/// (`0.0.0.0`, `[::]`) on loopback, any other as it is.
+pub fn local_address(listen: SocketAddr) -> SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match listen.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
 fn default_tag_header() -> String {
     "Surrogate-Key".into()
 }

@@ -2,7 +2,7 @@
 //! own listener, a bounded number at a time, so each is routed, keyed and stored exactly as a
 //! client's request would be; `GET /warm` shows the progress.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,14 +37,8 @@ pub(crate) struct Warmer {
 impl Warmer {
     /// A warmer sending its requests to the public listener `listen`.
     pub(crate) fn new(listen: SocketAddr, metrics: Arc<Metrics>) -> Warmer {
-        // A wildcard listener is reached on loopback.
-        let ip = match listen.ip() {
-            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
         Warmer {
-            target: SocketAddr::new(ip, listen.port()),
+            target: crate::config::local_address(listen),
             queued: AtomicU64::new(0),
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
