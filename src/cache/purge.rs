@@ -215,24 +215,11 @@ mod tests {
 
     use std::time::SystemTime;
 
-    use http::{HeaderMap, StatusCode};
-
-    use crate::http::freshness::{Overrides, Policy};
-
     fn meta(stored_at_ms: u64, tags: &str) -> ObjectMeta {
         ObjectMeta {
-            status: 200,
             headers: vec![("surrogate-key".into(), tags.as_bytes().to_vec())],
-            length: 1,
-            slice_size: 1 << 20,
-            id: 1,
             stored_at_ms,
-            policy: Policy::new(
-                StatusCode::OK,
-                &HeaderMap::new(),
-                SystemTime::now(),
-                &Overrides::default(),
-            ),
+            ..ObjectMeta::for_test(1, 1 << 20)
         }
     }
 

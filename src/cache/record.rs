@@ -56,6 +56,28 @@ pub(crate) struct ObjectMeta {
     pub(crate) policy: Policy,
 }
 
+#[cfg(test)]
+impl ObjectMeta {
+    /// A 200 of `length` bytes in slices of `slice_size`, with no header fields and the policy
+    /// of a response that states nothing, for tests.
+    pub(crate) fn for_test(length: u64, slice_size: u32) -> ObjectMeta {
+        ObjectMeta {
+            status: 200,
+            headers: vec![],
+            length,
+            slice_size,
+            id: 7,
+            stored_at_ms: 0,
+            policy: Policy::new(
+                http::StatusCode::OK,
+                &HeaderMap::new(),
+                std::time::SystemTime::now(),
+                &crate::http::freshness::Overrides::default(),
+            ),
+        }
+    }
+}
+
 /// What a metadata key holds.
 #[derive(Debug, Clone)]
 pub(crate) enum Record {

@@ -120,27 +120,14 @@ impl Tee {
 mod tests {
     use super::*;
 
-    use std::time::SystemTime;
-
-    use http::{HeaderMap, StatusCode};
-
-    use crate::http::freshness::{Overrides, Policy};
-
-    fn meta(length: u64, slice_size: u32) -> ObjectMeta {
-        ObjectMeta {
-            status: 200,
-            headers: vec![],
-            length,
-            slice_size,
-            id: 7,
-            stored_at_ms: 0,
-            policy: Policy::new(
-                StatusCode::OK,
-                &HeaderMap::new(),
-                SystemTime::now(),
-                &Overrides::default(),
-            ),
-        }
+    /// A cache with a memory tier only.
+    async fn memory_cache() -> Arc<TieredCache> {
+        let cfg = strata_storage::TieredCacheConfig {
+            memory: 1 << 20,
+            disk: None,
+            admission: Default::default(),
+        };
+        Arc::new(TieredCache::open(cfg).await.unwrap())
     }
 
     #[test]
@@ -157,17 +144,9 @@ mod tests {
 
     #[tokio::test]
     async fn only_whole_slices_are_stored_and_then_described() {
-        let cache = Arc::new(
-            TieredCache::open(strata_storage::TieredCacheConfig {
-                memory: 1 << 20,
-                disk: None,
-                admission: Default::default(),
-            })
-            .await
-            .unwrap(),
-        );
+        let cache = memory_cache().await;
         let metrics = Arc::new(Metrics::default());
-        let m = meta(3500, 1000);
+        let m = ObjectMeta::for_test(3500, 1000);
         let body: Vec<u8> = (0..3500u32).map(|i| i as u8).collect();
         let mut tee = Tee::new(cache.clone(), metrics, m.clone(), "k".into(), 500);
         // Bytes 500..=3499 in uneven chunks: slices 1, 2 and the short last one (3) are whole.
@@ -186,16 +165,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_without_a_whole_slice_describes_nothing() {
-        let cache = Arc::new(
-            TieredCache::open(strata_storage::TieredCacheConfig {
-                memory: 1 << 20,
-                disk: None,
-                admission: Default::default(),
-            })
-            .await
-            .unwrap(),
-        );
-        let m = meta(3500, 1000);
+        let cache = memory_cache().await;
+        let m = ObjectMeta::for_test(3500, 1000);
         let mut tee = Tee::new(
             cache.clone(),
             Arc::new(Metrics::default()),
