@@ -36,17 +36,7 @@ pub(super) async fn describe(
     let total = span.total;
     let names = vary::names(&oh.headers).unwrap_or_default();
     job.select_variant(&names);
-    let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
-    let slice_size = plane.slice_size as u32;
-    let meta = Arc::new(ObjectMeta {
-        status: status_of_response(oh.status),
-        headers: stored_headers(&oh.headers),
-        length: total,
-        slice_size,
-        id: object_id(&job.key, etag, Some(total), slice_size),
-        stored_at_ms: unix_ms(SystemTime::now()),
-        policy,
-    });
+    let meta = Arc::new(object_meta(plane, &job.key, oh, policy, total));
     // Visible from memory at once; the disk write does not hold up the first byte.
     let mut records = vec![(meta_key(&job.key), meta.encode())];
     if !names.is_empty() {
@@ -89,6 +79,28 @@ pub(super) async fn describe(
         .then(|| register(plane, &meta, first, wanted_last))
         .flatten();
     (meta, run)
+}
+
+/// The description, stored under `key`, of the object of `total` bytes that the response
+/// header `oh` belongs to (a 206 stands for its whole 200).
+pub(super) fn object_meta(
+    plane: &CachePlane,
+    key: &str,
+    oh: &ResponseHeader,
+    policy: Policy,
+    total: u64,
+) -> ObjectMeta {
+    let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
+    let slice_size = plane.slice_size as u32;
+    ObjectMeta {
+        status: status_of_response(oh.status),
+        headers: stored_headers(&oh.headers),
+        length: total,
+        slice_size,
+        id: object_id(key, etag, Some(total), slice_size),
+        stored_at_ms: unix_ms(SystemTime::now()),
+        policy,
+    }
 }
 
 /// Fills the registered slices from `origin`'s body in a task of their own.

@@ -14,10 +14,10 @@ use pingora::http::RequestHeader;
 
 use crate::cache::coalesce::{Discovery, DiscoveryGuard};
 use crate::cache::decide::Stale;
-use crate::cache::describe::{describe, spawn_fill};
+use crate::cache::describe::{describe, object_meta, spawn_fill};
 use crate::cache::fill::Tee;
 use crate::cache::job::Job;
-use crate::cache::key::{meta_key, object_id};
+use crate::cache::key::meta_key;
 use crate::cache::plane::{CachePlane, ErrorAnswer};
 use crate::cache::record::{stored_headers, ObjectMeta, Record};
 use crate::http::cache_status::{CacheStatus, Detail, Forward};
@@ -356,7 +356,7 @@ async fn adopt(
                 ) =>
         {
             guard.resolve(Discovery::Uncoalescable);
-            let meta = partial_meta(plane, job, oh, &policy, s.total);
+            let meta = object_meta(plane, &job.key, oh, policy, s.total);
             let key = job.key.clone();
             let cache = plane.cache.clone();
             let tee = Tee::new(cache, plane.metrics.clone(), meta, key, s.start);
@@ -459,27 +459,6 @@ pub(super) fn revalidate_in_background(
             }
         }
     });
-}
-
-/// The description of an object of `total` bytes that a partial response belongs to.
-fn partial_meta(
-    plane: &CachePlane,
-    job: &Job,
-    oh: &pingora::http::ResponseHeader,
-    policy: &Policy,
-    total: u64,
-) -> ObjectMeta {
-    let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
-    let slice_size = plane.slice_size as u32;
-    ObjectMeta {
-        status: 200,
-        headers: stored_headers(&oh.headers),
-        length: total,
-        slice_size,
-        id: object_id(&job.key, etag, Some(total), slice_size),
-        stored_at_ms: unix_ms(SystemTime::now()),
-        policy: policy.clone(),
-    }
 }
 
 /// Whether a message's body is chunked (its last transfer coding, RFC 9112 §6.1).
