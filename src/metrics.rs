@@ -107,7 +107,7 @@ const LATENCY_BUCKETS: [f64; 16] = [
 type StorageCounter = (&'static str, &'static str, fn(&TieredStats) -> Option<u64>);
 
 /// Every storage counter, by family and tier.
-const STORAGE_COUNTERS: [StorageCounter; 10] = [
+const STORAGE_COUNTERS: [StorageCounter; 12] = [
     ("hits", "memory", |s| Some(s.memory.hits)),
     ("misses", "memory", |s| Some(s.memory.misses)),
     ("inserts", "memory", |s| Some(s.memory.inserts)),
@@ -123,6 +123,12 @@ const STORAGE_COUNTERS: [StorageCounter; 10] = [
     }),
     ("checksum_failures", "disk", |s| {
         s.disk.as_ref().map(|d| d.checksum_failures)
+    }),
+    ("regions_retired", "disk", |s| {
+        s.disk.as_ref().map(|d| d.regions_retired)
+    }),
+    ("write_suspensions", "disk", |s| {
+        s.disk.as_ref().map(|d| d.write_suspensions)
     }),
 ];
 
@@ -145,6 +151,8 @@ pub(crate) struct Metrics {
     tier_counters: std::collections::HashMap<&'static str, IntCounterVec>,
     disk_io_errors: IntCounter,
     disk_checksum_failures: IntCounter,
+    disk_regions_retired: IntCounter,
+    disk_write_suspensions: IntCounter,
     used_bytes: IntGaugeVec,
     capacity_bytes: IntGaugeVec,
     items: IntGaugeVec,
@@ -287,6 +295,14 @@ impl Metrics {
             disk_checksum_failures: single(
                 "strata_disk_checksum_failures_total",
                 "Disk tier reads whose checksum did not match (served as misses)",
+            ),
+            disk_regions_retired: single(
+                "strata_disk_regions_retired_total",
+                "Disk tier regions taken out of use after failing again and again",
+            ),
+            disk_write_suspensions: single(
+                "strata_disk_write_suspensions_total",
+                "Times disk tier writes were suspended for a back-off after failing everywhere",
             ),
             used_bytes: gauge(
                 "strata_cache_used_bytes",
@@ -456,6 +472,8 @@ impl Metrics {
                 match *family {
                     "io_errors" => self.disk_io_errors.inc_by(add),
                     "checksum_failures" => self.disk_checksum_failures.inc_by(add),
+                    "regions_retired" => self.disk_regions_retired.inc_by(add),
+                    "write_suspensions" => self.disk_write_suspensions.inc_by(add),
                     f => {
                         if let Some(c) = self.tier_counters.get(f) {
                             c.with_label_values(&[tier]).inc_by(add);

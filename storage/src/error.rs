@@ -141,6 +141,12 @@ pub enum StorageError {
     /// Every region is busy with writes in flight; the insert was not admitted.
     #[error("disk store is busy: no region can be reclaimed right now")]
     Busy,
+    /// Writes are suspended for a while: they kept failing on the whole device.
+    #[error("disk writes suspended: the device kept failing them; retried after a back-off")]
+    WritesSuspended,
+    /// Every region of the device was retired after failing again and again.
+    #[error("disk store has no usable region left: every region was retired after IO errors")]
+    NoUsableRegion,
 }
 
 /// Result alias for the storage crate.

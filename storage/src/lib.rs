@@ -34,7 +34,8 @@
 //! With the `failpoints` feature, named points inject errors (the `fail` crate): `disk::seal`,
 //! `disk::summary_write`, `disk::region_header_write`, `disk::item_write`, `disk::index_insert`
 //! (an insert whose write has landed, before its index entry), `disk::reclaim` and
-//! `io::complete`. They compile to nothing without it; `tests/failpoints.rs` injects faults at
+//! `io::complete` (EIO or ENOSPC as a device reports them), `io::short` (io_uring transfers
+//! reported half done, to be resumed). They compile to nothing without it; `tests/failpoints.rs` injects faults at
 //! them, `tests/failpoints_races.rs` holds operations there to race others.
 
 /// The IO error injected at the named failpoint when a test configured it (feature

@@ -43,6 +43,8 @@ pub(super) fn handle(app: &AdminApp) -> Response<Vec<u8>> {
             "evicted_items": d.evicted_items,
             "checksum_failures": d.checksum_failures,
             "io_errors": d.io_errors,
+            "regions_retired": d.regions_retired,
+            "write_suspensions": d.write_suspensions,
             "recovered_items": d.recovered_items,
             "recovery_ms": d.recovery_ms,
         })

@@ -87,8 +87,20 @@ impl Allocator {
         hash: u64,
         tombstone: bool,
     ) -> Result<Reservation> {
+        if slab.health.writes_suspended() {
+            return Err(StorageError::WritesSuspended);
+        }
         let per_region = slab.geo.blocks_per_region();
         loop {
+            if self
+                .active
+                .as_ref()
+                .is_some_and(|a| slab.health.is_retired(a.region))
+            {
+                // Left as it is: written no more, never sealed (sealing writes to it) nor
+                // reclaimed. What of it still reads intact is served until it fails.
+                self.active = None;
+            }
             if let Some(act) = self.active.as_mut() {
                 let after = slab.geo.summary_blocks(act.entries.len() + 1);
                 if act.next_block + blocks + after <= per_region {
@@ -113,12 +125,17 @@ impl Allocator {
                 }
             }
             self.seal_active(slab).await;
+            // Retired regions leave the free list for good.
+            self.free.retain(|&r| !slab.health.is_retired(r));
             let act = match self.free.pop_front() {
                 Some(region) => match open_free(slab, region).await {
                     Ok(act) => act,
                     Err(e) => {
-                        // Nothing of the new generation was written: the region is free again.
-                        self.free.push_back(region);
+                        // Nothing of the new generation was written: the region is free again
+                        // (unless that failure retired it).
+                        if !slab.health.is_retired(region) {
+                            self.free.push_back(region);
+                        }
                         return Err(e);
                     }
                 },
@@ -131,6 +148,12 @@ impl Allocator {
     /// Reclaims the oldest sealed region with no writes in flight: its new generation is open on
     /// the device, with the items that earn a second chance still to copy.
     async fn reclaim_oldest(&mut self, slab: &Slab) -> Result<Reclaimed> {
+        // A retired region is never reused: it leaves the reclaim order, its items with it
+        // (dropped from the index one by one as their reads fail).
+        self.sealed.retain(|h| !slab.health.is_retired(h.region));
+        if self.sealed.is_empty() {
+            return Err(StorageError::NoUsableRegion);
+        }
         let pos = self
             .sealed
             .iter()

@@ -127,6 +127,11 @@ impl Geometry {
         region * self.blocks_per_region() + block
     }
 
+    /// The region holding a block counted from region 0.
+    pub(crate) fn region_of(&self, abs_block: u32) -> u32 {
+        abs_block / self.blocks_per_region().max(1)
+    }
+
     /// Blocks in one region, its header block included.
     pub(crate) fn blocks_per_region(&self) -> u32 {
         (self.region_size / self.block as u64) as u32

@@ -5,6 +5,7 @@
 //! - [`claim`]: formatting a blank device, refusing foreign data, [`format`];
 //! - [`geometry`]: region and block addresses;
 //! - [`slab`]: the state every part shares (device IO by region, the index, the sequence);
+//! - [`health`]: failures per region, and regions that keep failing taken out of use;
 //! - [`allocator`]: free, filling and sealed regions; reserving space; sealing;
 //! - [`reclaim`]: emptying the oldest sealed region, with second chance;
 //! - [`listing`]: what a region holds (its summary, else a scan), for recovery, reclaim, inspect;
@@ -20,6 +21,7 @@ mod allocator;
 mod claim;
 mod config;
 mod geometry;
+mod health;
 mod index;
 mod inspect;
 mod listing;
@@ -61,6 +63,7 @@ use bytes::Bytes;
 use allocator::{Allocator, Reservation};
 use claim::{claim_device, new_superblock, write_superblock, Claim};
 use geometry::Geometry;
+use health::{Health, Way};
 use index::{Entry, Index};
 use ondisk::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
 use recover::Recovered;
@@ -123,6 +126,7 @@ impl DiskStore {
                 pending: Arc::new((0..geo.region_count).map(|_| AtomicU32::new(0)).collect()),
                 counters: Counters::default(),
                 eviction: cfg.eviction,
+                health: Health::new(geo.region_count),
             },
             file: dev.file,
             superblock: sb.clone(),
@@ -222,20 +226,27 @@ impl DiskStore {
         let entry = slab.index.get(hash)?;
         let offset = geo.abs_offset(entry.block);
         let buf = AlignedBuf::recycled(entry.blocks() as usize * geo.block, geo.block);
+        let region = geo.region_of(entry.block);
         let (res, buf) = slab.engine.read(offset, buf).await;
         if let Err(e) = res {
             let e = slab.io_error(e);
-            tracing::warn!(offset, error = %e, "disk read failed");
+            slab.health.failed(region, Way::Read, &slab.counters);
+            // Dropped: the next request fetches it again and stores it elsewhere, rather than
+            // reading a bad place of the device again.
+            slab.index.remove_if(hash, &entry);
+            tracing::warn!(offset, region, error = %e, "disk read failed; item dropped");
             return None;
         }
         let Some(h) = item::verify(buf.as_slice()) else {
             // Corrupt on the device (or torn by a crash): never serve these bytes.
             if slab.index.remove_if(hash, &entry).is_some() {
                 bump(&slab.counters.checksum_failures, 1);
-                tracing::warn!(path = %slab.path.display(), block = entry.block, "item failed its checksum; dropped");
+                slab.health.failed(region, Way::Read, &slab.counters);
+                tracing::warn!(path = %slab.path.display(), block = entry.block, region, "item failed its checksum; dropped");
             }
             return None;
         };
+        slab.health.succeeded(region, Way::Read);
         if h.version != entry.version || h.is_tombstone() || item::key_of(buf.as_slice(), &h) != key
         {
             // The region was reclaimed under this read, or another key shares the hash.

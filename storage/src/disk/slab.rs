@@ -1,6 +1,7 @@
 //! [`Slab`]: what every part of the disk store shares outside the allocator's lock — the device
-//! seen as regions (IO at region and block addresses through the engine, failures counted), the
-//! index of what they hold, the write sequence, writes in flight per region, and the counters.
+//! seen as regions (IO at region and block addresses through the engine, failures counted per
+//! region), the index of what they hold, the write sequence, writes in flight per region, and
+//! the counters.
 
 use std::future::Future;
 use std::io;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use super::config::EvictionPolicy;
 use super::geometry::Geometry;
+use super::health::{Health, Way};
 use super::index::Index;
 use super::listing::RegionSource;
 use super::ondisk::region::RegionHeader;
@@ -34,6 +36,8 @@ pub(crate) struct Slab {
     pub(crate) pending: Arc<Vec<AtomicU32>>,
     pub(crate) counters: Counters,
     pub(crate) eviction: EvictionPolicy,
+    /// Failures per region; regions that keep failing are out of use.
+    pub(crate) health: Health,
 }
 
 impl Slab {
@@ -86,7 +90,16 @@ impl Slab {
             .engine
             .write(self.geo.block_offset(region, block), buf, done)
             .await;
-        res.map(|()| buf).map_err(|e| self.io_error(e))
+        match res {
+            Ok(()) => {
+                self.health.succeeded(region, Way::Write);
+                Ok(buf)
+            }
+            Err(e) => {
+                self.health.failed(region, Way::Write, &self.counters);
+                Err(self.io_error(e))
+            }
+        }
     }
 
     /// Writes a region's header block.

@@ -15,6 +15,8 @@ pub(crate) struct Counters {
     pub(crate) evicted_items: AtomicU64,
     pub(crate) reinserted_items: AtomicU64,
     pub(crate) rejected_busy: AtomicU64,
+    pub(crate) regions_retired: AtomicU64,
+    pub(crate) write_suspensions: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -45,6 +47,10 @@ pub struct DiskStats {
     pub reinserted_items: u64,
     /// Inserts refused because no region could be reclaimed.
     pub rejected_busy: u64,
+    /// Regions taken out of use after failing again and again (see the module `health`).
+    pub regions_retired: u64,
+    /// Times writes were suspended because they kept failing on the whole device.
+    pub write_suspensions: u64,
     /// Items currently indexed.
     pub items: u64,
     /// Heap bytes of the index.
@@ -79,6 +85,8 @@ impl Counters {
             evicted_items: l(&self.evicted_items),
             reinserted_items: l(&self.reinserted_items),
             rejected_busy: l(&self.rejected_busy),
+            regions_retired: l(&self.regions_retired),
+            write_suspensions: l(&self.write_suspensions),
             ..DiskStats::default()
         }
     }

@@ -106,10 +106,15 @@ impl Request {
     /// Reports the outcome: first the completion hook, then the waiting caller (if any).
     ///
     /// Both engines report every IO here, so the failpoint `io::complete` fails IOs of both:
-    /// configured `return`, every IO reports EIO; `return(read)` or `return(write)`, only those.
+    /// configured `return`, every IO reports EIO; `return(read)` or `return(write)`, only those;
+    /// `return(nospace)`, writes report ENOSPC (a full device).
     pub(crate) fn complete(mut self, res: io::Result<()>) {
         #[cfg(feature = "failpoints")]
         let res = match fail::eval("io::complete", |kind| kind) {
+            Some(Some(k)) if k == "nospace" => match self.op {
+                Op::Write => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+                Op::Read => res,
+            },
             Some(kind) if kind.as_deref().is_none_or(|k| k == self.op.name()) => {
                 Err(io::Error::from_raw_os_error(libc::EIO))
             }
