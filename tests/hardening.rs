@@ -5,8 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -178,28 +177,6 @@ async fn swr_does_not_serve_the_old_version_when_the_new_one_is_chunked() {
         }
     }
     panic!("still serving the old version after 10 revalidations");
-}
-
-/// An origin on a raw socket that answers every connection with a close-delimited 200 whose
-/// body it cuts after `sent` of the bytes; counts connections.
-fn close_delimited_origin(body: &'static [u8], sent: usize) -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            c.fetch_add(1, Ordering::SeqCst);
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let head =
-                "HTTP/1.1 200 OK\r\nCache-Control: max-age=3600\r\nConnection: close\r\n\r\n";
-            let _ = s.write_all(head.as_bytes());
-            let _ = s.write_all(&body[..sent]);
-        }
-    });
-    (addr, count)
 }
 
 /// Issue item 12: a body delimited by the connection closing is never stored: a cut looks like

@@ -22,6 +22,7 @@ routes:
     path_prefix: /a/
     origin: http://127.0.0.1:1/
     rules: [{match: 'x/**' RULE}]
+    timeouts: {read: 5s TIMEOUTS}
     ROUTE
   - name: b
     path_prefix: /b/
@@ -41,7 +42,7 @@ TOP
 /// The sections, the placeholder each is probed at, and how an unknown key is spelt there.
 /// A new section of the configuration needs a line here (and a spot in `BASE`); the test then
 /// holds its keys to the README like the others'.
-const SECTIONS: [(&str, &str, &str); 13] = [
+const SECTIONS: [(&str, &str, &str); 14] = [
     ("limits", "LIMITS", "zzz_unknown: 1"),
     ("", "TOP", "zzz_unknown: 1"),
     ("admin", "ADMIN", ", zzz_unknown: 1"),
@@ -51,6 +52,7 @@ const SECTIONS: [(&str, &str, &str); 13] = [
     ("cache.disk", "DISK", ", zzz_unknown: 1"),
     ("routes[]", "ROUTE", "zzz_unknown: 1"),
     ("routes[].rules[]", "RULE", ", zzz_unknown: 1"),
+    ("routes[].timeouts", "TIMEOUTS", ", zzz_unknown: 1"),
     ("routes[].s3", "S3", "zzz_unknown: 1"),
     ("routes[].s3.replicas[]", "REPLICA", ", zzz_unknown: 1"),
     ("routes[].auth", "AUTH", "zzz_unknown: 1"),

@@ -23,7 +23,7 @@ pub(crate) struct Run {
     done: Notify,
     /// How many readers are at each slice index (a reader follows one slice).
     readers: Mutex<BTreeMap<u64, usize>>,
-    /// Notified when a reader leaves a slice.
+    /// Notified when a reader arrives at or leaves a slice.
     moved: Notify,
 }
 
@@ -54,17 +54,19 @@ impl Run {
         }
     }
 
-    /// The slice index of the slowest reader following this run, if any reader is.
-    pub(crate) fn slowest_reader(&self) -> Option<u64> {
-        lock(&self.readers).keys().next().copied()
+    /// The slice index of the fastest reader following this run, if any reader is.
+    pub(crate) fn fastest_reader(&self) -> Option<u64> {
+        lock(&self.readers).keys().next_back().copied()
     }
 
-    /// Resolves once slice `idx` is at most `ahead` slices past the slowest reader (at once
-    /// when nobody follows the run: then only interest keeps it going).
+    /// Resolves once slice `idx` is at most `ahead` slices past the fastest reader (at once
+    /// when nobody follows the run: then only interest keeps it going). The fastest, not the
+    /// slowest: a client that stops reading must not stall the others sharing the fill; it
+    /// reads the slices it fell behind on from the tiers when it resumes.
     pub(crate) async fn wait_for_readers(&self, idx: u64, ahead: u64) {
         loop {
             let n = self.moved.notified();
-            match self.slowest_reader() {
+            match self.fastest_reader() {
                 Some(s) if idx > s.saturating_add(ahead) => n.await,
                 _ => return,
             }
@@ -73,6 +75,8 @@ impl Run {
 
     fn reader_at(&self, idx: u64) {
         *lock(&self.readers).entry(idx).or_insert(0) += 1;
+        // A reader arriving ahead moves the fastest on.
+        self.moved.notify_waiters();
     }
 
     fn reader_left(&self, idx: u64) {
@@ -237,6 +241,11 @@ impl Drop for SliceReader {
 }
 
 impl SliceReader {
+    /// The index of the slice it follows.
+    pub(crate) fn idx(&self) -> u64 {
+        self.idx
+    }
+
     /// Waits for the next chunk, the end, or `timeout` without progress.
     pub(crate) async fn next(&mut self, timeout: Duration) -> Step {
         loop {
@@ -271,6 +280,10 @@ pub(crate) enum Discovery {
     Ready,
     /// The response cannot be shared: fetch it yourself.
     Uncoalescable,
+    /// The origin failed just now (the status the leader's client got: 502 when unreachable,
+    /// else the origin's 5xx): share the failure, or serve stale where allowed, rather than
+    /// ask a failing origin again.
+    Failed(u16),
 }
 
 /// The role of a request that finds an object unknown.
@@ -438,30 +451,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fill_waits_for_its_slowest_reader() {
+    async fn a_fill_waits_for_its_fastest_reader_only() {
         let c = Coalescer::default();
-        let keys: Vec<Vec<u8>> = (0..3).map(|i| vec![i]).collect();
+        let keys: Vec<Vec<u8>> = (0..4).map(|i| vec![i]).collect();
         let (run, slices) = c.register_run(&keys).unwrap();
         // Nobody follows: no bound.
         run.wait_for_readers(100, 2).await;
         let slow = slices[0].reader(0);
-        let fast = slices[2].reader(2);
-        assert_eq!(run.slowest_reader(), Some(0));
+        let fast = slices[1].reader(1);
+        assert_eq!(run.fastest_reader(), Some(1));
+        // The slow reader does not hold slice 3 back: it is 2 past the fastest.
+        run.wait_for_readers(3, 2).await;
         let r = run.clone();
-        let waiting = tokio::spawn(async move { r.wait_for_readers(3, 2).await });
+        let waiting = tokio::spawn(async move { r.wait_for_readers(4, 2).await });
         tokio::task::yield_now().await;
         assert!(
             !waiting.is_finished(),
-            "slice 3 is 3 past the slowest reader"
+            "slice 4 is 3 past the fastest reader"
         );
-        drop(slow);
+        drop(fast);
+        let faster = slices[3].reader(3);
         tokio::time::timeout(Duration::from_secs(1), waiting)
             .await
-            .expect("released when the slowest reader moved on")
+            .expect("released when the fastest reader moved on")
             .unwrap();
-        assert_eq!(run.slowest_reader(), Some(2));
-        drop(fast);
-        assert_eq!(run.slowest_reader(), None);
+        assert_eq!(run.fastest_reader(), Some(3));
+        drop((slow, faster));
+        assert_eq!(run.fastest_reader(), None);
     }
 
     #[tokio::test]

@@ -59,6 +59,9 @@ pub(super) enum Decision {
         rx: watch::Receiver<Discovery>,
         /// Why the request goes to the origin.
         fwd: Forward,
+        /// The stored response the leader revalidates, served if the origin fails and
+        /// stale-if-error allows.
+        stale: Option<Stale>,
     },
     /// The client forbids going to the origin and nothing usable is stored (504).
     OnlyIfCached(Forward),
@@ -121,7 +124,11 @@ async fn stored(plane: &CachePlane, job: &mut Job, meta: ObjectMeta) -> Decision
             stale: Some(Stale { meta, if_error }),
             fwd,
         },
-        Role::Follower(rx) => Decision::Follow { rx, fwd },
+        Role::Follower(rx) => Decision::Follow {
+            rx,
+            fwd,
+            stale: Some(Stale { meta, if_error }),
+        },
     }
 }
 
@@ -138,7 +145,11 @@ fn miss(plane: &CachePlane, job: &Job, fwd: Forward) -> Decision {
             stale: None,
             fwd,
         },
-        Role::Follower(rx) => Decision::Follow { rx, fwd },
+        Role::Follower(rx) => Decision::Follow {
+            rx,
+            fwd,
+            stale: None,
+        },
     }
 }
 

@@ -27,6 +27,7 @@ use crate::http::freshness::Policy;
 use crate::http::headers::end_to_end;
 use crate::http::range::{self, body_end, body_span, BodySpan, RangeHint};
 use crate::http::vary;
+use crate::metrics::OriginError;
 use crate::origin::{OriginResponse, UpstreamError};
 
 /// What the origin fetch produced, for the serving step.
@@ -174,15 +175,25 @@ pub(super) async fn lead(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(route = %job.route.name, error = %e, "origin request failed");
+            // A timeout is a gateway timeout (504); any other failure a bad gateway (502).
+            let status = if e.kind() == OriginError::Timeout {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            guard.resolve(Discovery::Failed(status.as_u16()));
             if let Some(s) = stale.filter(|s| s.if_error) {
-                drop(guard);
                 return stale_on_error(s, None, fwd);
             }
             let detail = match e {
                 UpstreamError::Credentials { .. } => Detail::OriginCredentials,
                 _ => Detail::OriginUnreachable,
             };
-            return failed(fwd, detail, &e.public_message());
+            let mut answer = failed(fwd, detail, &e.public_message());
+            if let Fetched::Failed(a) = &mut answer {
+                a.status = status;
+            }
+            return answer;
         }
     };
     job.interim = std::mem::take(&mut origin.interim);
@@ -205,7 +216,7 @@ pub(super) async fn lead(
             let _ = plane.cache.remove(&meta_key(&job.key)).await;
             return Fetched::PassThrough(fwd);
         } else if s.if_error && status.is_server_error() {
-            drop(guard);
+            guard.resolve(Discovery::Failed(status.as_u16()));
             return stale_on_error(s, Some(status.as_u16()), fwd);
         }
     }
@@ -222,7 +233,7 @@ fn failed(fwd: Forward, detail: Detail, message: &str) -> Fetched {
 }
 
 /// Serves a stale response because the origin failed (stale-if-error).
-fn stale_on_error(s: Stale, origin_status: Option<u16>, fwd: Forward) -> Fetched {
+pub(super) fn stale_on_error(s: Stale, origin_status: Option<u16>, fwd: Forward) -> Fetched {
     let mut cs = CacheStatus::fwd_with(fwd, Detail::StaleIfError);
     cs.fwd_status = origin_status;
     cs.ttl = Some(s.meta.policy.ttl(SystemTime::now()));
@@ -332,6 +343,14 @@ async fn adopt(
             let (meta, run) = describe(plane, job, &origin.header, policy, s).await;
             if let Some(registered) = run {
                 job.hold(registered.0.interest());
+                // Following the first slice from now on: the fill may complete it (and fail to
+                // store it) before this client's serving step gets to it.
+                if !job.is_head {
+                    job.first_reader = registered
+                        .1
+                        .first()
+                        .map(|p| p.reader(s.start / plane.slice_size));
+                }
                 spawn_fill(plane, job, &meta, registered, origin, s.start);
             }
             guard.resolve(Discovery::Ready);
@@ -387,7 +406,11 @@ async fn adopt(
             }
         }
         (verdict, _) => {
-            guard.resolve(Discovery::Uncoalescable);
+            guard.resolve(if oh.status.is_server_error() {
+                Discovery::Failed(oh.status.as_u16())
+            } else {
+                Discovery::Uncoalescable
+            });
             let why = verdict.err().map_or(Detail::Unsliceable, Detail::NotStored);
             Fetched::Unstored {
                 origin,

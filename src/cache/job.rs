@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use crate::cache::coalesce::Interest;
+use crate::cache::coalesce::{Interest, SliceReader};
 use crate::cache::key::{cache_key, variant_key};
 use crate::cache::plane::Outcome;
 use crate::http::cache_status::CacheStatus;
@@ -45,6 +45,9 @@ pub(crate) struct Job {
     pub(crate) vary_names: Vec<String>,
     /// Runs this request depends on, kept alive until it is done.
     pub(crate) held: Vec<Interest>,
+    /// A reader of the first slice of the fill this request started, taken from its start:
+    /// every byte of it reaches this client even if the tiers could not keep it.
+    pub(crate) first_reader: Option<SliceReader>,
     /// When the response header was written (time to first byte).
     pub(crate) first_byte: Option<Instant>,
     /// Interim responses of the origin exchange this request leads, for the client.
@@ -79,6 +82,7 @@ impl Job {
             if_range: bytes_of(header::IF_RANGE),
             vary_names: Vec::new(),
             held: Vec::new(),
+            first_reader: None,
             first_byte: None,
             interim: Vec::new(),
         }
@@ -103,6 +107,7 @@ impl Job {
             if_range: None,
             vary_names: self.vary_names.clone(),
             held: Vec::new(),
+            first_reader: None,
             first_byte: None,
             interim: Vec::new(),
         }
@@ -170,6 +175,9 @@ impl Job {
     pub(crate) fn at(&mut self, idx: u64) {
         for i in &mut self.held {
             i.at(idx);
+        }
+        if self.first_reader.as_ref().is_some_and(|r| r.idx() < idx) {
+            self.first_reader = None;
         }
     }
 

@@ -128,18 +128,26 @@ pub(crate) async fn handle(
             }
             deliver(plane, session, &mut job, fetched).await
         }
-        Decision::Follow { rx, fwd } => {
+        Decision::Follow { rx, fwd, stale } => {
             // Waits for the request that is fetching this object, then serves what it stored.
-            if wait_discovery(rx, plane.lock_timeout).await == Discovery::Ready {
-                if let Found::Object(meta) = lookup::find(plane, &mut job).await {
-                    if refuses_credentials(&job, &meta) {
-                        return Ok(Outcome::PassThrough(Forward::Bypass));
+            match wait_discovery(rx, plane.lock_timeout).await {
+                Discovery::Ready => {
+                    if let Found::Object(meta) = lookup::find(plane, &mut job).await {
+                        if refuses_credentials(&job, &meta) {
+                            return Ok(Outcome::PassThrough(Forward::Bypass));
+                        }
+                        plane.metrics.coalesced(&route.name);
+                        let mut status = CacheStatus::fwd(fwd);
+                        status.collapsed = true;
+                        return serve::answer(plane, session, &mut job, Arc::new(*meta), status)
+                            .await;
                     }
-                    plane.metrics.coalesced(&route.name);
-                    let mut status = CacheStatus::fwd(fwd);
-                    status.collapsed = true;
-                    return serve::answer(plane, session, &mut job, Arc::new(*meta), status).await;
                 }
+                Discovery::Failed(code) => {
+                    plane.metrics.coalesced(&route.name);
+                    return share_failure(plane, session, &mut job, stale, code, fwd).await;
+                }
+                Discovery::Pending | Discovery::Uncoalescable => {}
             }
             Ok(Outcome::PassThrough(fwd))
         }
@@ -211,4 +219,32 @@ async fn deliver(
         Fetched::PassThrough(fwd) => Ok(Outcome::PassThrough(fwd)),
         Fetched::Failed(answer) => Ok(Outcome::Refused(answer)),
     }
+}
+
+/// A follower whose leader's fetch failed: serves the stale response when stale-if-error
+/// allows, else answers with the failure's status. The origin is not asked again: a storm of
+/// clients on a failing origin costs it one request per object at a time.
+async fn share_failure(
+    plane: &CachePlane,
+    session: &mut Session,
+    job: &mut Job,
+    stale: Option<decide::Stale>,
+    code: u16,
+    fwd: Forward,
+) -> Result<Outcome> {
+    if let Some(s) = stale.filter(|s| s.if_error) {
+        let mut fetched = fetch::stale_on_error(s, Some(code), fwd);
+        if let Fetched::Stored { status, .. } = &mut fetched {
+            status.collapsed = true;
+        }
+        return deliver(plane, session, job, fetched).await;
+    }
+    let mut cache_status = CacheStatus::fwd_with(fwd, Detail::OriginFailed);
+    cache_status.collapsed = true;
+    cache_status.fwd_status = Some(code);
+    Ok(Outcome::Refused(ErrorAnswer {
+        status: StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+        cache_status,
+        message: "origin failed".into(),
+    }))
 }

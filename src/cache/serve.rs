@@ -290,6 +290,9 @@ fn follow_or_fetch(
     last: u64,
     private: bool,
 ) -> Option<SliceReader> {
+    if let Some(r) = job.first_reader.take_if(|r| r.idx() == idx && !private) {
+        return Some(r);
+    }
     if !private {
         if let Some(inf) = plane.coalescer.get(&meta.slice_key(idx)) {
             job.hold(inf.run.interest());

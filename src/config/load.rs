@@ -192,6 +192,14 @@ impl Config {
         if self.threads == Some(0) {
             return bad("threads", "must be at least 1".into());
         }
+        for (key, d) in [
+            ("limits.header_timeout", self.limits.header_timeout),
+            ("limits.idle_timeout", self.limits.idle_timeout),
+        ] {
+            if d.0.is_zero() {
+                return bad(key, "must be more than zero".into());
+            }
+        }
         if !is_token(&self.via) {
             return bad(
                 "via",
@@ -349,5 +357,15 @@ routes:
         assert_eq!(c.cache.memory, Size(64 << 20));
         let e = parse(&GOOD.replace("256MiB", "${STRATA_TEST_UNSET_VAR}")).unwrap_err();
         assert!(e.contains("STRATA_TEST_UNSET_VAR"), "{e}");
+    }
+
+    #[test]
+    fn zero_client_timeouts_are_named() {
+        for key in ["header_timeout", "idle_timeout"] {
+            let e = parse(&format!("{GOOD}limits:\n  {key}: 0s\n")).unwrap_err();
+            assert!(e.contains(&format!("limits.{key}")), "{e}");
+        }
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.limits.header_timeout.0.as_secs(), 10);
     }
 }

@@ -23,6 +23,7 @@ mod units;
 pub use load::ConfigError;
 pub use route::{
     Addressing, AuthConfig, BucketConfig, JwtConfig, RouteConfig, RuleConfig, S3Config,
+    TimeoutsConfig,
 };
 pub use units::{Dur, Size};
 
@@ -131,7 +132,7 @@ pub struct TlsConfig {
 }
 
 /// `limits:`: what one client address may ask of the node.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// `limits.requests_per_second`: requests per second per client address; more get 429
@@ -142,6 +143,34 @@ pub struct LimitsConfig {
     /// (default: no limit).
     #[serde(default)]
     pub requests_in_flight: Option<u32>,
+    /// `limits.header_timeout`: how long a client has to send a whole request header, from
+    /// its connection (first request) or from the request's first byte (later ones); a client
+    /// that trickles a header (slowloris) is cut then (default 10s).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
+    /// `limits.idle_timeout`: how long a client connection may pass no bytes either way,
+    /// between requests or within one, before it is closed (default 60s).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            requests_per_second: None,
+            requests_in_flight: None,
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+fn default_header_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+
+fn default_idle_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
 }
 
 /// `forwarded_headers`.

@@ -51,6 +51,52 @@ pub struct RouteConfig {
     /// `routes[].rules`: per-path caching rules, matched in order; the first match wins.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// `routes[].timeouts`: how long the route waits on its origin.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+/// `routes[].timeouts`: limits on waiting for the origin, each one wait (a connect, one read,
+/// one write), not a whole transfer: a large body that keeps arriving is never cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// `routes[].timeouts.connect`: to establish a connection, TLS included (default 5s).
+    pub connect: Dur,
+    /// `routes[].timeouts.read`: for each read of the response, its header and every body
+    /// chunk: a stalled origin is cut after it (default 60s).
+    pub read: Dur,
+    /// `routes[].timeouts.write`: for each write of the request (default 60s).
+    pub write: Dur,
+    /// `routes[].timeouts.idle`: how long an unused connection is kept for reuse (default 60s).
+    pub idle: Dur,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        let s = |n| Dur(std::time::Duration::from_secs(n));
+        TimeoutsConfig {
+            connect: s(5),
+            read: s(60),
+            write: s(60),
+            idle: s(60),
+        }
+    }
+}
+
+impl TimeoutsConfig {
+    /// The first timeout that is zero (which would fail every request), by key.
+    pub(crate) fn zero(&self) -> Option<&'static str> {
+        [
+            ("connect", self.connect),
+            ("read", self.read),
+            ("write", self.write),
+            ("idle", self.idle),
+        ]
+        .into_iter()
+        .find(|(_, d)| d.0.is_zero())
+        .map(|(k, _)| k)
+    }
 }
 
 /// `routes[].rules[]`: how the paths a glob matches are cached. Unset fields keep the route's

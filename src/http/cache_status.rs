@@ -87,6 +87,9 @@ pub enum Detail {
     OriginCredentials,
     /// The origin could not be reached or broke the exchange.
     OriginUnreachable,
+    /// The request waited for another one's fetch, which failed (unreachable origin or a 5xx
+    /// not stored): it shares that failure instead of asking the origin again.
+    OriginFailed,
     /// Forwarded, not stored: a response varying on a header the fill did not send, or a
     /// variant of unknown length.
     Vary,
@@ -121,6 +124,7 @@ impl Detail {
                 | Detail::Limited
                 | Detail::OriginCredentials
                 | Detail::OriginUnreachable
+                | Detail::OriginFailed
         )
     }
 
@@ -144,6 +148,7 @@ impl Detail {
             Detail::StaleIfError => "stale-if-error",
             Detail::OriginCredentials => "origin-credentials",
             Detail::OriginUnreachable => "origin-unreachable",
+            Detail::OriginFailed => "origin-failed",
             Detail::Vary => "vary",
             Detail::CloseDelimited => "close-delimited",
             Detail::TooLarge => "too-large",

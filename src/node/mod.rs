@@ -23,6 +23,7 @@ use crate::cache::CachePlane;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::origin::Upstream;
+use crate::proxy::timeouts::{ClientTimeouts, Timed};
 use crate::proxy::{Drain, Live, StrataProxy};
 
 mod admin;
@@ -129,8 +130,14 @@ pub(crate) fn run(
         forwarded: cfg.forwarded_headers,
         limits: crate::proxy::Limits::new(&cfg.limits),
     };
-    let mut svc =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "strata proxy");
+    let app = Timed {
+        app: Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
+        limits: ClientTimeouts {
+            header: cfg.limits.header_timeout.0,
+            idle: cfg.limits.idle_timeout.0,
+        },
+    };
+    let mut svc = Service::new("strata proxy".to_string(), app);
     // A write buffer that holds a small response whole: its header and body leave in one
     // send, not two (Pingora's default of one segment flushes the header alone). Larger
     // writes pass it by without a copy.

@@ -257,6 +257,10 @@ impl Upstream {
                 .get_http_session(&peer)
                 .await
                 .map_err(UpstreamError::Connect)?;
+            // Pingora's connector leaves these to its caller (its proxy sets them per request):
+            // without them a stalled origin would hold the exchange for ever.
+            session.set_read_timeout(peer.options.read_timeout);
+            session.set_write_timeout(peer.options.write_timeout);
             match exchange(&mut session, req).await {
                 Ok((header, interim)) => {
                     return Ok(OriginResponse {
@@ -281,7 +285,7 @@ impl Upstream {
         } = resp;
         if session.response_done() {
             self.connector
-                .release_http_session(session, &peer, Some(Duration::from_secs(60)))
+                .release_http_session(session, &peer, peer.options.idle_timeout)
                 .await;
         } else {
             session.shutdown().await;

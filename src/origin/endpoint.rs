@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::config::TimeoutsConfig;
+
 /// How long a resolved origin address is reused before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
 
@@ -131,14 +133,17 @@ impl OriginUrl {
 pub(crate) struct Endpoint {
     /// Where it is.
     pub(crate) url: OriginUrl,
+    /// `routes[].timeouts`.
+    pub(crate) timeouts: TimeoutsConfig,
     dns: Mutex<Option<(Instant, SocketAddr)>>,
 }
 
 impl Endpoint {
-    /// An endpoint for `url`.
-    pub(crate) fn new(url: OriginUrl) -> Self {
+    /// An endpoint for `url`, waited on as `timeouts` say.
+    pub(crate) fn new(url: OriginUrl, timeouts: TimeoutsConfig) -> Self {
         Endpoint {
             url,
+            timeouts,
             dns: Mutex::new(None),
         }
     }
@@ -171,12 +176,13 @@ impl Endpoint {
             }
         };
         let mut peer = HttpPeer::new(addr, self.url.tls, self.url.host.clone());
-        let o = &mut peer.options;
-        o.connection_timeout = Some(Duration::from_secs(5));
-        o.total_connection_timeout = Some(Duration::from_secs(10));
-        o.read_timeout = Some(Duration::from_secs(60));
-        o.write_timeout = Some(Duration::from_secs(60));
-        o.idle_timeout = Some(Duration::from_secs(60));
+        let (o, t) = (&mut peer.options, &self.timeouts);
+        o.connection_timeout = Some(t.connect.0);
+        // The TCP connect and the TLS handshake each get the connect timeout.
+        o.total_connection_timeout = Some(t.connect.0.saturating_mul(2));
+        o.read_timeout = Some(t.read.0);
+        o.write_timeout = Some(t.write.0);
+        o.idle_timeout = Some(t.idle.0);
         Ok(peer)
     }
 }

@@ -12,7 +12,7 @@ use http::{header, Method};
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::S3Config;
+use crate::config::{S3Config, TimeoutsConfig};
 
 pub(crate) mod client;
 pub(crate) mod endpoint;
@@ -80,10 +80,11 @@ impl Backend {
     pub(crate) fn new(
         origin: Option<&str>,
         s3: Option<&S3Config>,
+        timeouts: TimeoutsConfig,
     ) -> Result<Backend, BackendError> {
         match (origin, s3) {
-            (Some(o), None) => Ok(Backend::Http(Endpoint::new(OriginUrl::parse(o)?))),
-            (None, Some(s)) => Ok(Backend::S3(S3Backend::new(s)?)),
+            (Some(o), None) => Ok(Backend::Http(Endpoint::new(OriginUrl::parse(o)?, timeouts))),
+            (None, Some(s)) => Ok(Backend::S3(S3Backend::new(s, timeouts)?)),
             _ => Err(BackendError::OneOf),
         }
     }
@@ -240,15 +241,30 @@ mod tests {
 
     #[test]
     fn maps_paths_onto_the_origin() {
-        let b = Backend::new(Some("http://deb.debian.org/debian/"), None).unwrap();
+        let b = Backend::new(
+            Some("http://deb.debian.org/debian/"),
+            None,
+            TimeoutsConfig::default(),
+        )
+        .unwrap();
         assert_eq!(
             path(&b, "/debian/", "/debian/dists/a", Some("x=1")).unwrap(),
             "/debian/dists/a?x=1"
         );
         assert_eq!(b.key_base(), "http://deb.debian.org");
-        let b = Backend::new(Some("http://127.0.0.1:9000"), None).unwrap();
+        let b = Backend::new(
+            Some("http://127.0.0.1:9000"),
+            None,
+            TimeoutsConfig::default(),
+        )
+        .unwrap();
         assert_eq!(path(&b, "/", "/a/b", None).unwrap(), "/a/b");
-        let b = Backend::new(Some("https://example.org/pub"), None).unwrap();
+        let b = Backend::new(
+            Some("https://example.org/pub"),
+            None,
+            TimeoutsConfig::default(),
+        )
+        .unwrap();
         assert_eq!(path(&b, "/mirror", "/mirror/x", None).unwrap(), "/pub/x");
         assert!(b.allows(&Method::DELETE));
     }
@@ -259,7 +275,7 @@ mod tests {
             "{endpoint: 'http://127.0.0.1:9000', bucket: assets, region: us-east-1}",
         )
         .unwrap();
-        let b = Backend::new(None, Some(&cfg)).unwrap();
+        let b = Backend::new(None, Some(&cfg), TimeoutsConfig::default()).unwrap();
         assert_eq!(b.key_base(), "http://127.0.0.1:9000/assets");
         let raw = b.upstream_path("/s3/", "/s3/a b//c", "/s3/a b/c", Some("acl"), &Method::GET);
         assert_eq!(raw.unwrap(), "/a%20b//c");
@@ -275,7 +291,7 @@ mod tests {
             "{endpoint: 'http://127.0.0.1:9000', bucket: assets, region: us-east-1, allow_writes: true}",
         )
         .unwrap();
-        Backend::new(None, Some(&cfg)).unwrap()
+        Backend::new(None, Some(&cfg), TimeoutsConfig::default()).unwrap()
     }
 
     #[test]
@@ -328,7 +344,8 @@ mod tests {
     #[test]
     fn s3_writes_with_a_query_invalidate_the_key_without_it() {
         assert_eq!(s3().invalidated_path("/k?uploadId=7"), "/k");
-        let http = Backend::new(Some("http://127.0.0.1:1/"), None).unwrap();
+        let http =
+            Backend::new(Some("http://127.0.0.1:1/"), None, TimeoutsConfig::default()).unwrap();
         assert_eq!(http.invalidated_path("/k?a=1"), "/k?a=1");
     }
 }

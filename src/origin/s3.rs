@@ -15,7 +15,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use http::header;
 use pingora::http::RequestHeader;
 
-use crate::config::{Addressing, BucketConfig, S3Config};
+use crate::config::{Addressing, BucketConfig, S3Config, TimeoutsConfig};
 use crate::http::date::unix_now;
 use crate::origin::endpoint::{Endpoint, OriginUrl, UrlError};
 
@@ -135,7 +135,7 @@ impl std::fmt::Debug for S3Target {
 }
 
 impl S3Target {
-    fn new(cfg: &BucketConfig) -> Result<S3Target, S3ConfigError> {
+    fn new(cfg: &BucketConfig, timeouts: TimeoutsConfig) -> Result<S3Target, S3ConfigError> {
         let mut origin = check_bucket(cfg)?;
         let is_aws = origin.host.ends_with(".amazonaws.com");
         let path_style = match cfg.addressing {
@@ -154,7 +154,7 @@ impl S3Target {
             _ => None,
         };
         Ok(S3Target {
-            endpoint: Arc::new(Endpoint::new(origin)),
+            endpoint: Arc::new(Endpoint::new(origin, timeouts)),
             bucket: cfg.bucket.clone(),
             region: cfg.region.clone(),
             identity,
@@ -257,14 +257,14 @@ pub(crate) struct S3Backend {
 
 impl S3Backend {
     /// Builds the targets from validated configuration.
-    pub(crate) fn new(cfg: &S3Config) -> Result<S3Backend, BucketError> {
-        let primary = S3Target::new(&cfg.primary()).map_err(|source| BucketError {
+    pub(crate) fn new(cfg: &S3Config, timeouts: TimeoutsConfig) -> Result<S3Backend, BucketError> {
+        let primary = S3Target::new(&cfg.primary(), timeouts).map_err(|source| BucketError {
             replica: None,
             source,
         })?;
         let mut targets = vec![Arc::new(primary)];
         for (i, r) in cfg.replicas.iter().enumerate() {
-            let t = S3Target::new(r).map_err(|source| BucketError {
+            let t = S3Target::new(r, timeouts).map_err(|source| BucketError {
                 replica: Some(i),
                 source,
             })?;
@@ -363,10 +363,10 @@ mod tests {
             session_token: None,
             addressing: None,
         };
-        let t = S3Target::new(&cfg).unwrap();
+        let t = S3Target::new(&cfg, TimeoutsConfig::default()).unwrap();
         assert_eq!(t.request_path("/k/x"), "/assets/k/x");
         cfg.endpoint = "https://s3.us-east-1.amazonaws.com".into();
-        let t = S3Target::new(&cfg).unwrap();
+        let t = S3Target::new(&cfg, TimeoutsConfig::default()).unwrap();
         assert_eq!(t.request_path("/k"), "/k");
         assert_eq!(t.endpoint.url.host, "assets.s3.us-east-1.amazonaws.com");
         assert!(format!("{cfg:?}").contains("signed: false"));

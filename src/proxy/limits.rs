@@ -76,6 +76,7 @@ mod tests {
         let l = Limits::new(&LimitsConfig {
             requests_per_second: Some(3),
             requests_in_flight: Some(2),
+            ..LimitsConfig::default()
         });
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();

@@ -13,6 +13,7 @@
 //! - [`invalidate`]: invalidation by unsafe methods.
 //! - [`forwarded`]: `X-Forwarded-*` and `Forwarded` on requests passed through.
 //! - [`limits`]: per-client request rate and requests in flight.
+//! - [`timeouts`]: client connections cut when a header trickles or the line goes quiet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,7 @@ mod guard;
 mod invalidate;
 mod limits;
 mod respond;
+pub(crate) mod timeouts;
 
 pub(crate) use drain::Drain;
 use drain::RequestGuard;

@@ -67,6 +67,9 @@ pub(crate) enum RouteError {
          write) the bucket through it; add auth, or set public: true to serve it to everyone"
     )]
     PublicUnsaid,
+    /// A zero timeout, which would fail every origin request.
+    #[error("must be more than zero")]
+    ZeroTimeout(&'static str),
 }
 
 impl RouteError {
@@ -78,6 +81,7 @@ impl RouteError {
             RouteError::Rule(e) => e.key(),
             RouteError::Host(_) => "host".into(),
             RouteError::PublicUnsaid => "public".into(),
+            RouteError::ZeroTimeout(k) => format!("timeouts.{k}"),
         }
     }
 }
@@ -86,7 +90,10 @@ impl Route {
     /// Builds a route from its configuration, checking every value the config left to it;
     /// `targeted` are the targeted cache-control fields the node obeys.
     pub(crate) fn new(cfg: &RouteConfig, targeted: &Arc<[String]>) -> Result<Route, RouteError> {
-        let backend = Backend::new(cfg.origin.as_deref(), cfg.s3.as_ref())?;
+        if let Some(k) = cfg.timeouts.zero() {
+            return Err(RouteError::ZeroTimeout(k));
+        }
+        let backend = Backend::new(cfg.origin.as_deref(), cfg.s3.as_ref(), cfg.timeouts)?;
         if backend.uses_credentials() && cfg.auth.is_none() && !cfg.public {
             return Err(RouteError::PublicUnsaid);
         }
@@ -231,6 +238,7 @@ mod tests {
             ignore_cache_control: false,
             auth: None,
             public: false,
+            timeouts: Default::default(),
             vary_normalize: false,
             rules: vec![],
             host: None,
@@ -293,5 +301,13 @@ mod tests {
             panic!("an ftp origin was accepted")
         };
         assert_eq!((i, e.key().as_str()), (1, "origin"));
+    }
+
+    #[test]
+    fn a_zero_origin_timeout_is_named() {
+        let mut c = cfg("a", "/", "http://127.0.0.1:1/");
+        c.timeouts.read = crate::config::Dur(std::time::Duration::ZERO);
+        let e = Route::new(&c, &Arc::from(vec![])).unwrap_err();
+        assert_eq!(e.key(), "timeouts.read");
     }
 }

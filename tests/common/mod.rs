@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub(crate) use origin::{generated, random_bytes, Object, TestOrigin};
+pub(crate) use origin::{close_delimited_origin, generated, random_bytes, Object, TestOrigin};
 
 /// Waits until something listens on loopback `port`; panics naming `what` after 10 s.
 pub(crate) fn wait_port(port: u16, what: &str) {

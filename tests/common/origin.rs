@@ -508,3 +508,31 @@ fn append_headers(map: &mut hyper::HeaderMap, headers: &[(String, String)]) {
         );
     }
 }
+
+/// An origin on a raw socket that answers every connection with a close-delimited 200 whose
+/// body it cuts after `sent` of the bytes; counts connections.
+pub(crate) fn close_delimited_origin(
+    body: &'static [u8],
+    sent: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let head =
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=3600\r\nConnection: close\r\n\r\n";
+            let _ = std::io::Write::write_all(&mut s, head.as_bytes());
+            let _ = std::io::Write::write_all(&mut s, &body[..sent]);
+        }
+    });
+    (addr, count)
+}

@@ -56,9 +56,9 @@ pub(crate) fn register(
     Some((run, slices, planned))
 }
 
-/// How many slices a fill may run ahead of the slowest client reading it: past that it waits
+/// How many slices a fill may run ahead of the fastest client reading it: past that it waits
 /// (and so does the origin), so a client reading a byte a minute does not pull a whole object
-/// into the tiers at origin speed.
+/// into the tiers at origin speed, while one that stops reading does not stall the others.
 const FILL_AHEAD: u64 = 4;
 
 /// A registered run of slices and what is needed to fill it.

@@ -1,0 +1,317 @@
+//! Client connection timeouts (`limits.header_timeout`, `limits.idle_timeout`), which Pingora
+//! does not give: its read timeout restarts with every byte, so a client that trickles a
+//! header a byte at a time (slowloris) holds its connection for ever, and an idle keep-alive
+//! connection has no limit at all.
+//!
+//! [`Timed`] wraps the proxy application and hands it each connection wrapped in a [`Clocked`]
+//! stream, which watches the bytes going by:
+//! - a request header must be complete (its blank line seen) within the header timeout, from
+//!   the connection's start for the first request and from its first byte for later ones: a
+//!   read past that fails with `TimedOut`;
+//! - a connection that passes no bytes either way for the idle timeout is closed (a read
+//!   between requests sees the end of the stream, a read within one fails).
+//!
+//! HTTP/2 connections (ALPN `h2`, or the h2c preface) are not clocked: their frames have no
+//! header lines, and HTTP/2 keeps its own streams.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The two limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientTimeouts {
+    /// `limits.header_timeout`.
+    pub(crate) header: Duration,
+    /// `limits.idle_timeout`.
+    pub(crate) idle: Duration,
+}
+
+/// What the clock is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The rest of a request header, due by the instant given. `newlines` tracks the bytes
+    /// after the last line feed seen: 1 after `\n`, 2 after `\n\r` (a second `\n` then ends
+    /// the header).
+    Header { due: Instant, newlines: u8 },
+    /// A request body, or a response being written.
+    Exchange,
+    /// The next request, after a response was written.
+    Between,
+}
+
+/// A client stream with the header and idle clocks on its reads.
+#[derive(Debug)]
+pub(crate) struct Clocked {
+    inner: Stream,
+    limits: ClientTimeouts,
+    phase: Phase,
+    /// The last read or write that moved bytes.
+    active: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Clocked {
+    /// Clocks `inner`, its first request header due within the header timeout.
+    pub(crate) fn new(inner: Stream, limits: ClientTimeouts) -> Self {
+        let now = Instant::now();
+        Clocked {
+            inner,
+            limits,
+            phase: Phase::Header {
+                due: now + limits.header,
+                newlines: 0,
+            },
+            active: now,
+            timer: None,
+        }
+    }
+
+    /// Follows the phase through bytes just read.
+    fn saw(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.phase == Phase::Between {
+            self.phase = Phase::Header {
+                due: self.active + self.limits.header,
+                newlines: 0,
+            };
+        }
+        let Phase::Header { newlines, .. } = &mut self.phase else {
+            return;
+        };
+        for &b in bytes {
+            *newlines = match (*newlines, b) {
+                (1 | 2, b'\n') => {
+                    self.phase = Phase::Exchange;
+                    return;
+                }
+                (1, b'\r') => 2,
+                (_, b'\n') => 1,
+                _ => 0,
+            };
+        }
+    }
+
+    /// When the read now pending times out, and whether that ends a request header.
+    fn deadline(&self) -> (Instant, bool) {
+        let idle = self.active + self.limits.idle;
+        match self.phase {
+            Phase::Header { due, .. } => (due.min(idle), due <= idle),
+            Phase::Exchange | Phase::Between => (idle, false),
+        }
+    }
+}
+
+impl AsyncRead for Clocked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Phase::Header { due, .. } = this.phase {
+            if Instant::now() >= due {
+                return Poll::Ready(Err(timed_out("request header")));
+            }
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(res) => {
+                if res.is_ok() && buf.filled().len() > before {
+                    this.active = Instant::now();
+                    this.saw(&buf.filled()[before..]);
+                }
+                return Poll::Ready(res);
+            }
+            Poll::Pending => {}
+        }
+        loop {
+            let (at, header) = this.deadline();
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+            ready!(timer.as_mut().poll(cx));
+            // Fired; a write may have moved the deadline since it was set.
+            if this.deadline().0 > Instant::now() {
+                continue;
+            }
+            return Poll::Ready(match (header, this.phase) {
+                (true, _) => Err(timed_out("request header")),
+                // Between requests: a quiet close, as if the client had left.
+                (false, Phase::Between) => Ok(()),
+                (false, _) => Err(timed_out("idle connection")),
+            });
+        }
+    }
+}
+
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out"))
+}
+
+impl AsyncWrite for Clocked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let res = ready!(Pin::new(&mut this.inner).poll_write(cx, buf));
+        if matches!(res, Ok(n) if n > 0) {
+            this.wrote();
+        }
+        Poll::Ready(res)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let res = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs));
+        if matches!(res, Ok(n) if n > 0) {
+            this.wrote();
+        }
+        Poll::Ready(res)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Clocked {
+    /// A response is going out: the request before it is answered, the next one not begun.
+    fn wrote(&mut self) {
+        self.active = Instant::now();
+        if self.phase == Phase::Exchange {
+            self.phase = Phase::Between;
+        }
+    }
+}
+
+#[async_trait]
+impl Shutdown for Clocked {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for Clocked {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Clocked {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Clocked {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Clocked {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: pingora::protocols::raw_connect::ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for Clocked {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: pingora::protocols::SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for Clocked {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// An application whose HTTP/1 connections are clocked; it serves each connection's requests
+/// itself, so one [`Clocked`] stream lives as long as its connection.
+pub(crate) struct Timed<A> {
+    /// The proxy.
+    pub(crate) app: Arc<A>,
+    /// The limits.
+    pub(crate) limits: ClientTimeouts,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Timed<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut next = if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            Some(stream)
+        } else {
+            Some(Box::new(Clocked::new(stream, self.limits)) as Stream)
+        };
+        while let Some(s) = next {
+            next = self.app.process_new(s, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await
+    }
+}
