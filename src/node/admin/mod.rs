@@ -5,6 +5,7 @@
 //! - [`stats`]: `GET /stats`, the node at a glance as JSON.
 //! - [`warm`]: `POST /warm` (a list of paths fetched in the background), `GET /warm`.
 //! - `GET /inspect?path=P`: what is stored for a path, and in which tier.
+//! - [`failpoints`] (feature `failpoints` only): faults switched on and off in a running node.
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ use crate::cache::purge::Purges;
 use crate::metrics::{Metrics, Snapshot};
 use crate::proxy::{Drain, Live};
 
+#[cfg(feature = "failpoints")]
+mod failpoints;
 mod purge;
 mod stats;
 mod warm;
@@ -189,6 +192,8 @@ impl ServeHttp for AdminApp {
             (Method::POST, "/warm") => self.warmer.start(session).await,
             (Method::GET, "/warm") => self.warmer.progress(),
             (Method::GET, "/inspect") => self.inspect(session).await,
+            #[cfg(feature = "failpoints")]
+            (method, "/failpoints") => failpoints::handle(&method, session),
             (_, "/metrics" | "/stats" | "/purge" | "/warm" | "/inspect") => {
                 error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }

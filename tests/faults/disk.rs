@@ -1,0 +1,108 @@
+//! Device faults with a deterministic outcome: a region that keeps failing is taken out of
+//! use, a full device and a vanished one leave the node serving from the origin.
+
+use crate::common::*;
+use crate::harness::*;
+
+fn node_on(origin: &TestOrigin) -> Strata {
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.memory = "0".into();
+    cfg.disk = Some("64MiB".into());
+    Strata::start(&cfg)
+}
+
+/// Stores `n` small objects under `prefix`, each whole on disk; returns their paths and bodies.
+async fn stored(
+    node: &Strata,
+    origin: &TestOrigin,
+    prefix: &str,
+    n: u64,
+) -> Vec<(String, bytes::Bytes)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let p = format!("{prefix}{i}");
+        let body = random_bytes(10_000 + i as usize * 1000, 900 + i);
+        origin.put(&p, Object::new(body.clone()));
+        assert_eq!(get(&node.url(&p)).await.2, body);
+        out.push((p, body));
+    }
+    let paths: Vec<String> = out.iter().map(|(p, _)| p.clone()).collect();
+    assert!(wait_on_disk(node, &paths).await.is_empty());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_keeps_failing_is_retired_and_its_objects_come_from_the_origin() {
+    let origin = TestOrigin::start().await;
+    let node = node_on(&origin);
+    // Written one after another: all in the region being filled.
+    let objects = stored(&node, &origin, "/bad/", 4).await;
+    failpoint(&node, "io::complete", "return(read)").await;
+    for (p, body) in &objects {
+        let (s, cs, got) = get(&node.url(p)).await;
+        assert_eq!((s, &got), (200, body), "{p}");
+        assert!(
+            cs.contains("fwd="),
+            "{p} was served from a failing device: {cs}"
+        );
+    }
+    assert!(node.metric("strata_disk_io_errors_total").await >= 3.0);
+    assert_eq!(node.metric("strata_disk_regions_retired_total").await, 1.0);
+    clear_failpoint(&node, "io::complete").await;
+    // The device works again, but the retired region is not: what is stored next lands
+    // elsewhere and is read back as hits.
+    let later = stored(&node, &origin, "/good/", 4).await;
+    for (p, body) in &later {
+        let (s, cs, got) = get(&node.url(p)).await;
+        assert_eq!((s, cs.as_str(), &got), (200, "strata; hit", body), "{p}");
+    }
+    assert_eq!(node.metric("strata_disk_regions_retired_total").await, 1.0);
+    // The node never stopped serving.
+    assert!(node.log_with("retired").contains("region keeps failing"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_device_and_a_vanished_one_leave_the_node_serving_from_the_origin() {
+    let origin = TestOrigin::start().await;
+    let node = node_on(&origin);
+    let before = stored(&node, &origin, "/before/", 2).await;
+    // Full: every write fails with ENOSPC. Nothing new is stored; everything is served.
+    failpoint(&node, "io::complete", "return(nospace)").await;
+    for i in 0..6u64 {
+        let p = format!("/full/{i}");
+        let body = random_bytes(50_000, 70 + i);
+        origin.put(&p, Object::new(body.clone()));
+        for _ in 0..2 {
+            let (s, _, got) = get(&node.url(&p)).await;
+            assert_eq!((s, got), (200, body.clone()), "{p}");
+        }
+    }
+    assert!(node.metric("strata_disk_io_errors_total").await > 0.0);
+    // What was stored before still reads.
+    for (p, body) in &before {
+        let (_, cs, got) = get(&node.url(p)).await;
+        assert_eq!((cs.as_str(), &got), ("strata; hit", body));
+    }
+    // Vanished: every IO fails. Each region the node tries retires in turn; it serves on.
+    failpoint(&node, "io::complete", "return").await;
+    for round in 0..3 {
+        for (i, (p, body)) in before.iter().enumerate() {
+            let (s, _, got) = get(&node.url(p)).await;
+            assert_eq!((s, &got), (200, body), "round {round}, object {i}");
+        }
+        for i in 0..20u64 {
+            let p = format!("/gone/{round}/{i}");
+            let body = random_bytes(5_000, 300 + i);
+            origin.put(&p, Object::new(body.clone()));
+            let (s, _, got) = get(&node.url(&p)).await;
+            assert_eq!((s, got), (200, body), "{p}");
+        }
+    }
+    assert!(node.metric("strata_disk_regions_retired_total").await >= 1.0);
+    // Writes failing everywhere are suspended rather than sent region after region.
+    assert!(node.metric("strata_disk_write_suspensions_total").await >= 1.0);
+    assert!(node
+        .log_with("writes suspended")
+        .contains("disk writes keep failing"));
+    assert_eq!(http_get_status(node.admin, "/ready"), Some(200));
+}
