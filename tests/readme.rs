@@ -13,6 +13,7 @@ admin: {listen: 127.0.0.1:9090 ADMIN}
 log: {level: info LOG}
 tls: {TLS}
 limits: {LIMITS}
+https: {listen: 127.0.0.1:8443, certificates: [{cert: /tmp/c.pem, key: /tmp/k.pem CERT}] HTTPS}
 cache:
   memory: 64MiB
   disk: {path: /tmp/x.img, size: 64MiB DISK}
@@ -42,7 +43,9 @@ TOP
 /// The sections, the placeholder each is probed at, and how an unknown key is spelt there.
 /// A new section of the configuration needs a line here (and a spot in `BASE`); the test then
 /// holds its keys to the README like the others'.
-const SECTIONS: [(&str, &str, &str); 14] = [
+const SECTIONS: [(&str, &str, &str); 16] = [
+    ("https", "HTTPS", ", zzz_unknown: 1"),
+    ("https.certificates[]", "CERT", ", zzz_unknown: 1"),
     ("limits", "LIMITS", "zzz_unknown: 1"),
     ("", "TOP", "zzz_unknown: 1"),
     ("admin", "ADMIN", ", zzz_unknown: 1"),

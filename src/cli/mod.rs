@@ -76,6 +76,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     };
     let cfg = Config::load(path).map_err(|e| invalid(&e))?;
     node::build::router(&cfg, path).map_err(|e| invalid(&e))?;
+    node::build::certificates(&cfg, path).map_err(|e| invalid(&e))?;
     Ok(cfg)
 }
 

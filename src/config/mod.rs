@@ -5,8 +5,8 @@
 //! from it (`node::build`) checks the rest (origins, buckets, keys), so `strata check` and
 //! start-up share one path and every message names its key.
 //!
-//! - [`units`]: sizes and durations; [`route`]: the `routes[]` keys; `env`: `${ENV}`;
-//!   `load`: reading, parsing and the value checks.
+//! - [`units`]: sizes and durations; [`route`]: the `routes[]` keys; [`https`]: the client
+//!   TLS listener; `env`: `${ENV}`; `load`: reading, parsing and the value checks.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,10 +16,12 @@ use serde::{Deserialize, Deserializer};
 use strata_storage::EngineKind;
 
 mod env;
+mod https;
 mod load;
 mod route;
 mod units;
 
+pub use https::{CertificateConfig, HttpsConfig, TlsVersion};
 pub use load::ConfigError;
 pub use route::{
     Addressing, AuthConfig, BucketConfig, JwtConfig, RouteConfig, RuleConfig, S3Config,
@@ -33,6 +35,13 @@ pub use units::{Dur, Size};
 pub struct Config {
     /// Public listener (`listen`).
     pub listen: SocketAddr,
+    /// `https`: a TLS listener for clients (default none).
+    #[serde(default)]
+    pub https: Option<HttpsConfig>,
+    /// `h2c`: HTTP/2 without TLS on `listen`, for clients that know it is spoken there (prior
+    /// knowledge; default false).
+    #[serde(default)]
+    pub h2c: bool,
     /// Admin listener (`admin`).
     #[serde(default)]
     pub admin: Option<AdminConfig>,

@@ -3,10 +3,12 @@
 //! start-up alike, with errors that name the key.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use strata_storage::{DiskConfig, EngineOptions, TieredCacheConfig};
 
 use crate::config::{Config, ConfigError};
+use crate::node::tls::Certificates;
 use crate::routing::Router;
 
 /// The storage configuration a node config asks for.
@@ -48,6 +50,33 @@ pub(crate) fn purge_log(cfg: &Config) -> Option<std::path::PathBuf> {
     let mut p = d.path.clone().into_os_string();
     p.push(".purges");
     Some(p.into())
+}
+
+/// Loads the HTTPS listener's certificates, if `https` is set, naming the key at fault.
+pub(crate) fn certificates(
+    cfg: &Config,
+    path: &Path,
+) -> Result<Option<Arc<Certificates>>, ConfigError> {
+    let Some(h) = &cfg.https else {
+        return Ok(None);
+    };
+    if h.certificates.is_empty() {
+        return Err(ConfigError::invalid(
+            path,
+            "https.certificates",
+            "at least one certificate is required",
+        ));
+    }
+    if cfg.https.as_ref().is_some_and(|h| h.listen == cfg.listen) {
+        return Err(ConfigError::invalid(
+            path,
+            "https.listen",
+            "must differ from listen",
+        ));
+    }
+    Certificates::load(h)
+        .map(Some)
+        .map_err(|(key, e)| ConfigError::invalid(path, key, e))
 }
 
 /// Builds the router of `cfg` (read from `path`), naming the key at fault if it cannot work.

@@ -7,12 +7,15 @@
 //! - [`reload`]: applying a changed configuration file to the running node.
 //! - [`notify`]: telling systemd the node is ready, reloading or stopping.
 //! - [`upgrade`]: handing the listeners to a new binary without dropping a request.
+//! - [`tls`]: the HTTPS listener's certificates, chosen by SNI and reloaded on SIGHUP.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TlsAccept};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -31,6 +34,7 @@ pub(crate) mod build;
 mod notify;
 mod reload;
 mod shutdown;
+pub(crate) mod tls;
 mod upgrade;
 
 pub(crate) use reload::LogLevelSetter;
@@ -50,8 +54,10 @@ pub(crate) fn run(
     upgrade: bool,
 ) -> anyhow::Result<()> {
     let router = build::router(&cfg, path)?;
+    let certificates = build::certificates(&cfg, path)?;
     for (key, addr) in std::iter::once(("listen", cfg.listen))
         .chain(cfg.admin.as_ref().map(|a| ("admin.listen", a.listen)))
+        .chain(cfg.https.as_ref().map(|h| ("https.listen", h.listen)))
         .filter(|_| !upgrade)
     {
         // Pingora reports a busy port only from its worker; check first for a clear message.
@@ -130,8 +136,14 @@ pub(crate) fn run(
         forwarded: cfg.forwarded_headers,
         limits: crate::proxy::Limits::new(&cfg.limits),
     };
+    let mut http = pingora::proxy::http_proxy(&server.configuration, proxy);
+    if cfg.h2c {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        http.server_options = Some(options);
+    }
     let app = Timed {
-        app: Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
+        app: Arc::new(http),
         limits: ClientTimeouts {
             header: cfg.limits.header_timeout.0,
             idle: cfg.limits.idle_timeout.0,
@@ -143,6 +155,19 @@ pub(crate) fn run(
     // writes pass it by without a copy.
     let buffers = L4BufferSettings::default().write(RESPONSE_WRITE_BUFFER);
     svc.add_listener(ListenerConfig::tcp(cfg.listen.to_string()).l4_buffer(buffers));
+    if let (Some(h), Some(certs)) = (&cfg.https, &certificates) {
+        let mut tls = TlsSettings::with_callbacks(Box::new(NoCallbacks))
+            .context("https: cannot set up TLS")?;
+        tls.set_cert_resolver(certs.clone());
+        if h.http2 {
+            tls.enable_h2();
+        }
+        svc.add_listener(
+            ListenerConfig::tcp(h.listen.to_string())
+                .tls(tls)
+                .l4_buffer(buffers),
+        );
+    }
     server.add_service(svc);
 
     if let Some(admin) = &cfg.admin {
@@ -170,7 +195,7 @@ pub(crate) fn run(
         shutdown_signal: Box::new(SignalWatch {
             drain,
             grace,
-            reloader: Reloader::new(path, cfg, live, log_level),
+            reloader: Reloader::new(path, cfg, live, log_level, certificates),
         }),
     });
     if let Err(e) = rt.block_on(cache.close()) {
@@ -189,3 +214,10 @@ fn via_entry(pseudonym: &str) -> http::HeaderValue {
     http::HeaderValue::from_str(&format!("1.1 {pseudonym}"))
         .unwrap_or_else(|_| http::HeaderValue::from_static("1.1 strata"))
 }
+
+/// The TLS accept callbacks of the HTTPS listener: none (Pingora's rustls settings take a
+/// certificate resolver only through the constructor that takes callbacks).
+struct NoCallbacks;
+
+#[async_trait::async_trait]
+impl TlsAccept for NoCallbacks {}

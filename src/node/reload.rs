@@ -1,6 +1,7 @@
 //! Reloading the configuration on SIGHUP: routes (origins, auth, rules), the targeted fields,
-//! the access log switch and the log level change live; what cannot (listeners, threads, the
-//! cache tiers, TLS trust, `via`) is reported and keeps its running value.
+//! the access log switch, the log level and the HTTPS certificates (files read again) change
+//! live; what cannot (listeners, threads, the cache tiers, TLS trust, `via`) is reported and
+//! keeps its running value.
 //!
 //! The new file is checked exactly as `strata check` and start-up check it, and swapped in
 //! whole or not at all: a request holds the route it started with to its end, so in-flight
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::node::build;
+use crate::node::tls::Certificates;
 use crate::proxy::Live;
 
 /// Changes the log filter of the running process (`log.level`); `Err` carries why not.
@@ -24,6 +26,8 @@ pub(crate) struct Reloader {
     /// The configuration in force (what a reload is compared with).
     current: Mutex<Config>,
     log_level: Option<LogLevelSetter>,
+    /// The HTTPS listener's certificates, if it has one.
+    certificates: Option<Arc<Certificates>>,
 }
 
 /// What a reload did.
@@ -42,12 +46,14 @@ impl Reloader {
         cfg: Config,
         live: Live,
         log_level: Option<LogLevelSetter>,
+        certificates: Option<Arc<Certificates>>,
     ) -> Reloader {
         Reloader {
             path: path.to_path_buf(),
             live,
             current: Mutex::new(cfg),
             log_level,
+            certificates,
         }
     }
 
@@ -57,6 +63,13 @@ impl Reloader {
         let router = build::router(&new, &self.path)?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let need_restart = fixed_changes(&current, &new);
+        // The certificate files are read again even when the file names did not change: that
+        // is how a renewed certificate is taken. They go first: a bad one refuses the reload.
+        if let (Some(certs), Some(h)) = (&self.certificates, &new.https) {
+            certs
+                .reload(h)
+                .map_err(|(key, e)| crate::config::ConfigError::invalid(&self.path, key, e))?;
+        }
         self.live.router.store(Arc::new(router));
         self.live
             .access_log
@@ -102,7 +115,9 @@ impl Reloader {
 /// The keys, among those a running node cannot change, whose values differ.
 fn fixed_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let d = |v: &dyn std::fmt::Debug| format!("{v:?}");
-    let pairs: [(&'static str, String, String); 15] = [
+    let listener = |c: &Config| d(&(c.h2c, c.https.as_ref().map(|h| (h.listen, h.http2))));
+    let pairs: [(&'static str, String, String); 16] = [
+        ("https.listen/http2, h2c", listener(old), listener(new)),
         ("limits", d(&old.limits), d(&new.limits)),
         (
             "forwarded_headers",
@@ -158,6 +173,16 @@ fn keep_fixed(running: &Config, new: &mut Config) {
     new.forwarded_headers = running.forwarded_headers;
     new.limits = running.limits.clone();
     new.upgrade_socket = running.upgrade_socket.clone();
+    new.h2c = running.h2c;
+    // The listener stays as it started; its certificates and minimum version were reloaded.
+    new.https = match (&running.https, new.https.take()) {
+        (Some(r), Some(n)) => Some(crate::config::HttpsConfig {
+            listen: r.listen,
+            http2: r.http2,
+            ..n
+        }),
+        (r, _) => r.clone(),
+    };
     let targeted = std::mem::take(&mut new.cache.targeted_cache_control);
     new.cache = running.cache.clone();
     new.cache.targeted_cache_control = targeted;
@@ -182,7 +207,7 @@ routes:
         let cfg = Config::load(&path).unwrap();
         let router = build::router(&cfg, &path).unwrap();
         let live = Live::new(router, cfg.log.access);
-        Reloader::new(&path, cfg, live, None)
+        Reloader::new(&path, cfg, live, None, None)
     }
 
     #[test]

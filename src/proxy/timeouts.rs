@@ -11,8 +11,8 @@
 //! - a connection that passes no bytes either way for the idle timeout is closed (a read
 //!   between requests sees the end of the stream, a read within one fails).
 //!
-//! HTTP/2 connections (ALPN `h2`, or the h2c preface) are not clocked: their frames have no
-//! header lines, and HTTP/2 keeps its own streams.
+//! HTTP/2 connections (ALPN `h2`, or the h2c preface first) are not clocked: their frames
+//! have no header lines, and HTTP/2 keeps its own streams.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,7 +50,12 @@ enum Phase {
     Exchange,
     /// The next request, after a response was written.
     Between,
+    /// An HTTP/2 connection (the h2c preface came first): not clocked.
+    Off,
 }
+
+/// How an h2c connection starts (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// A client stream with the header and idle clocks on its reads.
 #[derive(Debug)]
@@ -61,6 +66,8 @@ pub(crate) struct Clocked {
     /// The last read or write that moved bytes.
     active: Instant,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Whether any byte was read yet.
+    began: bool,
 }
 
 impl Clocked {
@@ -76,13 +83,21 @@ impl Clocked {
             },
             active: now,
             timer: None,
+            began: false,
         }
     }
 
     /// Follows the phase through bytes just read.
     fn saw(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
+        if bytes.is_empty() || self.phase == Phase::Off {
             return;
+        }
+        if !self.began {
+            self.began = true;
+            if bytes.starts_with(H2_PREFACE) {
+                self.phase = Phase::Off;
+                return;
+            }
         }
         if self.phase == Phase::Between {
             self.phase = Phase::Header {
@@ -111,7 +126,7 @@ impl Clocked {
         let idle = self.active + self.limits.idle;
         match self.phase {
             Phase::Header { due, .. } => (due.min(idle), due <= idle),
-            Phase::Exchange | Phase::Between => (idle, false),
+            Phase::Exchange | Phase::Between | Phase::Off => (idle, false),
         }
     }
 }
@@ -123,6 +138,9 @@ impl AsyncRead for Clocked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if this.phase == Phase::Off {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         if let Phase::Header { due, .. } = this.phase {
             if Instant::now() >= due {
                 return Poll::Ready(Err(timed_out("request header")));

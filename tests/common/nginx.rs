@@ -90,45 +90,52 @@ impl Drop for Nginx {
 /// A test CA and a server certificate it signed for 127.0.0.1 and localhost, written into
 /// `dir`: returns (ca certificate, server certificate, server key).
 pub(crate) fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |n: &str| dir.join(n);
+    super::openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=strata-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    let (cert, key) = issue(dir, "cert", "127.0.0.1", "IP:127.0.0.1,DNS:localhost");
+    (dir.join("ca.pem"), cert, key)
+}
+
+/// A certificate for `cn` with subject alternative names `san` (`DNS:a.test,IP:…`), signed by
+/// the test CA of `dir` (see [`test_pki`]): (`<name>.pem`, `<name>.key`).
+pub(crate) fn issue(dir: &Path, name: &str, cn: &str, san: &str) -> (PathBuf, PathBuf) {
     let run = |args: &[&str]| super::openssl(dir, args);
+    let (key, csr, ext, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.cnf"),
+        format!("{name}.pem"),
+    );
+    let subj = format!("/CN={cn}");
     run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=strata-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subj, "-keyout", &key, "-out", &csr,
     ]);
     std::fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        dir.join(&ext),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
     )
     .unwrap();
     run(&[
         "x509",
         "-req",
         "-in",
-        "leaf.csr",
+        &csr,
         "-CA",
         "ca.pem",
         "-CAkey",
@@ -137,9 +144,9 @@ pub(crate) fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "-days",
         "2",
         "-extfile",
-        "ext.cnf",
+        &ext,
         "-out",
-        "cert.pem",
+        &pem,
     ]);
-    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+    (dir.join(pem), dir.join(key))
 }
