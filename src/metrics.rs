@@ -147,6 +147,7 @@ pub(crate) struct Metrics {
     purges: IntCounterVec,
     warm: IntCounterVec,
     limited: IntCounterVec,
+    refused_connections: IntCounterVec,
     /// `strata_cache_{hits,misses,inserts,evictions}_total{tier}`.
     tier_counters: std::collections::HashMap<&'static str, IntCounterVec>,
     disk_io_errors: IntCounter,
@@ -229,7 +230,7 @@ impl Metrics {
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
-        Metrics {
+        let m = Metrics {
             requests: counter(
                 "strata_requests_total",
                 "Client requests by route, cache outcome and status class",
@@ -276,6 +277,11 @@ impl Metrics {
                 "strata_purges_total",
                 "Purge rules recorded, by kind (path, prefix, tag)",
                 &["kind"],
+            ),
+            refused_connections: counter(
+                "strata_refused_connections_total",
+                "Client connections closed at once because a cap was reached (per_client, node)",
+                &["limit"],
             ),
             limited: counter(
                 "strata_limited_requests_total",
@@ -331,7 +337,15 @@ impl Metrics {
             ),
             last: Mutex::new(vec![0; STORAGE_COUNTERS.len()]),
             registry,
+        };
+        // Shown at zero from the start, so alerts on them need no first event.
+        for limit in ["per_client", "node"] {
+            m.refused_connections.with_label_values(&[limit]);
         }
+        for limit in ["rate", "in_flight"] {
+            m.limited.with_label_values(&[limit]);
+        }
+        m
     }
 
     /// Shows `route`'s origin and coalescing series from the start, at zero: an alert on an
@@ -415,6 +429,11 @@ impl Metrics {
     /// Counts a fill that ended with `result`.
     pub(crate) fn fill(&self, result: FillResult) {
         self.fills.with_label_values(&[result.as_str()]).inc();
+    }
+
+    /// Counts a client connection closed at once for being over the cap `limit`.
+    pub(crate) fn refused_connection(&self, limit: &str) {
+        self.refused_connections.with_label_values(&[limit]).inc();
     }
 
     /// Counts a request refused because its client is over a limit (`rate`, `in_flight`).

@@ -154,3 +154,81 @@ async fn a_client_over_its_rate_gets_429_and_others_do_not() {
             >= 1.0
     );
 }
+
+/// A connection from `from` (a loopback address) to the node.
+async fn connect_from(node: &Strata, from: &str) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    s.connect(node.addr).await.unwrap()
+}
+
+/// Whether the node closed `s` at once (nothing read, the stream ended or was reset).
+async fn closed_at_once(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_client_and_per_node() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = TestOrigin::start().await;
+    origin.put("/c", Object::new(&b"capped\n"[..]));
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.extra_top = "limits:\n  connections_per_client: 2\n  connections: 3\n".into();
+    let node = Strata::start(&cfg);
+    // Two from one address are held; a third from it is closed at once.
+    let a1 = connect_from(&node, "127.0.0.2").await;
+    let a2 = connect_from(&node, "127.0.0.2").await;
+    let mut a3 = connect_from(&node, "127.0.0.2").await;
+    assert!(
+        closed_at_once(&mut a3).await,
+        "a third connection from one client was kept"
+    );
+    // Another address gets one (three in all), and no more: the node's cap.
+    let mut b1 = connect_from(&node, "127.0.0.3").await;
+    let mut b2 = connect_from(&node, "127.0.0.3").await;
+    assert!(
+        closed_at_once(&mut b2).await,
+        "a fourth connection to the node was kept"
+    );
+    assert!(
+        node.metric("strata_refused_connections_total{limit=\"per_client\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        node.metric("strata_refused_connections_total{limit=\"node\"}")
+            .await
+            >= 1.0
+    );
+    // The connections held are served.
+    b1.write_all(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    b1.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("capped\n"),
+        "{answer}"
+    );
+    // Closed ones give their places back.
+    drop((a1, a2));
+    let ok = reqwest::Client::builder()
+        .local_address("127.0.0.3".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    // The node notices the closes as it reads them: a few tries at most.
+    let mut served = false;
+    for _ in 0..50 {
+        if let Ok(r) = ok.get(node.url("/c")).send().await {
+            served = r.status() == 200;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(served, "no place given back after two connections closed");
+}

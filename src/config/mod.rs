@@ -161,6 +161,14 @@ pub struct LimitsConfig {
     /// between requests or within one, before it is closed (default 60s).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
+    /// `limits.connections_per_client`: connections one client address may hold open; more
+    /// are closed at once (default: no limit).
+    #[serde(default)]
+    pub connections_per_client: Option<u32>,
+    /// `limits.connections`: client connections the node holds open at most, over both
+    /// listeners; more are closed at once (default: no limit).
+    #[serde(default)]
+    pub connections: Option<u32>,
 }
 
 impl Default for LimitsConfig {
@@ -170,6 +178,8 @@ impl Default for LimitsConfig {
             requests_in_flight: None,
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
+            connections_per_client: None,
+            connections: None,
         }
     }
 }

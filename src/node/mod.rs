@@ -26,7 +26,8 @@ use crate::cache::CachePlane;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::origin::Upstream;
-use crate::proxy::timeouts::{ClientTimeouts, Timed};
+use crate::proxy::connections::{ConnectionCaps, Front};
+use crate::proxy::timeouts::ClientTimeouts;
 use crate::proxy::{Drain, Live, StrataProxy};
 
 mod admin;
@@ -142,13 +143,18 @@ pub(crate) fn run(
         options.h2c = true;
         http.server_options = Some(options);
     }
-    let app = Timed {
-        app: Arc::new(http),
-        limits: ClientTimeouts {
+    let app = Front::new(
+        http,
+        ClientTimeouts {
             header: cfg.limits.header_timeout.0,
             idle: cfg.limits.idle_timeout.0,
         },
-    };
+        ConnectionCaps {
+            per_client: cfg.limits.connections_per_client.filter(|&n| n > 0),
+            node: cfg.limits.connections.filter(|&n| n > 0),
+        },
+        metrics.clone(),
+    );
     let mut svc = Service::new("strata proxy".to_string(), app);
     // A write buffer that holds a small response whole: its header and body leave in one
     // send, not two (Pingora's default of one segment flushes the header alone). Larger

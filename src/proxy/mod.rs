@@ -13,6 +13,7 @@
 //! - [`invalidate`]: invalidation by unsafe methods.
 //! - [`forwarded`]: `X-Forwarded-*` and `Forwarded` on requests passed through.
 //! - [`limits`]: per-client request rate and requests in flight.
+//! - [`connections`]: connection caps per client and per node, in front of the application.
 //! - [`timeouts`]: client connections cut when a header trickles or the line goes quiet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,7 @@ use crate::origin::Refused;
 use crate::routing::{normalize, Route, Router};
 
 mod access;
+pub(crate) mod connections;
 pub(crate) mod drain;
 mod forwarded;
 mod guard;

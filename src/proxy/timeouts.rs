@@ -3,8 +3,8 @@
 //! header a byte at a time (slowloris) holds its connection for ever, and an idle keep-alive
 //! connection has no limit at all.
 //!
-//! [`Timed`] wraps the proxy application and hands it each connection wrapped in a [`Clocked`]
-//! stream, which watches the bytes going by:
+//! The proxy application gets each HTTP/1 connection wrapped in a [`Clocked`] stream (see
+//! `proxy::connections`), which watches the bytes going by:
 //! - a request header must be complete (its blank line seen) within the header timeout, from
 //!   the connection's start for the first request and from its first byte for later ones: a
 //!   read past that fails with `TimedOut`;
@@ -21,12 +21,10 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
     UniqueIDType, ALPN,
 };
-use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -299,37 +297,5 @@ impl GetSocketDigest for Clocked {
 impl Peek for Clocked {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         self.inner.try_peek(buf).await
-    }
-}
-
-/// An application whose HTTP/1 connections are clocked; it serves each connection's requests
-/// itself, so one [`Clocked`] stream lives as long as its connection.
-pub(crate) struct Timed<A> {
-    /// The proxy.
-    pub(crate) app: Arc<A>,
-    /// The limits.
-    pub(crate) limits: ClientTimeouts,
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Timed<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let mut next = if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            Some(stream)
-        } else {
-            Some(Box::new(Clocked::new(stream, self.limits)) as Stream)
-        };
-        while let Some(s) = next {
-            next = self.app.process_new(s, shutdown).await;
-        }
-        None
-    }
-
-    async fn cleanup(&self) {
-        self.app.cleanup().await
     }
 }
