@@ -25,6 +25,10 @@ routes:
     rules: [{match: 'x/**' RULE}]
     timeouts: {read: 5s TIMEOUTS}
     ROUTE
+  - name: c
+    path_prefix: /c/
+    origins: [{url: 'http://127.0.0.1:4/' ORIGINS}]
+    health_check: {path: / HEALTH}
   - name: b
     path_prefix: /b/
     public: true
@@ -43,7 +47,9 @@ TOP
 /// The sections, the placeholder each is probed at, and how an unknown key is spelt there.
 /// A new section of the configuration needs a line here (and a spot in `BASE`); the test then
 /// holds its keys to the README like the others'.
-const SECTIONS: [(&str, &str, &str); 16] = [
+const SECTIONS: [(&str, &str, &str); 18] = [
+    ("routes[].origins[]", "ORIGINS", ", zzz_unknown: 1"),
+    ("routes[].health_check", "HEALTH", ", zzz_unknown: 1"),
     ("https", "HTTPS", ", zzz_unknown: 1"),
     ("https.certificates[]", "CERT", ", zzz_unknown: 1"),
     ("limits", "LIMITS", "zzz_unknown: 1"),

@@ -255,18 +255,19 @@ impl Config {
                 );
             }
             // The origin's and the bucket's values are checked by building the route.
-            match (&r.origin, &r.s3) {
-                (Some(_), None) | (None, Some(_)) => {}
-                (Some(_), Some(_)) => {
-                    return bad(
-                        &format!("routes[{i}].s3"),
-                        "give either origin or s3, not both".into(),
-                    )
-                }
-                (None, None) => {
+            let given = [r.origin.is_some(), !r.origins.is_empty(), r.s3.is_some()];
+            match given.iter().filter(|&&g| g).count() {
+                1 => {}
+                0 => {
                     return bad(
                         &format!("routes[{i}].origin"),
-                        "required (or give s3)".into(),
+                        "required (or give origins, or s3)".into(),
+                    )
+                }
+                _ => {
+                    return bad(
+                        &format!("routes[{i}].origin"),
+                        "give one of origin, origins and s3".into(),
                     )
                 }
             }

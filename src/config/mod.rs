@@ -24,8 +24,8 @@ mod units;
 pub use https::{CertificateConfig, HttpsConfig, TlsVersion};
 pub use load::ConfigError;
 pub use route::{
-    Addressing, AuthConfig, BucketConfig, JwtConfig, RouteConfig, RuleConfig, S3Config,
-    TimeoutsConfig,
+    Addressing, AuthConfig, BucketConfig, HealthCheckConfig, JwtConfig, OriginServerConfig,
+    RouteConfig, RuleConfig, S3Config, TimeoutsConfig,
 };
 pub use units::{Dur, Size};
 

@@ -54,6 +54,90 @@ pub struct RouteConfig {
     /// `routes[].timeouts`: how long the route waits on its origin.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// `routes[].origins`: several origin servers instead of one `origin`, chosen by weight
+    /// among those up.
+    #[serde(default)]
+    pub origins: Vec<OriginServerConfig>,
+    /// `routes[].health_check`: active probes of the `origins`.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// `routes[].retries`: more servers tried when one cannot be reached (default 1).
+    #[serde(default = "one")]
+    pub retries: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `routes[].origins[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginServerConfig {
+    /// `routes[].origins[].url`: the server's base URL; every server of a route has the same
+    /// path.
+    pub url: String,
+    /// `routes[].origins[].weight`: its share of requests (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// `routes[].health_check`: each interval, a `GET` of `path` on every server; a server is
+/// taken out after `fall` failed probes in a row (an error, a timeout, a 5xx) and back after
+/// `rise` good ones.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `routes[].health_check.path` (default `/`).
+    #[serde(default = "root")]
+    pub path: String,
+    /// `routes[].health_check.interval` (default 2s).
+    #[serde(default = "two_s")]
+    pub interval: Dur,
+    /// `routes[].health_check.timeout` (default 1s).
+    #[serde(default = "one_s")]
+    pub timeout: Dur,
+    /// `routes[].health_check.fall` (default 2).
+    #[serde(default = "two")]
+    pub fall: u32,
+    /// `routes[].health_check.rise` (default 2).
+    #[serde(default = "two")]
+    pub rise: u32,
+}
+
+fn root() -> String {
+    "/".into()
+}
+fn two_s() -> Dur {
+    Dur(std::time::Duration::from_secs(2))
+}
+fn one_s() -> Dur {
+    Dur(std::time::Duration::from_secs(1))
+}
+fn two() -> u32 {
+    2
+}
+
+impl HealthCheckConfig {
+    /// The first value that cannot work, by key.
+    pub(crate) fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if !self.path.starts_with('/') {
+            return Some(("path", "must start with /"));
+        }
+        if self.interval.0.is_zero() {
+            return Some(("interval", "must be more than zero"));
+        }
+        if self.timeout.0.is_zero() {
+            return Some(("timeout", "must be more than zero"));
+        }
+        if self.fall == 0 {
+            return Some(("fall", "must be at least 1"));
+        }
+        if self.rise == 0 {
+            return Some(("rise", "must be at least 1"));
+        }
+        None
+    }
 }
 
 /// `routes[].timeouts`: limits on waiting for the origin, each one wait (a connect, one read,

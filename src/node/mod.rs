@@ -116,6 +116,7 @@ pub(crate) fn run(
     }
     let drain = Arc::new(Drain::default());
 
+    router.start_health_checks(cfg.tls.ca_file.as_deref());
     let live = Live::new(router, cfg.log.access);
     let proxy = StrataProxy {
         live: live.clone(),

@@ -70,6 +70,8 @@ impl Reloader {
                 .reload(h)
                 .map_err(|(key, e)| crate::config::ConfigError::invalid(&self.path, key, e))?;
         }
+        // The trust store is fixed while running: the checks use the one in force.
+        router.start_health_checks(current.tls.ca_file.as_deref());
         self.live.router.store(Arc::new(router));
         self.live
             .access_log

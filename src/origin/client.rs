@@ -15,8 +15,9 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::metrics::{Metrics, OriginError};
-use crate::origin::endpoint::ConnectError;
+use crate::origin::endpoint::{ConnectError, Endpoint};
 use crate::origin::s3::{self, S3Backend, SignError};
+use crate::origin::servers::Servers;
 use crate::origin::Backend;
 
 /// Why an origin exchange failed.
@@ -144,10 +145,7 @@ impl Upstream {
         self.metrics.origin_request(route);
         let started = Instant::now();
         let sent = match backend {
-            Backend::Http(e) => match e.peer().await {
-                Ok(peer) => self.send_to(peer, req).await,
-                Err(e) => Err(e.into()),
-            },
+            Backend::Http(s) => self.send_http(s, req).await,
             Backend::S3(b) => self.send_s3(b, route, req).await,
         };
         match &sent {
@@ -160,6 +158,69 @@ impl Upstream {
             Err(e) => self.metrics.origin_error(route, e.kind()),
         }
         sent
+    }
+
+    /// To one of a route's origin servers: a server that cannot be reached is passed over for
+    /// the next up, `retries` times at most (only connecting is retried: a request a server
+    /// may have started on is not sent twice).
+    async fn send_http(
+        &self,
+        servers: &Servers,
+        req: &RequestHeader,
+    ) -> Result<OriginResponse, UpstreamError> {
+        let mut tried = Vec::new();
+        let mut last = UpstreamError::NoResponse;
+        while tried.len() <= servers.retries {
+            let Some(i) = servers.choose(&tried) else {
+                break;
+            };
+            tried.push(i);
+            let e = &servers.list[i].endpoint;
+            let mut to_server;
+            let req = if i == 0 {
+                req
+            } else {
+                // Each server is asked as itself (the servers share the path).
+                to_server = req.clone();
+                to_server
+                    .insert_header(http::header::HOST, e.url.host_header())
+                    .map_err(UpstreamError::Protocol)?;
+                &to_server
+            };
+            let sent = self.send_to_endpoint(e, req).await;
+            match sent {
+                Ok(r) => {
+                    servers.reached(i);
+                    return Ok(r);
+                }
+                Err(err) if err.is_connect() => {
+                    servers.unreachable(i);
+                    last = err;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last)
+    }
+
+    /// To one endpoint: an address that refuses the connection is passed over for the next of
+    /// the name's addresses, a few at most.
+    async fn send_to_endpoint(
+        &self,
+        e: &Endpoint,
+        req: &RequestHeader,
+    ) -> Result<OriginResponse, UpstreamError> {
+        let mut tries = 0;
+        loop {
+            let peer = e.peer().await?;
+            let held = peer.clone();
+            match self.send_to(peer, req).await {
+                Err(err) if err.is_connect() && tries < 3 && e.address_failed(&held) => {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A bucket that cannot be reached or answers 5xx is retried with backoff, then passed

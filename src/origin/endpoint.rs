@@ -1,6 +1,7 @@
 //! Where an origin is: its base URL, and a host to connect to with its address cached.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,9 @@ use crate::config::TimeoutsConfig;
 
 /// How long a resolved origin address is reused before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// How long an address that refused a connection is passed over.
+const ADDRESS_DOWN_FOR: Duration = Duration::from_secs(10);
 
 /// Why an origin URL is refused.
 #[derive(Debug, thiserror::Error)]
@@ -128,14 +132,18 @@ impl OriginUrl {
     }
 }
 
-/// A host to connect to, with its resolved address cached for [`DNS_TTL`].
+/// A host to connect to, with its resolved addresses cached for [`DNS_TTL`].
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     /// Where it is.
     pub(crate) url: OriginUrl,
     /// `routes[].timeouts`.
     pub(crate) timeouts: TimeoutsConfig,
-    dns: Mutex<Option<(Instant, SocketAddr)>>,
+    dns: Mutex<Option<(Instant, Vec<SocketAddr>)>>,
+    /// Which resolved address the next peer takes.
+    turn: AtomicUsize,
+    /// Addresses that refused a connection, passed over until the instant given.
+    down: Mutex<Vec<(SocketAddr, Instant)>>,
 }
 
 impl Endpoint {
@@ -145,32 +153,73 @@ impl Endpoint {
             url,
             timeouts,
             dns: Mutex::new(None),
+            turn: AtomicUsize::new(0),
+            down: Mutex::new(Vec::new()),
         }
     }
 
-    /// A peer for the endpoint, resolving its name at most every [`DNS_TTL`].
-    pub(crate) async fn peer(&self) -> Result<HttpPeer, ConnectError> {
-        let cached = self
+    /// The address of turn `turn` among those not passed over (any, if all are).
+    fn pick(&self, addrs: &[SocketAddr], turn: usize) -> SocketAddr {
+        let down = self.down.lock().map(|d| d.clone()).unwrap_or_default();
+        let is_down = |a: &SocketAddr| {
+            down.iter()
+                .any(|(d, until)| d == a && Instant::now() < *until)
+        };
+        let up: Vec<SocketAddr> = addrs.iter().copied().filter(|a| !is_down(a)).collect();
+        let from = if up.is_empty() { addrs } else { &up[..] };
+        from[turn % from.len()]
+    }
+
+    /// The peer's address refused a connection: it is passed over for a while. Whether
+    /// another address of this endpoint is still up (worth a try at once).
+    pub(crate) fn address_failed(&self, peer: &HttpPeer) -> bool {
+        let pingora::protocols::l4::socket::SocketAddr::Inet(failed) = peer._address else {
+            return false;
+        };
+        let Ok(mut down) = self.down.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        down.retain(|(a, until)| *a != failed && now < *until);
+        down.push((failed, now + ADDRESS_DOWN_FOR));
+        let addrs = self
             .dns
             .lock()
             .ok()
-            .and_then(|g| *g)
-            .filter(|(at, _)| at.elapsed() < DNS_TTL)
-            .map(|(_, a)| a);
+            .and_then(|g| g.as_ref().map(|(_, a)| a.clone()))
+            .unwrap_or_default();
+        addrs
+            .iter()
+            .any(|a| !down.iter().any(|(d, until)| d == a && now < *until))
+    }
+
+    /// A peer for the endpoint, resolving its name at most every [`DNS_TTL`]; successive
+    /// peers take the resolved addresses in turn, so every one of them is used.
+    pub(crate) async fn peer(&self) -> Result<HttpPeer, ConnectError> {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let cached = self.dns.lock().ok().and_then(|g| {
+            g.as_ref()
+                .filter(|(at, addrs)| at.elapsed() < DNS_TTL && !addrs.is_empty())
+                .map(|(_, addrs)| self.pick(addrs, turn))
+        });
         let addr = match cached {
             Some(a) => a,
             None => {
                 let host = &self.url.host;
-                let addr = tokio::net::lookup_host((host.as_str(), self.url.port))
-                    .await
-                    .map_err(|source| ConnectError::Resolve {
-                        host: host.clone(),
-                        source,
-                    })?
-                    .next()
-                    .ok_or_else(|| ConnectError::NoAddress(host.clone()))?;
+                let addrs: Vec<SocketAddr> =
+                    tokio::net::lookup_host((host.as_str(), self.url.port))
+                        .await
+                        .map_err(|source| ConnectError::Resolve {
+                            host: host.clone(),
+                            source,
+                        })?
+                        .collect();
+                if addrs.is_empty() {
+                    return Err(ConnectError::NoAddress(host.clone()));
+                }
+                let addr = self.pick(&addrs, turn);
                 if let Ok(mut g) = self.dns.lock() {
-                    *g = Some((Instant::now(), addr));
+                    *g = Some((Instant::now(), addrs));
                 }
                 addr
             }
@@ -212,5 +261,27 @@ mod tests {
             OriginUrl::parse("not a url"),
             Err(UrlError::Syntax { .. })
         ));
+    }
+
+    #[test]
+    fn every_address_is_used_and_a_refusing_one_passed_over() {
+        let e = Endpoint::new(
+            OriginUrl::parse("http://origin.test:8080/").unwrap(),
+            TimeoutsConfig::default(),
+        );
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:8080".parse().unwrap(),
+            "127.0.0.2:8080".parse().unwrap(),
+        );
+        *e.dns.lock().unwrap() = Some((Instant::now(), vec![a, b]));
+        let picks: Vec<_> = (0..4).map(|t| e.pick(&[a, b], t)).collect();
+        assert_eq!(picks, [a, b, a, b]);
+        let peer = HttpPeer::new(a, false, "origin.test".into());
+        assert!(e.address_failed(&peer), "the other address is up");
+        assert!((0..4).all(|t| e.pick(&[a, b], t) == b));
+        let peer = HttpPeer::new(b, false, "origin.test".into());
+        assert!(!e.address_failed(&peer), "no address left up");
+        // All down: any is tried rather than none.
+        assert!([a, b].contains(&e.pick(&[a, b], 0)));
     }
 }

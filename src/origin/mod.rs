@@ -5,6 +5,7 @@
 //! - [`endpoint`]: origin URLs, and hosts with their resolved address cached.
 //! - [`s3`]: S3 buckets: addressing, key encoding, SigV4 signing, replicas, error codes.
 //! - [`client`]: Strata's own requests to origins (cache fills) over pooled connections.
+//! - [`servers`]: several origin servers behind one route: weighted choice, health checks.
 //!
 //! A fleet peer (another Strata node) will be one more variant of [`Backend`].
 
@@ -12,11 +13,15 @@ use http::{header, Method};
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{S3Config, TimeoutsConfig};
+use std::sync::Arc;
+
+use crate::config::{RouteConfig, S3Config, TimeoutsConfig};
+use servers::Servers;
 
 pub(crate) mod client;
 pub(crate) mod endpoint;
 pub(crate) mod s3;
+pub(crate) mod servers;
 
 pub(crate) use client::{OriginResponse, Upstream, UpstreamError};
 pub(crate) use endpoint::{ConnectError, Endpoint, OriginUrl, UrlError};
@@ -25,8 +30,8 @@ use s3::{BucketError, S3Backend, SignError};
 /// What serves a route.
 #[derive(Debug)]
 pub(crate) enum Backend {
-    /// An HTTP(S) origin.
-    Http(Endpoint),
+    /// An HTTP(S) origin: one server, or several (`routes[].origins`).
+    Http(Arc<Servers>),
     /// An S3 bucket, with replicas.
     S3(S3Backend),
 }
@@ -40,9 +45,27 @@ pub(crate) enum BackendError {
     /// A bucket of `routes[].s3` cannot work.
     #[error(transparent)]
     Bucket(#[from] BucketError),
-    /// Neither or both of `origin` and `s3`.
-    #[error("give exactly one of origin and s3")]
+    /// Not exactly one of `origin`, `origins` and `s3`.
+    #[error("give exactly one of origin, origins and s3")]
     OneOf,
+    /// A server of `routes[].origins` cannot work.
+    #[error("{why}")]
+    Server {
+        /// Its index.
+        index: usize,
+        /// The key below it.
+        key: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// A `routes[].health_check` value cannot work.
+    #[error("{why}")]
+    HealthCheck {
+        /// The key below `health_check`.
+        key: &'static str,
+        /// What is wrong.
+        why: &'static str,
+    },
 }
 
 impl BackendError {
@@ -50,6 +73,8 @@ impl BackendError {
     pub(crate) fn key(&self) -> String {
         match self {
             BackendError::Origin(_) | BackendError::OneOf => "origin".into(),
+            BackendError::Server { index, key, .. } => format!("origins[{index}].{key}"),
+            BackendError::HealthCheck { key, .. } => format!("health_check.{key}"),
             BackendError::Bucket(b) => format!("s3.{}", b.key()),
         }
     }
@@ -83,16 +108,66 @@ impl Backend {
         timeouts: TimeoutsConfig,
     ) -> Result<Backend, BackendError> {
         match (origin, s3) {
-            (Some(o), None) => Ok(Backend::Http(Endpoint::new(OriginUrl::parse(o)?, timeouts))),
+            (Some(o), None) => Ok(Backend::Http(Arc::new(Servers::new(
+                vec![(Endpoint::new(OriginUrl::parse(o)?, timeouts), 1)],
+                None,
+                0,
+            )))),
             (None, Some(s)) => Ok(Backend::S3(S3Backend::new(s, timeouts)?)),
             _ => Err(BackendError::OneOf),
+        }
+    }
+
+    /// The backend of a route: `origin`, `origins` (several servers) or `s3`.
+    pub(crate) fn from_route(cfg: &RouteConfig) -> Result<Backend, BackendError> {
+        if cfg.origins.is_empty() {
+            return Backend::new(cfg.origin.as_deref(), cfg.s3.as_ref(), cfg.timeouts);
+        }
+        if cfg.origin.is_some() || cfg.s3.is_some() {
+            return Err(BackendError::OneOf);
+        }
+        if let Some(h) = &cfg.health_check {
+            h.problem().map_or(Ok(()), |(key, why)| {
+                Err(BackendError::HealthCheck { key, why })
+            })?;
+        }
+        let mut list = Vec::new();
+        for (index, o) in cfg.origins.iter().enumerate() {
+            let bad = |key, why: String| BackendError::Server { index, key, why };
+            let url = OriginUrl::parse(&o.url).map_err(|e| bad("url", e.to_string()))?;
+            if let Some((first, _)) = list.first() {
+                let first: &Endpoint = first;
+                if first.url.base_path != url.base_path {
+                    let why = format!(
+                        "every server of a route serves the same path ({} here, {} first)",
+                        url.base_path, first.url.base_path
+                    );
+                    return Err(bad("url", why));
+                }
+            }
+            if o.weight == 0 {
+                return Err(bad("weight", "must be at least 1".into()));
+            }
+            list.push((Endpoint::new(url, cfg.timeouts), o.weight));
+        }
+        Ok(Backend::Http(Arc::new(Servers::new(
+            list,
+            cfg.health_check.clone(),
+            cfg.retries as usize,
+        ))))
+    }
+
+    /// Starts the health checks of its origin servers, if it has them (a running node only).
+    pub(crate) fn start_health_checks(&self, ca_file: Option<std::path::PathBuf>) {
+        if let Backend::Http(s) = self {
+            s.start_health_checks(ca_file);
         }
     }
 
     /// Where requests go: the origin, or the primary bucket's endpoint.
     pub(crate) fn endpoint(&self) -> &Endpoint {
         match self {
-            Backend::Http(e) => e,
+            Backend::Http(s) => s.primary(),
             Backend::S3(b) => &b.primary().endpoint,
         }
     }
@@ -161,7 +236,8 @@ impl Backend {
             rest.strip_prefix('/').unwrap_or(rest).to_string()
         };
         match self {
-            Backend::Http(e) => {
+            Backend::Http(s) => {
+                let e = s.primary();
                 let rest = strip(normalized);
                 Ok(match query {
                     Some(q) => format!("{}{rest}?{q}", e.url.base_path),
@@ -214,17 +290,30 @@ impl Backend {
         }
     }
 
-    /// A peer for pass-through requests (an S3 route's primary bucket).
+    /// A peer for pass-through requests: the first origin server up (an S3 route's primary
+    /// bucket).
     pub(crate) async fn peer(&self) -> Result<HttpPeer, ConnectError> {
-        self.endpoint().peer().await
+        self.pass_through_endpoint().peer().await
+    }
+
+    /// Where pass-through requests go: the first server up, in the configured order.
+    fn pass_through_endpoint(&self) -> &Endpoint {
+        match self {
+            Backend::Http(s) => s
+                .list
+                .iter()
+                .find(|srv| srv.is_up())
+                .map_or(s.primary(), |srv| &srv.endpoint),
+            Backend::S3(b) => &b.primary().endpoint,
+        }
     }
 
     /// Addresses a pass-through request (whose URI is an upstream path) to the origin: its
     /// `Host`, and for S3 the bucket's path and a SigV4 signature.
     pub(crate) fn prepare(&self, req: &mut RequestHeader) -> Result<(), SignError> {
         match self {
-            Backend::Http(e) => req
-                .insert_header(header::HOST, e.url.host_header())
+            Backend::Http(_) => req
+                .insert_header(header::HOST, self.pass_through_endpoint().url.host_header())
                 .map_err(SignError::Header),
             Backend::S3(b) => b.primary().prepare(req),
         }

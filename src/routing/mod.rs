@@ -93,7 +93,7 @@ impl Route {
         if let Some(k) = cfg.timeouts.zero() {
             return Err(RouteError::ZeroTimeout(k));
         }
-        let backend = Backend::new(cfg.origin.as_deref(), cfg.s3.as_ref(), cfg.timeouts)?;
+        let backend = Backend::from_route(cfg)?;
         if backend.uses_credentials() && cfg.auth.is_none() && !cfg.public {
             return Err(RouteError::PublicUnsaid);
         }
@@ -189,6 +189,15 @@ pub(crate) struct Router {
 }
 
 impl Router {
+    /// Starts the health checks of every route with several origin servers (a running node
+    /// only; they end when this router is replaced and dropped).
+    pub(crate) fn start_health_checks(&self, ca_file: Option<&std::path::Path>) {
+        for r in &self.routes {
+            r.backend
+                .start_health_checks(ca_file.map(std::path::Path::to_path_buf));
+        }
+    }
+
     /// Builds the router; `targeted` are the targeted cache-control fields the node obeys
     /// (`cache.targeted_cache_control`). An error carries the index of the route at fault.
     pub(crate) fn new(
@@ -239,6 +248,9 @@ mod tests {
             auth: None,
             public: false,
             timeouts: Default::default(),
+            origins: vec![],
+            health_check: None,
+            retries: 1,
             vary_normalize: false,
             rules: vec![],
             host: None,

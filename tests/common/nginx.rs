@@ -32,7 +32,8 @@ impl Nginx {
         Self::start_with(root, None, "")
     }
 
-    fn start_with(root: &Path, tls: Option<(&Path, &Path)>, directives: &str) -> Nginx {
+    /// Serves `root` with extra server `directives`.
+    pub(crate) fn start_with(root: &Path, tls: Option<(&Path, &Path)>, directives: &str) -> Nginx {
         let bin = nginx_bin().expect("nginx is installed by scripts/test");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -57,17 +58,22 @@ impl Nginx {
             root.display()
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
+        let child = spawn(&bin, dir.path());
         super::wait_port(port, "nginx");
         Nginx { child, port, dir }
+    }
+
+    /// Kills the server (SIGKILL): its port refuses connections.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again, on the same port with the same configuration.
+    pub(crate) fn restart(&mut self) {
+        let bin = nginx_bin().expect("nginx is installed by scripts/test");
+        self.child = spawn(&bin, self.dir.path());
+        super::wait_port(self.port, "nginx");
     }
 
     /// Lines of the access log.
@@ -78,6 +84,18 @@ impl Nginx {
             .map(String::from)
             .collect()
     }
+}
+
+fn spawn(bin: &Path, dir: &Path) -> Child {
+    Command::new(bin)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nginx")
 }
 
 impl Drop for Nginx {
