@@ -148,6 +148,7 @@ pub(crate) struct Metrics {
     warm: IntCounterVec,
     limited: IntCounterVec,
     refused_connections: IntCounterVec,
+    client_timeouts: IntCounterVec,
     /// `strata_cache_{hits,misses,inserts,evictions}_total{tier}`.
     tier_counters: std::collections::HashMap<&'static str, IntCounterVec>,
     disk_io_errors: IntCounter,
@@ -278,6 +279,11 @@ impl Metrics {
                 "Purge rules recorded, by kind (path, prefix, tag)",
                 &["kind"],
             ),
+            client_timeouts: counter(
+                "strata_client_timeouts_total",
+                "Client connections cut by a clock: a request header too slow (header), or no bytes either way (idle)",
+                &["kind"],
+            ),
             refused_connections: counter(
                 "strata_refused_connections_total",
                 "Client connections closed at once because a cap was reached (per_client, node)",
@@ -339,6 +345,9 @@ impl Metrics {
             registry,
         };
         // Shown at zero from the start, so alerts on them need no first event.
+        for kind in ["header", "idle"] {
+            m.client_timeouts.with_label_values(&[kind]);
+        }
         for limit in ["per_client", "node"] {
             m.refused_connections.with_label_values(&[limit]);
         }
@@ -429,6 +438,11 @@ impl Metrics {
     /// Counts a fill that ended with `result`.
     pub(crate) fn fill(&self, result: FillResult) {
         self.fills.with_label_values(&[result.as_str()]).inc();
+    }
+
+    /// Counts a client connection cut by its `kind` clock (`header`, `idle`).
+    pub(crate) fn client_timeout(&self, kind: &str) {
+        self.client_timeouts.with_label_values(&[kind]).inc();
     }
 
     /// Counts a client connection closed at once for being over the cap `limit`.

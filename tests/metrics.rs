@@ -53,6 +53,7 @@ async fn the_exposition_has_every_family_and_passes_promtool() {
         "strata_disk_regions_retired_total",
         "strata_disk_write_suspensions_total",
         "strata_refused_connections_total",
+        "strata_client_timeouts_total",
         "strata_limited_requests_total",
         "strata_recovery_duration_seconds",
         "strata_recovered_items",

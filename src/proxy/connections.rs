@@ -161,7 +161,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Front<A> {
         let mut next = if stream.selected_alpn_proto() == Some(ALPN::H2) {
             Some(stream)
         } else {
-            Some(Box::new(Clocked::new(stream, self.timeouts)) as Stream)
+            Some(Box::new(Clocked::new(stream, self.timeouts, self.metrics.clone())) as Stream)
         };
         while let Some(s) = next {
             next = self.app.process_new(s, shutdown).await;

@@ -28,6 +28,8 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::metrics::Metrics;
+
 /// The two limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientTimeouts {
@@ -56,7 +58,6 @@ enum Phase {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// A client stream with the header and idle clocks on its reads.
-#[derive(Debug)]
 pub(crate) struct Clocked {
     inner: Stream,
     limits: ClientTimeouts,
@@ -66,14 +67,26 @@ pub(crate) struct Clocked {
     timer: Option<Pin<Box<Sleep>>>,
     /// Whether any byte was read yet.
     began: bool,
+    /// Where a connection cut by its clock is counted.
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Clocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clocked")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Clocked {
     /// Clocks `inner`, its first request header due within the header timeout.
-    pub(crate) fn new(inner: Stream, limits: ClientTimeouts) -> Self {
+    pub(crate) fn new(inner: Stream, limits: ClientTimeouts, metrics: Arc<Metrics>) -> Self {
         let now = Instant::now();
         Clocked {
             inner,
+            metrics,
             limits,
             phase: Phase::Header {
                 due: now + limits.header,
@@ -141,6 +154,7 @@ impl AsyncRead for Clocked {
         }
         if let Phase::Header { due, .. } = this.phase {
             if Instant::now() >= due {
+                this.metrics.client_timeout("header");
                 return Poll::Ready(Err(timed_out("request header")));
             }
         }
@@ -168,6 +182,8 @@ impl AsyncRead for Clocked {
             if this.deadline().0 > Instant::now() {
                 continue;
             }
+            this.metrics
+                .client_timeout(if header { "header" } else { "idle" });
             return Poll::Ready(match (header, this.phase) {
                 (true, _) => Err(timed_out("request header")),
                 // Between requests: a quiet close, as if the client had left.

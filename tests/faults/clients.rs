@@ -102,8 +102,18 @@ async fn slowloris_and_idle_connections_are_cut_and_the_node_serves_on() {
         took < Duration::from_secs(10),
         "an idle connection lasted {took:?}"
     );
-    // And the node still serves.
+    // And the node still serves; the cuts are counted.
     assert_eq!(get(&node.url("/ok")).await.0, 200);
+    assert!(
+        node.metric("strata_client_timeouts_total{kind=\"header\"}")
+            .await
+            >= 50.0
+    );
+    assert!(
+        node.metric("strata_client_timeouts_total{kind=\"idle\"}")
+            .await
+            >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
