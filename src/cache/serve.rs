@@ -22,6 +22,12 @@ use crate::http::conditional::{self, Validators, NOT_MODIFIED_HEADERS};
 use crate::http::range::{self, if_range_matches, ByteRange, RangeRequest};
 use crate::metrics::ByteSource;
 
+/// Tries for one slice of a response already started: from the tiers, or a fill.
+const SLICE_ATTEMPTS: u32 = 4;
+
+/// The pause before the second try; it doubles for each next one (50, 100, 200 ms).
+const RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The validators preconditions are evaluated against.
 fn validators(meta: &ObjectMeta) -> Validators<'_> {
     Validators {
@@ -200,7 +206,12 @@ async fn stream_range(
         job.at(idx);
         let mut sent = 0u64;
         let mut private = false;
-        for _attempt in 0..4 {
+        for attempt in 0..SLICE_ATTEMPTS {
+            if attempt > 0 {
+                // The last try failed (the fill was abandoned or stalled): the origin is not
+                // asked again at once.
+                tokio::time::sleep(RETRY_BACKOFF * (1 << (attempt - 1))).await;
+            }
             let cached = match prefetched.take() {
                 Some(v) => Some(v),
                 None => cached_slice(plane, meta, idx).await,
