@@ -4,6 +4,8 @@
 //!
 //! Request, origin and fill figures are counted where they happen; the tiers' own counters
 //! are read at each scrape and carried into counters by their increase since the last one.
+//!
+//! - [`labels`]: the typed label values (fill results, byte sources, origin errors).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,78 +16,9 @@ use prometheus::{
 };
 use strata_storage::TieredStats;
 
-/// How a cache fill ended (the `result` label of `strata_fills_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FillResult {
-    /// A slice (or a whole unknown-length object) reached the tiers.
-    Stored,
-    /// The origin body ended early or failed.
-    Incomplete,
-    /// A tier refused or failed the write.
-    StoreError,
-    /// Every interested client left, so the fill stopped.
-    Cancelled,
-}
+mod labels;
 
-impl FillResult {
-    /// The label value.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            FillResult::Stored => "stored",
-            FillResult::Incomplete => "incomplete",
-            FillResult::StoreError => "store_error",
-            FillResult::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Where body bytes sent to a client came from (the `source` label of
-/// `strata_response_bytes_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ByteSource {
-    /// The memory tier.
-    Memory,
-    /// The disk tier.
-    Disk,
-    /// The origin, as it arrived (directly, or from a fill in flight).
-    Origin,
-}
-
-impl ByteSource {
-    /// The label value.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ByteSource::Memory => "memory",
-            ByteSource::Disk => "disk",
-            ByteSource::Origin => "origin",
-        }
-    }
-}
-
-/// Why an origin request failed (the `kind` label of `strata_origin_errors_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OriginError {
-    /// No connection (name resolution, refused, unreachable).
-    Connect,
-    /// The origin did not answer in time.
-    Timeout,
-    /// The exchange broke (reset, malformed response, body cut short).
-    Protocol,
-    /// The origin answered with a server error or refused Strata's credentials.
-    Status,
-}
-
-impl OriginError {
-    /// The label value.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            OriginError::Connect => "connect",
-            OriginError::Timeout => "timeout",
-            OriginError::Protocol => "protocol",
-            OriginError::Status => "status",
-        }
-    }
-}
+pub(crate) use labels::{ByteSource, FillResult, OriginError};
 
 /// What a scrape reads from outside the counters.
 pub(crate) struct Snapshot {
@@ -345,14 +278,14 @@ impl Metrics {
             registry,
         };
         // Shown at zero from the start, so alerts on them need no first event.
-        for kind in ["header", "idle"] {
-            m.client_timeouts.with_label_values(&[kind]);
-        }
-        for limit in ["per_client", "node"] {
-            m.refused_connections.with_label_values(&[limit]);
-        }
-        for limit in ["rate", "in_flight"] {
-            m.limited.with_label_values(&[limit]);
+        for (family, labels) in [
+            (&m.client_timeouts, ["header", "idle"]),
+            (&m.refused_connections, ["per_client", "node"]),
+            (&m.limited, ["rate", "in_flight"]),
+        ] {
+            for l in labels {
+                family.with_label_values(&[l]);
+            }
         }
         m
     }
