@@ -172,6 +172,21 @@ async fn closed_at_once(s: &mut tokio::net::TcpStream) -> bool {
     )
 }
 
+/// A request for `/c` on `s`, kept alive, answered whole: the node has taken the connection.
+async fn served_on(s: &mut tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"capped\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_capped_per_client_and_per_node() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -180,9 +195,12 @@ async fn connections_are_capped_per_client_and_per_node() {
     let mut cfg = NodeConfig::new(&origin.url());
     cfg.extra_top = "limits:\n  connections_per_client: 2\n  connections: 3\n".into();
     let node = Strata::start(&cfg);
-    // Two from one address are held; a third from it is closed at once.
-    let a1 = connect_from(&node, "127.0.0.2").await;
-    let a2 = connect_from(&node, "127.0.0.2").await;
+    // Two from one address are held (each answered once, so the node has counted them); a
+    // third from it is closed at once.
+    let mut a1 = connect_from(&node, "127.0.0.2").await;
+    served_on(&mut a1).await;
+    let mut a2 = connect_from(&node, "127.0.0.2").await;
+    served_on(&mut a2).await;
     let mut a3 = connect_from(&node, "127.0.0.2").await;
     assert!(
         closed_at_once(&mut a3).await,
@@ -190,6 +208,7 @@ async fn connections_are_capped_per_client_and_per_node() {
     );
     // Another address gets one (three in all), and no more: the node's cap.
     let mut b1 = connect_from(&node, "127.0.0.3").await;
+    served_on(&mut b1).await;
     let mut b2 = connect_from(&node, "127.0.0.3").await;
     assert!(
         closed_at_once(&mut b2).await,
