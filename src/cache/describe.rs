@@ -48,7 +48,8 @@ pub(super) async fn describe(
     let cache = plane.cache.clone();
     let store = async move {
         for (k, v) in records {
-            if let Err(e) = cache.insert(&k, v).await {
+            // Memory has it already (and may have a newer one by the time this lands).
+            if let Err(e) = cache.insert_disk(&k, v).await {
                 tracing::warn!(error = %e, "object description not stored on disk");
             }
         }

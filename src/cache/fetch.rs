@@ -318,7 +318,11 @@ async fn adopt(
         plane
             .cache
             .insert_memory_now(&meta_key(&job.base_key), record.clone());
-        if let Err(e) = plane.cache.insert(&meta_key(&job.base_key), record).await {
+        if let Err(e) = plane
+            .cache
+            .insert_disk(&meta_key(&job.base_key), record)
+            .await
+        {
             tracing::warn!(key = %job.base_key, error = %e, "vary record not stored on disk");
         }
         guard.resolve(Discovery::Uncoalescable);

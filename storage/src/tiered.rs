@@ -209,9 +209,20 @@ impl TieredCache {
     }
 
     /// Makes a small value visible at once from memory; the caller writes it to L2 (with
-    /// [`TieredCache::insert`]) without having to wait for that.
+    /// [`TieredCache::insert_disk`]) without having to wait for that.
     pub fn insert_memory_now(&self, key: &[u8], value: Bytes) {
         self.l1.insert_forced(key, value);
+    }
+
+    /// Writes `value` to L2 only, leaving L1 alone: for a value [`TieredCache::insert_memory_now`]
+    /// already put there. Offering it to L1 again when the write lands could put back an older
+    /// value over a newer one written to memory meanwhile (a late write of a record that a
+    /// revalidation has replaced since).
+    pub async fn insert_disk(&self, key: &[u8], value: Bytes) -> Result<()> {
+        match &self.l2 {
+            Some(d) => d.insert(key, &value).await,
+            None => Ok(()),
+        }
     }
 
     /// Forgets `key` in both tiers (durably in L2).
@@ -305,5 +316,25 @@ mod tests {
             big.as_ptr(),
             "a large caller value was copied"
         );
+    }
+
+    /// A late disk write of an older value must not replace, in memory, a newer one put there
+    /// meanwhile: the write of a record that a revalidation has replaced since.
+    #[tokio::test]
+    async fn a_late_disk_write_leaves_a_newer_memory_value_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut disk = crate::DiskConfig::new(dir.path().join("c.img"), 32 << 20);
+        disk.region_size = 1 << 20;
+        let cache = TieredCache::open(TieredCacheConfig {
+            memory: 16 << 20,
+            disk: Some(disk),
+            admission: Default::default(),
+        })
+        .await
+        .expect("cache");
+        let (old, new) = (Bytes::from_static(b"v1"), Bytes::from_static(b"v2"));
+        cache.insert_memory_now(b"record", new.clone());
+        cache.insert_disk(b"record", old).await.expect("disk write");
+        assert_eq!(cache.get(b"record").await, Some(new));
     }
 }

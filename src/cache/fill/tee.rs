@@ -110,7 +110,7 @@ impl Tee {
         let key = meta_key(&self.key);
         let record = self.meta.encode();
         self.cache.insert_memory_now(&key, record.clone());
-        if let Err(e) = self.cache.insert(&key, record).await {
+        if let Err(e) = self.cache.insert_disk(&key, record).await {
             tracing::warn!(key = %self.key, error = %e, "object description not stored on disk");
         }
     }
