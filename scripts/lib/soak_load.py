@@ -307,7 +307,12 @@ def run_one(name, start, args, work, origin_port, root, script):
         if line is None:
             sys.exit(f"[{name}] wrk printed no summary:\n{out.stdout}\n{out.stderr}")
         w = json.loads(line[5:])
-        wrong = verify(port, root)
+        print(f"[{name}] wrk: {w}", flush=True)
+        try:
+            wrong = verify(port, root)
+        except OSError as e:
+            print(f"[{name}] verification failed: {e}", flush=True)
+            wrong = -1
         idle_before, idle_during = idle_connections_rss(port, pid)
         alive = tree_rss_kib(pid) > 0
     finally:
