@@ -164,7 +164,12 @@ pub(super) async fn lead(
         Ok(up) => up,
         Err(e) => {
             tracing::warn!(route = %job.route.name, error = %e, "origin request not built");
-            return failed(fwd, Detail::OriginUnreachable, "origin request failed");
+            return failed(
+                StatusCode::BAD_GATEWAY,
+                fwd,
+                Detail::OriginUnreachable,
+                "origin request failed",
+            );
         }
     };
     let mut origin = match plane
@@ -189,11 +194,7 @@ pub(super) async fn lead(
                 UpstreamError::Credentials { .. } => Detail::OriginCredentials,
                 _ => Detail::OriginUnreachable,
             };
-            let mut answer = failed(fwd, detail, &e.public_message());
-            if let Fetched::Failed(a) = &mut answer {
-                a.status = status;
-            }
-            return answer;
+            return failed(status, fwd, detail, &e.public_message());
         }
     };
     job.interim = std::mem::take(&mut origin.interim);
@@ -223,10 +224,11 @@ pub(super) async fn lead(
     adopt(plane, job, guard, origin, fwd, revalidating).await
 }
 
-/// An origin failure with nothing to serve instead: a 502 naming what failed.
-fn failed(fwd: Forward, detail: Detail, message: &str) -> Fetched {
+/// An origin failure with nothing to serve instead: `status` (502, or 504 for a timeout)
+/// naming what failed.
+fn failed(status: StatusCode, fwd: Forward, detail: Detail, message: &str) -> Fetched {
     Fetched::Failed(ErrorAnswer {
-        status: StatusCode::BAD_GATEWAY,
+        status,
         cache_status: CacheStatus::fwd_with(fwd, detail),
         message: message.to_string(),
     })

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::Method;
 use pingora::connectors::http::Connector;
@@ -18,6 +18,7 @@ use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::HealthCheckConfig;
+use crate::http::date::unix_now;
 use crate::origin::endpoint::Endpoint;
 
 /// How long a server that refused a connection is passed over, without health checks.
@@ -41,14 +42,9 @@ pub(crate) struct Server {
 impl Server {
     /// Whether requests may go to it now.
     pub(crate) fn is_up(&self) -> bool {
-        !self.unhealthy.load(Ordering::Relaxed) && self.down_until.load(Ordering::Relaxed) <= now()
+        !self.unhealthy.load(Ordering::Relaxed)
+            && self.down_until.load(Ordering::Relaxed) <= unix_now()
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The servers of a route.
@@ -120,7 +116,7 @@ impl Servers {
     pub(crate) fn unreachable(&self, i: usize) {
         if let Some(s) = self.list.get(i) {
             s.down_until
-                .store(now() + DOWN_FOR.as_secs(), Ordering::Relaxed);
+                .store(unix_now() + DOWN_FOR.as_secs(), Ordering::Relaxed);
             tracing::warn!(origin = %s.endpoint.url.authority_url(), "origin server unreachable; passed over");
         }
     }
@@ -220,6 +216,7 @@ async fn probe(connector: &Connector, e: &Endpoint, h: &HealthCheckConfig) -> bo
             .ok()?;
         req.insert_header(http::header::CONNECTION, "close").ok()?;
         let (mut session, _) = connector.get_http_session(&peer).await.ok()?;
+        // Not client.rs's `exchange`: that room uses this one to choose servers (no cycle).
         session.write_request_header(Box::new(req)).await.ok()?;
         session.finish_request_body().await.ok()?;
         session.read_response_header().await.ok()?;
