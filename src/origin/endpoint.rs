@@ -160,14 +160,21 @@ impl Endpoint {
 
     /// The address of turn `turn` among those not passed over (any, if all are).
     fn pick(&self, addrs: &[SocketAddr], turn: usize) -> SocketAddr {
-        let down = self.down.lock().map(|d| d.clone()).unwrap_or_default();
-        let is_down = |a: &SocketAddr| {
-            down.iter()
-                .any(|(d, until)| d == a && Instant::now() < *until)
+        let any = addrs[turn % addrs.len()];
+        let Ok(down) = self.down.lock() else {
+            return any;
         };
-        let up: Vec<SocketAddr> = addrs.iter().copied().filter(|a| !is_down(a)).collect();
-        let from = if up.is_empty() { addrs } else { &up[..] };
-        from[turn % from.len()]
+        // The common case, no address passed over: nothing to filter, nothing allocated.
+        if down.is_empty() {
+            return any;
+        }
+        let now = Instant::now();
+        let up: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !down.iter().any(|(d, until)| d == a && now < *until))
+            .collect();
+        up.get(turn % up.len().max(1)).copied().unwrap_or(any)
     }
 
     /// The peer's address refused a connection: it is passed over for a while. Whether
