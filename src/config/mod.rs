@@ -268,6 +268,11 @@ pub struct DiskConfig {
     /// `cache.disk.queue_depth`: io_uring queue depth (default 64).
     #[serde(default = "default_queue_depth")]
     pub queue_depth: u32,
+    /// `cache.disk.write_queue`: bytes of cache writes that may wait for the device at once
+    /// (default 64MiB; 0 for no bound). Past it, new objects are kept in memory only until
+    /// the device catches up (`strata_disk_writes_shed_total`).
+    #[serde(default = "default_write_queue")]
+    pub write_queue: Size,
     /// `cache.disk.purge_log`: where purge rules are kept across restarts (default: the
     /// cache file's path with `.purges` added; required to keep purges with a block device).
     #[serde(default)]
@@ -295,6 +300,10 @@ pub fn local_address(listen: SocketAddr) -> SocketAddr {
         ip => ip,
     };
     SocketAddr::new(ip, listen.port())
+}
+
+fn default_write_queue() -> Size {
+    Size(strata_storage::DEFAULT_WRITE_QUEUE)
 }
 
 fn default_tag_header() -> String {

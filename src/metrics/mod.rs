@@ -40,7 +40,7 @@ const LATENCY_BUCKETS: [f64; 16] = [
 type StorageCounter = (&'static str, &'static str, fn(&TieredStats) -> Option<u64>);
 
 /// Every storage counter, by family and tier.
-const STORAGE_COUNTERS: [StorageCounter; 12] = [
+const STORAGE_COUNTERS: [StorageCounter; 13] = [
     ("hits", "memory", |s| Some(s.memory.hits)),
     ("misses", "memory", |s| Some(s.memory.misses)),
     ("inserts", "memory", |s| Some(s.memory.inserts)),
@@ -62,6 +62,9 @@ const STORAGE_COUNTERS: [StorageCounter; 12] = [
     }),
     ("write_suspensions", "disk", |s| {
         s.disk.as_ref().map(|d| d.write_suspensions)
+    }),
+    ("writes_shed", "disk", |s| {
+        s.disk.as_ref().map(|d| d.shed_writes)
     }),
 ];
 
@@ -88,6 +91,8 @@ pub(crate) struct Metrics {
     disk_checksum_failures: IntCounter,
     disk_regions_retired: IntCounter,
     disk_write_suspensions: IntCounter,
+    disk_writes_shed: IntCounter,
+    disk_write_queue: IntGauge,
     used_bytes: IntGaugeVec,
     capacity_bytes: IntGaugeVec,
     items: IntGaugeVec,
@@ -248,6 +253,14 @@ impl Metrics {
             disk_write_suspensions: single(
                 "strata_disk_write_suspensions_total",
                 "Times disk tier writes were suspended for a back-off after failing everywhere",
+            ),
+            disk_writes_shed: single(
+                "strata_disk_writes_shed_total",
+                "Disk tier writes shed because cache.disk.write_queue bytes were already waiting for the device",
+            ),
+            disk_write_queue: int_gauge(
+                "strata_disk_write_queue_bytes",
+                "Bytes of disk tier writes waiting for the device",
             ),
             used_bytes: gauge(
                 "strata_cache_used_bytes",
@@ -440,6 +453,7 @@ impl Metrics {
                     "checksum_failures" => self.disk_checksum_failures.inc_by(add),
                     "regions_retired" => self.disk_regions_retired.inc_by(add),
                     "write_suspensions" => self.disk_write_suspensions.inc_by(add),
+                    "writes_shed" => self.disk_writes_shed.inc_by(add),
                     f => {
                         if let Some(c) = self.tier_counters.get(f) {
                             c.with_label_values(&[tier]).inc_by(add);
@@ -465,6 +479,8 @@ impl Metrics {
             self.recovery_seconds.set(d.recovery_ms as f64 / 1000.0);
             self.recovered_items
                 .set(i64::try_from(d.recovered_items).unwrap_or(i64::MAX));
+            self.disk_write_queue
+                .set(i64::try_from(d.queued_write_bytes).unwrap_or(i64::MAX));
         }
         self.in_flight
             .set(i64::try_from(now.in_flight).unwrap_or(i64::MAX));

@@ -26,6 +26,7 @@ pub(crate) fn storage_config(cfg: &Config) -> TieredCacheConfig {
             },
             overwrite: d.overwrite,
             eviction: Default::default(),
+            write_queue: d.write_queue.0,
         }),
         admission: Default::default(),
     }

@@ -141,6 +141,15 @@ pub enum StorageError {
     /// Every region is busy with writes in flight; the insert was not admitted.
     #[error("disk store is busy: no region can be reclaimed right now")]
     Busy,
+    /// The writes in flight have reached their budget (the device is slower than what comes
+    /// in): the insert was shed, not queued.
+    #[error("disk write shed: {queued} bytes of writes in flight reach the budget of {budget}")]
+    Overloaded {
+        /// Bytes of writes in flight.
+        queued: u64,
+        /// The budget (`write_queue`).
+        budget: u64,
+    },
     /// Writes are suspended for a while: they kept failing on the whole device.
     #[error("disk writes suspended: the device kept failing them; retried after a back-off")]
     WritesSuspended,

@@ -63,7 +63,7 @@ mod tiered;
 
 pub use disk::{
     format, inspect, DiskConfig, DiskStats, DiskStore, EvictionPolicy, InspectReport, Superblock,
-    MAX_REGION_SIZE,
+    DEFAULT_WRITE_QUEUE, MAX_REGION_SIZE,
 };
 pub use error::{Result, StorageError};
 pub use io::{DeviceKind, EngineKind, EngineOptions};

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use crate::disk::{DiskConfig, DiskStats, DiskStore};
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 use crate::key::key_hash;
 use crate::memory::{MemoryStats, MemoryTier};
 
@@ -123,6 +123,24 @@ enum Source {
     Disk,
 }
 
+/// Parts joined into one value.
+fn joined(parts: &[Bytes]) -> Bytes {
+    let mut joined = bytes::BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        joined.extend_from_slice(p);
+    }
+    joined.freeze()
+}
+
+/// A disk write shed because the device is behind is not a failure of the insert: the value
+/// is in memory (if L1 admits it), and the shed is counted in the disk store's stats.
+fn kept_in_memory(e: StorageError) -> Result<()> {
+    match e {
+        StorageError::Overloaded { .. } => Ok(()),
+        e => Err(e),
+    }
+}
+
 impl TieredCache {
     /// Opens the tiers described by `cfg`.
     pub async fn open(cfg: TieredCacheConfig) -> Result<TieredCache> {
@@ -178,7 +196,7 @@ impl TieredCache {
                     None => Ok(()),
                 };
                 self.offer_l1(key, &value, Source::Caller, generation);
-                l2
+                l2.or_else(kept_in_memory)
             }
         }
     }
@@ -191,17 +209,18 @@ impl TieredCache {
                 Some(d) => {
                     let generation = self.removals.generation(key);
                     let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
-                    let written = d.insert_parts(key, &slices).await?;
-                    self.offer_l1(key, &written, Source::Disk, generation);
+                    match d.insert_parts(key, &slices).await {
+                        Ok(written) => self.offer_l1(key, &written, Source::Disk, generation),
+                        // Shed (the device is behind): memory keeps it meanwhile.
+                        Err(StorageError::Overloaded { .. }) => {
+                            self.offer_l1(key, &joined(parts), Source::Caller, generation)
+                        }
+                        Err(e) => return Err(e),
+                    }
                     Ok(())
                 }
                 None => {
-                    let mut joined =
-                        bytes::BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
-                    for p in parts {
-                        joined.extend_from_slice(p);
-                    }
-                    self.l1.insert(key, joined.freeze());
+                    self.l1.insert(key, joined(parts));
                     Ok(())
                 }
             },
@@ -220,7 +239,7 @@ impl TieredCache {
     /// revalidation has replaced since).
     pub async fn insert_disk(&self, key: &[u8], value: Bytes) -> Result<()> {
         match &self.l2 {
-            Some(d) => d.insert(key, &value).await,
+            Some(d) => d.insert(key, &value).await.or_else(kept_in_memory),
             None => Ok(()),
         }
     }

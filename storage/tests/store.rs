@@ -367,3 +367,61 @@ async fn a_region_of_4gib_is_refused() {
     }
     assert!(strata_storage::format(&cfg).is_err());
 }
+
+/// Writes past `write_queue` bytes in flight are shed at once, not queued: the disk store
+/// refuses them with a typed error and counts them, and the tiered cache keeps the value in
+/// memory instead. Both engines.
+#[tokio::test]
+async fn writes_past_the_write_queue_are_shed_and_kept_in_memory() {
+    for engine in [EngineKind::Psync, EngineKind::Auto] {
+        let dir = scratch();
+        let mut cfg = config(&dir.path().join("cache.img"), 32 << 20, engine);
+        // One item's worth: a second write while the first is in flight is shed.
+        cfg.write_queue = 4096;
+        let store = DiskStore::open(&cfg).await.unwrap();
+        let (a, b) = (value(1, 0, 20_000), value(2, 0, 20_000));
+        // The first is polled first: admitted, it waits for the device; the second finds the
+        // queue full.
+        let (k1, k2) = (key(1), key(2));
+        let (first, second) = tokio::join!(store.insert(&k1, &a), store.insert(&k2, &b));
+        first.unwrap();
+        assert!(
+            matches!(second, Err(StorageError::Overloaded { budget: 4096, .. })),
+            "{engine:?}: {second:?}"
+        );
+        let s = store.stats();
+        assert_eq!((s.shed_writes, s.queued_write_bytes), (1, 0), "{engine:?}");
+        assert!(store.get(&key(2)).await.is_none(), "{engine:?}");
+        // Once the queue has drained, writes are admitted again.
+        store.insert(&key(2), &b).await.unwrap();
+        assert_eq!(&store.get(&key(2)).await.unwrap()[..], &b[..], "{engine:?}");
+        drop(store);
+
+        let dir = scratch();
+        let mut disk = config(&dir.path().join("tiered.img"), 32 << 20, engine);
+        disk.write_queue = 4096;
+        let cache = TieredCache::open(TieredCacheConfig {
+            memory: 1 << 20,
+            disk: Some(disk),
+            admission: Default::default(),
+        })
+        .await
+        .unwrap();
+        let parts = |v: &[u8]| {
+            vec![
+                bytes::Bytes::copy_from_slice(&v[..9000]),
+                bytes::Bytes::copy_from_slice(&v[9000..]),
+            ]
+        };
+        let (pa, pb) = (parts(&a), parts(&b));
+        let (k1, k2) = (key(1), key(2));
+        let (first, second) =
+            tokio::join!(cache.insert_parts(&k1, &pa), cache.insert_parts(&k2, &pb));
+        first.unwrap();
+        second.expect("a shed disk write is not a failed insert");
+        let p = cache.placement(&key(2));
+        assert!(p.memory && !p.disk, "{engine:?}: kept in memory only");
+        assert_eq!(&cache.get(&key(2)).await.unwrap()[..], &b[..], "{engine:?}");
+        assert_eq!(cache.stats().disk.unwrap().shed_writes, 1, "{engine:?}");
+    }
+}

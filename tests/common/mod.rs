@@ -72,6 +72,8 @@ pub(crate) struct NodeConfig {
     pub(crate) disk: Option<String>,
     pub(crate) slice: String,
     pub(crate) extra_cache: String,
+    /// Extra `cache.disk` keys, one per line, indented by four spaces.
+    pub(crate) extra_disk: String,
     /// Extra top-level YAML (e.g. a `tls:` block).
     pub(crate) extra_top: String,
     pub(crate) routes: String,
@@ -90,6 +92,7 @@ impl NodeConfig {
             disk: Some("256MiB".into()),
             slice: "1MiB".into(),
             extra_cache: String::new(),
+            extra_disk: String::new(),
             extra_top: String::new(),
             routes: format!("  - name: test\n    path_prefix: /\n    origin: {origin}\n"),
             log_level: "info".into(),
@@ -102,7 +105,8 @@ impl NodeConfig {
     fn yaml(&self, addr: SocketAddr, admin: SocketAddr) -> String {
         let disk = match &self.disk {
             Some(size) => format!(
-                "  disk:\n    path: cache.img\n    size: {size}\n    io: auto\n    region_size: 4MiB\n"
+                "  disk:\n    path: cache.img\n    size: {size}\n    io: auto\n    region_size: 4MiB\n{}",
+                self.extra_disk
             ),
             None => String::new(),
         };

@@ -131,6 +131,8 @@ struct State {
     body_bytes: AtomicU64,
     /// Bodies whose connection went away before they were sent whole.
     abandoned: AtomicU64,
+    /// Connections accepted.
+    connections: AtomicU64,
     abandoned_event: tokio::sync::Notify,
     seen_event: tokio::sync::Notify,
 }
@@ -167,6 +169,7 @@ impl TestOrigin {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                st.connections.fetch_add(1, Ordering::Relaxed);
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
@@ -203,6 +206,11 @@ impl TestOrigin {
     /// Body bytes sent so far.
     pub(crate) fn body_bytes(&self) -> u64 {
         self.state.body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub(crate) fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
     }
 
     /// Bodies cut short because the client (the proxy) went away.

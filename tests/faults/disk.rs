@@ -106,3 +106,57 @@ async fn a_full_device_and_a_vanished_one_leave_the_node_serving_from_the_origin
         .contains("disk writes keep failing"));
     assert_eq!(http_get_status(node.admin, "/ready"), Some(200));
 }
+
+/// Small misses, one after another, on a node whose device is slow: each response is complete
+/// before its disk write lands, and its origin connection goes back to the pool as soon as its
+/// body is read, not when the write lands. Before, every fill held its origin connection until
+/// then, so a steady stream of misses on a slow device opened a connection per miss (and ran a
+/// node out of file descriptors under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_device_holds_no_origin_connection() {
+    let origin = TestOrigin::start().await;
+    let node = Strata::start(&NodeConfig::new(&origin.url()));
+    // Every IO completion waits 300 ms: a device far slower than the origin.
+    failpoint(&node, "io::complete", "delay(300)").await;
+    let client = reqwest::Client::new();
+    for i in 0..6u64 {
+        let p = format!("/slow-disk/{i}");
+        let body = random_bytes(20_000, 500 + i);
+        origin.put(&p, Object::new(body.clone()));
+        let r = client.get(node.url(&p)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{p}");
+        assert_eq!(r.bytes().await.unwrap(), body, "{p}");
+    }
+    clear_failpoint(&node, "io::complete").await;
+    assert!(
+        origin.connections() <= 2,
+        "{} origin connections for 6 sequential misses",
+        origin.connections()
+    );
+}
+
+/// Past `cache.disk.write_queue` bytes waiting for the device, new objects are not queued for
+/// it: they are kept in memory (hits), and the shed writes are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_past_the_write_queue_are_shed_and_served_from_memory() {
+    let origin = TestOrigin::start().await;
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.extra_disk = "    write_queue: 4KiB\n".into();
+    let node = Strata::start(&cfg);
+    failpoint(&node, "io::complete", "delay(300)").await;
+    let mut objects = Vec::new();
+    for i in 0..6u64 {
+        let p = format!("/shed/{i}");
+        let body = random_bytes(20_000, 600 + i);
+        origin.put(&p, Object::new(body.clone()));
+        assert_eq!(get(&node.url(&p)).await.2, body, "{p}");
+        objects.push((p, body));
+    }
+    for (p, body) in &objects {
+        let (s, cs, got) = get(&node.url(p)).await;
+        assert_eq!((s, cs.as_str(), &got), (200, "strata; hit", body), "{p}");
+        assert_eq!(origin.hits(p), 1, "{p}");
+    }
+    clear_failpoint(&node, "io::complete").await;
+    assert!(node.metric("strata_disk_writes_shed_total").await >= 1.0);
+}

@@ -217,7 +217,10 @@ impl RunFill {
     }
 
     /// Fills the run from `origin`, whose body starts at byte `body_start` of the object.
-    pub(crate) async fn fill(mut self, mut origin: OriginResponse, body_start: u64) {
+    pub(crate) async fn fill(mut self, origin: OriginResponse, body_start: u64) {
+        // Given back to the pool as soon as its body is read: the stores that follow may wait
+        // for the device, and an origin connection must not wait with them.
+        let mut origin = Some(origin);
         let mut skip = self.start().saturating_sub(body_start);
         let mut carry: Option<Bytes> = None;
         // Each slice is let go once complete: its bytes then live on only in readers still at it.
@@ -267,6 +270,11 @@ impl RunFill {
                 got += take as u64;
                 slice.push(chunk.slice(..take));
             }
+            if carry.is_none() && origin.as_mut().is_some_and(OriginResponse::is_done) {
+                if let Some(o) = origin.take() {
+                    self.upstream.release(o).await;
+                }
+            }
             let key = self.meta.slice_key(idx);
             // Complete now: its readers get their last bytes without waiting for the disk. It
             // stays registered (readable) until the tiers hold it, so no request in between
@@ -285,13 +293,15 @@ impl RunFill {
             self.extend(&mut pending, &mut next);
         }
         self.run.finish();
-        // The connection is reusable only if its body was read to the end.
-        if carry.is_none() && origin.is_done() {
-            self.upstream.release(origin).await;
-        }
+        // A connection whose body was not read to the end (the run ended at a slice stored
+        // meanwhile) is not reusable: dropping it closes it.
     }
 
-    async fn read(&self, origin: &mut OriginResponse) -> Next {
+    async fn read(&self, origin: &mut Option<OriginResponse>) -> Next {
+        let Some(origin) = origin else {
+            // The body ended (and its connection went back) before the run was filled.
+            return Next::End;
+        };
         tokio::select! {
             biased;
             _ = self.run.idle() => Next::Cancelled,

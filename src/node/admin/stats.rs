@@ -45,6 +45,8 @@ pub(super) fn handle(app: &AdminApp) -> Response<Vec<u8>> {
             "io_errors": d.io_errors,
             "regions_retired": d.regions_retired,
             "write_suspensions": d.write_suspensions,
+            "writes_shed": d.shed_writes,
+            "write_queue_bytes": d.queued_write_bytes,
             "recovered_items": d.recovered_items,
             "recovery_ms": d.recovery_ms,
         })

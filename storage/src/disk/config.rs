@@ -34,7 +34,14 @@ pub struct DiskConfig {
     pub overwrite: bool,
     /// Reclaim policy.
     pub eviction: EvictionPolicy,
+    /// Bytes of inserts that may be in flight at once (default 64 MiB; 0: unbounded); past
+    /// it, inserts are shed rather than queued.
+    pub write_queue: u64,
 }
+
+/// The default [`DiskConfig::write_queue`]: 64 MiB, a few dozen slices; a device that keeps
+/// that much waiting is already behind by tens of milliseconds at NVMe speed.
+pub const DEFAULT_WRITE_QUEUE: u64 = 64 << 20;
 
 impl DiskConfig {
     /// Defaults for a file at `path` of `size` bytes.
@@ -47,6 +54,7 @@ impl DiskConfig {
             engine_options: EngineOptions::default(),
             overwrite: false,
             eviction: EvictionPolicy::default(),
+            write_queue: DEFAULT_WRITE_QUEUE,
         }
     }
 }

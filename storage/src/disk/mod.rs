@@ -7,6 +7,7 @@
 //! - [`slab`]: the state every part shares (device IO by region, the index, the sequence);
 //! - [`health`]: failures per region, and regions that keep failing taken out of use;
 //! - [`allocator`]: free, filling and sealed regions; reserving space; sealing;
+//! - [`backlog`]: bytes of writes in flight, and inserts shed past its budget;
 //! - [`reclaim`]: emptying the oldest sealed region, with second chance;
 //! - [`listing`]: what a region holds (its summary, else a scan), for recovery, reclaim, inspect;
 //! - [`recover`]: rebuilding the index at start-up;
@@ -18,6 +19,7 @@
 //! - [`inspect`]: a read-only report of a device.
 
 mod allocator;
+mod backlog;
 mod claim;
 mod config;
 mod geometry;
@@ -46,7 +48,7 @@ pub(crate) mod fuzzing {
 }
 
 pub use claim::format;
-pub use config::{DiskConfig, EvictionPolicy};
+pub use config::{DiskConfig, EvictionPolicy, DEFAULT_WRITE_QUEUE};
 pub use geometry::MAX_REGION_SIZE;
 pub use inspect::{inspect, InspectReport};
 pub use ondisk::item::HEADER_LEN as ITEM_HEADER_LEN;
@@ -61,6 +63,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use allocator::{Allocator, Reservation};
+use backlog::Backlog;
 use claim::{claim_device, new_superblock, write_superblock, Claim};
 use geometry::Geometry;
 use health::{Health, Way};
@@ -88,6 +91,8 @@ pub struct DiskStore {
     removed: parking_lot::Mutex<Removals>,
     // A tokio mutex: sealing and reclaiming do IO while holding it (once per region).
     alloc: tokio::sync::Mutex<Allocator>,
+    /// Inserts admitted and not yet landed; past its budget, inserts are shed.
+    backlog: Backlog,
     /// Regions in use when last counted (stats never wait for the allocator).
     regions_in_use: std::sync::atomic::AtomicU64,
     direct: bool,
@@ -132,6 +137,7 @@ impl DiskStore {
             superblock: sb.clone(),
             removed: parking_lot::Mutex::new(Removals::default()),
             alloc: tokio::sync::Mutex::new(Allocator::empty(geo.region_count)),
+            backlog: Backlog::new(cfg.write_queue),
             regions_in_use: Default::default(),
             direct: dev.direct,
             kind: dev.kind,
@@ -280,6 +286,14 @@ impl DiskStore {
         }
         let hash = key_hash(key);
         let blocks = geo.blocks_of(item::padded_len(key.len(), value_len, geo.block));
+        // Held until the write has landed (or failed): the backlog counts it meanwhile.
+        let Some(_queued) = self.backlog.admit(u64::from(blocks) * geo.block as u64) else {
+            bump(&slab.counters.shed_writes, 1);
+            return Err(StorageError::Overloaded {
+                queued: self.backlog.queued(),
+                budget: self.backlog.budget(),
+            });
+        };
         let reserved = {
             let mut a = self.alloc.lock().await;
             a.reserve(slab, blocks, hash, false).await.map(|r| {
@@ -403,6 +417,7 @@ impl DiskStore {
             region_size: self.slab.geo.region_size,
             recovered_items: self.recovered_items,
             recovery_ms: self.recovery_ms,
+            queued_write_bytes: self.backlog.queued(),
             last_shutdown_clean: self.superblock.clean_shutdown == 1,
             ..self.slab.counters.snapshot()
         }

@@ -15,6 +15,7 @@ pub(crate) struct Counters {
     pub(crate) evicted_items: AtomicU64,
     pub(crate) reinserted_items: AtomicU64,
     pub(crate) rejected_busy: AtomicU64,
+    pub(crate) shed_writes: AtomicU64,
     pub(crate) regions_retired: AtomicU64,
     pub(crate) write_suspensions: AtomicU64,
 }
@@ -47,6 +48,11 @@ pub struct DiskStats {
     pub reinserted_items: u64,
     /// Inserts refused because no region could be reclaimed.
     pub rejected_busy: u64,
+    /// Inserts shed because the writes in flight had reached `write_queue` bytes (the device
+    /// could not keep up).
+    pub shed_writes: u64,
+    /// Bytes of inserts admitted and not yet landed.
+    pub queued_write_bytes: u64,
     /// Regions taken out of use after failing again and again (see the module `health`).
     pub regions_retired: u64,
     /// Times writes were suspended because they kept failing on the whole device.
@@ -85,6 +91,7 @@ impl Counters {
             evicted_items: l(&self.evicted_items),
             reinserted_items: l(&self.reinserted_items),
             rejected_busy: l(&self.rejected_busy),
+            shed_writes: l(&self.shed_writes),
             regions_retired: l(&self.regions_retired),
             write_suspensions: l(&self.write_suspensions),
             ..DiskStats::default()
