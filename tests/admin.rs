@@ -239,16 +239,25 @@ async fn warm_fills_without_a_client_and_inspect_shows_what_is_stored() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
-    // Inspect: the stored response and where its slices are.
-    let v: serde_json::Value = client
-        .get(admin_url("/inspect?path=/w/big"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    // Inspect: the stored response and where its slices are. A warmed response is complete
+    // once its last byte is relayed; that slice's store into the tiers can land a moment
+    // later, so inspect is asked until no slice is missing (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let v = loop {
+        let v: serde_json::Value = client
+            .get(admin_url("/inspect?path=/w/big"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap();
+        if v["stored"]["slices"]["missing"] == 0 || std::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let s = &v["stored"];
     assert_eq!(s["status"], 200, "{v}");
     assert_eq!(s["length"], big, "{v}");
