@@ -197,8 +197,8 @@ routes:
     return port, p.pid, stop
 
 
-def tree_rss_kib(pid):
-    """RSS of pid and its children (nginx's workers), in KiB."""
+def tree(pid):
+    """pid and its children (nginx's workers)."""
     pids = [pid]
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -209,6 +209,23 @@ def tree_rss_kib(pid):
                     pids.append(int(entry))
             except (OSError, IndexError, ValueError):
                 pass
+    return pids
+
+
+def tree_fds(pid):
+    """Open file descriptors of pid and its children."""
+    n = 0
+    for p in tree(pid):
+        try:
+            n += len(os.listdir(f"/proc/{p}/fd"))
+        except OSError:
+            pass
+    return n
+
+
+def tree_rss_kib(pid):
+    """RSS of pid and its children (nginx's workers), in KiB."""
+    pids = tree(pid)
     total = 0
     for p in pids:
         try:
@@ -221,10 +238,11 @@ def tree_rss_kib(pid):
     return total
 
 
-def sample_rss(pid, every, stop, out):
+def sample_rss(pid, every, stop, out, fds):
     t0 = time.time()
     while not stop.wait(every):
         out.append((round(time.time() - t0, 1), tree_rss_kib(pid)))
+        fds.append(tree_fds(pid))
 
 
 def warm(port):
@@ -293,8 +311,8 @@ def run_one(name, start, args, work, origin_port, root, script):
     port, pid, stop = start(work, origin_port)
     try:
         warm(port)
-        samples, done = [], threading.Event()
-        sampler = threading.Thread(target=sample_rss, args=(pid, 5, done, samples), daemon=True)
+        samples, fds, done = [], [], threading.Event()
+        sampler = threading.Thread(target=sample_rss, args=(pid, 5, done, samples, fds), daemon=True)
         sampler.start()
         cmd = ["wrk", "-t", "2", "-c", str(args.connections), "-d", f"{args.duration}s",
                "--timeout", "10s", "-s", script, f"http://127.0.0.1:{port}/"]
@@ -336,6 +354,9 @@ def run_one(name, start, args, work, origin_port, root, script):
                                  "first": rss[0] // 1024, "last": rss[-1] // 1024},
         "rss_slope_mib_per_min": round(slope_mib_per_min(after), 2),
         "rss_samples": samples,
+        # Every connection is a descriptor: client side and origin side. A proxy whose
+        # descriptors grow past its connections is leaking or piling up origin connections.
+        "open_fds_max": max(fds or [0]),
         "wrong_bytes_checks": wrong,
         "idle_1000_rss_mib": {"before": idle_before // 1024, "with": idle_during // 1024,
                               "per_connection_kib": round((idle_during - idle_before) / 1000, 1)},
@@ -375,12 +396,12 @@ def main():
     with open(args.report, "w") as f:
         json.dump(results, f, indent=1)
     print(f"\n{args.connections} connections, {args.duration} s each, 80% hits / 10% misses / 10% 64 KiB ranges")
-    print("| proxy | req/s | errors | p50 ms | p99 ms | p99.9 ms | RSS MiB after warm-up (min..max) | RSS slope MiB/min | checks wrong | 1000 idle conns: RSS MiB before -> with (KiB each) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| proxy | req/s | errors | p50 ms | p99 ms | p99.9 ms | RSS MiB after warm-up (min..max) | RSS slope MiB/min | open fds (max) | checks wrong | 1000 idle conns: RSS MiB before -> with (KiB each) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         m, i = r["rss_mib_after_warmup"], r["idle_1000_rss_mib"]
         print(f"| {r['proxy']} | {r['req_per_s']} | {r['errors']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-              f"{r['p999_ms']:.2f} | {m['min']}..{m['max']} | {r['rss_slope_mib_per_min']} | {r['wrong_bytes_checks']} | "
+              f"{r['p999_ms']:.2f} | {m['min']}..{m['max']} | {r['rss_slope_mib_per_min']} | {r['open_fds_max']} | {r['wrong_bytes_checks']} | "
               f"{i['before']} -> {i['with']} ({i['per_connection_kib']}) |")
     print(f"report: {args.report}")
     shutil.rmtree(work, ignore_errors=True)
