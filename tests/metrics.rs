@@ -52,6 +52,8 @@ async fn the_exposition_has_every_family_and_passes_promtool() {
         "strata_disk_checksum_failures_total",
         "strata_disk_regions_retired_total",
         "strata_disk_write_suspensions_total",
+        "strata_disk_writes_shed_total",
+        "strata_disk_write_queue_bytes",
         "strata_refused_connections_total",
         "strata_client_timeouts_total",
         "strata_limited_requests_total",
