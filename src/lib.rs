@@ -16,6 +16,7 @@
 //! - `node`: assembling a node from its configuration, the admin listener, shutdown.
 //! - [`cli`]: the `strata` commands.
 //! - `fuzz`: entry points of the fuzz targets in `fuzz/` (feature `fuzzing` only).
+//! - `bench`: parts of the hit path the benches in `benches/` measure (feature `bench` only).
 //!
 //! # Data flow
 //! ```text
@@ -35,6 +36,9 @@ pub mod http;
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+
+#[cfg(feature = "bench")]
+pub mod bench;
 
 mod cache;
 mod metrics;

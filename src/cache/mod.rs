@@ -58,6 +58,13 @@ use lookup::Found;
 pub(crate) use plane::{CachePlane, ErrorAnswer, Outcome};
 use record::ObjectMeta;
 
+/// What the benches in `benches/` measure of the hit path (feature `bench`).
+#[cfg(feature = "bench")]
+pub(crate) mod bench {
+    pub(crate) use super::record::{stored_headers, ObjectMeta, Record};
+    pub(crate) use super::serve::stored_response;
+}
+
 /// Fuzz entry: a stored record decodes to nothing, or to a record that encodes back to the
 /// same bytes (a record of the previous format, to one that decodes the same).
 #[cfg(feature = "fuzzing")]

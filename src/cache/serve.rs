@@ -157,22 +157,8 @@ async fn serve(
     br: Option<ByteRange>,
     prefetched: Option<Cached>,
 ) -> Result<Outcome> {
-    let len = meta.length;
     let age = meta.policy.age(SystemTime::now());
-    let mut resp = ResponseHeader::build(code, Some(meta.headers.len() + 5))?;
-    for (name, value) in &meta.headers {
-        resp.append_header(name.clone(), value.as_slice())?;
-    }
-    // RFC 9110 §8.6: no Content-Length on a 204.
-    if code != StatusCode::NO_CONTENT {
-        resp.insert_header(header::CONTENT_LENGTH, br.map_or(0, |r| r.len()))?;
-    }
-    if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (code, br) {
-        resp.insert_header(header::CONTENT_RANGE, r.content_range(len))?;
-    }
-    resp.insert_header(header::AGE, age)?;
-    resp.append_header(header::VIA, plane.via.clone())?;
-    resp.insert_header("cache-status", cs.header_value())?;
+    let resp = stored_response(&meta, code, br, age, &plane.via, &cs)?;
     let body = br.filter(|_| !job.is_head);
     job.header_written();
     session
@@ -184,6 +170,33 @@ async fn serve(
         None => job.detach(),
     }
     Ok(job.served(cs))
+}
+
+/// The response header of an answer from a stored object: its stored fields, then this
+/// answer's length, range, `Age`, `Via` and `Cache-Status`.
+pub(crate) fn stored_response(
+    meta: &ObjectMeta,
+    code: StatusCode,
+    br: Option<ByteRange>,
+    age: u64,
+    via: &http::HeaderValue,
+    cs: &CacheStatus,
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(code, Some(meta.headers.len() + 5))?;
+    for (name, value) in &meta.headers {
+        resp.append_header(name.clone(), value.as_slice())?;
+    }
+    // RFC 9110 §8.6: no Content-Length on a 204.
+    if code != StatusCode::NO_CONTENT {
+        resp.insert_header(header::CONTENT_LENGTH, br.map_or(0, |r| r.len()))?;
+    }
+    if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (code, br) {
+        resp.insert_header(header::CONTENT_RANGE, r.content_range(meta.length))?;
+    }
+    resp.insert_header(header::AGE, age)?;
+    resp.append_header(header::VIA, via.clone())?;
+    resp.insert_header("cache-status", cs.header_value())?;
+    Ok(resp)
 }
 
 /// Writes bytes `r` of the object, slice by slice, from the cache or from fills.
