@@ -1,5 +1,6 @@
 //! What a hit does with its stored record: decode it, and build the response header from it
-//! (the stored fields, then length, `Age`, `Via` and `Cache-Status`). Feature `bench`:
+//! (the stored fields, then length, `Via`, `Age` and `Cache-Status`): the first hit of a
+//! decoding builds it, later ones clone it and add `Age` and `Cache-Status`. Feature `bench`:
 //!
 //! ```text
 //! cargo bench --features bench --bench records
@@ -17,6 +18,9 @@ fn records(c: &mut Criterion) {
     let mut g = c.benchmark_group("record");
     g.bench_function("decode", |b| b.iter(|| bench::decode(black_box(&raw))));
     let decoded = bench::decode(&raw).expect("a typical record decodes");
+    g.bench_function("first_hit_header", |b| {
+        b.iter(|| bench::first_hit_header(black_box(&decoded)))
+    });
     g.bench_function("hit_header", |b| {
         b.iter(|| bench::hit_header(black_box(&decoded)))
     });

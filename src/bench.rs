@@ -2,6 +2,7 @@
 //! stored record decoded, and the response header built from it. Nothing here is part of
 //! Strata's interface.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use crate::http::freshness::{Overrides, Policy};
 use crate::http::range::ByteRange;
 
 /// A decoded object record.
-pub struct Decoded(Box<ObjectMeta>);
+pub struct Decoded(Arc<ObjectMeta>);
 
 /// The record of a typical hot object: 8 KiB, the header fields a web server sends.
 pub fn typical_record() -> Bytes {
@@ -41,6 +42,7 @@ pub fn typical_record() -> Bytes {
         id: object_id("bench/hot", Some(b"\"6b0ecbd1-2000\""), Some(8192), 1 << 20),
         stored_at_ms: crate::http::date::unix_ms(now),
         policy: Policy::new(StatusCode::OK, &h, now, &Overrides::default()),
+        full_header: Default::default(),
     };
     meta.encode()
 }
@@ -53,9 +55,19 @@ pub fn decode(raw: &[u8]) -> Option<Decoded> {
     }
 }
 
-/// The response header of a full hit on `d`, as the serving step builds it.
+/// The response header of a full hit on `d`, as the serving step builds it: from the header
+/// kept with the decoding after the first time.
 pub fn hit_header(d: &Decoded) -> Option<ResponseHeader> {
-    let m = &d.0;
+    header_of(&d.0)
+}
+
+/// The response header of the first hit on a decoding: built from the stored fields.
+pub fn first_hit_header(d: &Decoded) -> Option<ResponseHeader> {
+    // A clone of a record keeps no built header.
+    header_of(&ObjectMeta::clone(&d.0))
+}
+
+fn header_of(m: &ObjectMeta) -> Option<ResponseHeader> {
     let br = (m.length > 0).then(|| ByteRange {
         start: 0,
         end: m.length - 1,

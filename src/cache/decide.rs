@@ -70,14 +70,14 @@ pub(super) enum Decision {
 /// Decides what to do with what the cache holds.
 pub(super) async fn decide(plane: &CachePlane, job: &mut Job, found: Found) -> Decision {
     match found {
-        Found::Object(meta) => stored(plane, job, *meta).await,
+        Found::Object(meta) => stored(plane, job, meta).await,
         Found::VaryMiss => miss(plane, job, Forward::VaryMiss),
         Found::Miss => miss(plane, job, Forward::UriMiss),
     }
 }
 
 /// A stored response exists: use it if it may be, else revalidate it.
-async fn stored(plane: &CachePlane, job: &mut Job, meta: ObjectMeta) -> Decision {
+async fn stored(plane: &CachePlane, job: &mut Job, meta: Arc<ObjectMeta>) -> Decision {
     if !slices_available(plane, job, &meta) {
         let _ = plane.cache.remove(&meta_key(&job.key)).await;
         return miss(plane, job, Forward::Partial);
@@ -91,7 +91,6 @@ async fn stored(plane: &CachePlane, job: &mut Job, meta: ObjectMeta) -> Decision
         if_error,
     } = meta.policy.reuse(&job.headers, now)
     else {
-        let meta = Arc::new(meta);
         return Decision::Serve { meta, status };
     };
     // RFC 9211: "stale" when the response needs validation, "request" when only the
@@ -111,13 +110,14 @@ async fn stored(plane: &CachePlane, job: &mut Job, meta: ObjectMeta) -> Decision
             Role::Follower(_) => None,
         };
         status.detail = Some(Detail::StaleWhileRevalidate);
-        let meta = Arc::new(meta);
         return Decision::ServeWhileRevalidating {
             meta,
             status,
             guard,
         };
     }
+    // A copy to revalidate (and change): never the shared decoding itself.
+    let meta = ObjectMeta::clone(&meta);
     match plane.coalescer.discover(&job.key) {
         Role::Leader(guard) => Decision::Fetch {
             guard,

@@ -101,6 +101,7 @@ pub(super) fn object_meta(
         id: object_id(key, etag, Some(total), slice_size),
         stored_at_ms: unix_ms(SystemTime::now()),
         policy,
+        full_header: Default::default(),
     }
 }
 

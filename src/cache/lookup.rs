@@ -1,6 +1,8 @@
 //! Step 1, lookup: the stored record of a request's URL, followed to its variant when the
 //! response varies.
 
+use std::sync::Arc;
+
 use crate::cache::job::Job;
 use crate::cache::key::meta_key;
 use crate::cache::plane::CachePlane;
@@ -9,7 +11,7 @@ use crate::cache::record::{ObjectMeta, Record};
 /// What the cache holds for a request.
 pub(super) enum Found {
     /// A stored response.
-    Object(Box<ObjectMeta>),
+    Object(Arc<ObjectMeta>),
     /// The URL varies and this request's variant is not stored.
     VaryMiss,
     /// Nothing is stored for the URL.
@@ -53,11 +55,12 @@ async fn purged(plane: &CachePlane, job: &Job, meta: &ObjectMeta) -> bool {
     true
 }
 
-/// The record under `key`; one that does not decode is removed and counts as a miss.
+/// The record under `key` (its decoding kept from an earlier hit when the bytes are the same);
+/// one that does not decode is removed and counts as a miss.
 async fn record(plane: &CachePlane, key: &str) -> Option<Record> {
     let mk = meta_key(key);
     let raw = plane.cache.get(&mk).await?;
-    let rec = Record::decode(&raw);
+    let rec = plane.memo.decode(&mk, raw);
     if rec.is_none() {
         let _ = plane.cache.remove(&mk).await;
     }

@@ -16,7 +16,8 @@
 //! Each step hands a typed outcome to the next and never calls back into an earlier one;
 //! this file alone moves a request from step to step. Below the steps: `plane` (the shared
 //! parts, and the [`Outcome`] for the proxy), [`job`] (the request),
-//! [`key`] (every key), [`record`] (the stored record), [`coalesce`] (fills in flight, shared
+//! [`key`] (every key), [`record`] (the stored record), `memo` (records decoded for earlier
+//! hits, kept while their bytes are the same), [`coalesce`] (fills in flight, shared
 //! by all who want them), [`fill`] (writing a body into slices), [`purge`] (rules that make
 //! older stored responses misses) and [`inspect`] (what is stored for a key, for operators).
 //!
@@ -44,6 +45,7 @@ pub(crate) mod inspect;
 mod job;
 pub(crate) mod key;
 mod lookup;
+mod memo;
 mod plane;
 pub(crate) mod purge;
 mod record;
@@ -146,8 +148,7 @@ pub(crate) async fn handle(
                         plane.metrics.coalesced(&route.name);
                         let mut status = CacheStatus::fwd(fwd);
                         status.collapsed = true;
-                        return serve::answer(plane, session, &mut job, Arc::new(*meta), status)
-                            .await;
+                        return serve::answer(plane, session, &mut job, meta, status).await;
                     }
                 }
                 Discovery::Failed(code) => {

@@ -8,6 +8,7 @@ use http::{HeaderValue, StatusCode};
 use strata_storage::TieredCache;
 
 use crate::cache::coalesce::Coalescer;
+use crate::cache::memo::Memo;
 use crate::cache::purge::Purges;
 use crate::http::cache_status::{CacheStatus, Forward};
 use crate::metrics::Metrics;
@@ -42,6 +43,8 @@ pub(crate) struct CachePlane {
     pub(crate) upstream: Arc<Upstream>,
     /// Fills in flight.
     pub(crate) coalescer: Arc<Coalescer>,
+    /// Decoded records of recent hits.
+    pub(crate) memo: Arc<Memo>,
     /// `cache.slice`.
     pub(crate) slice_size: u64,
     /// `cache.lock_timeout`: how long a waiting client tolerates a fill without progress.

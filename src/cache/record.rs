@@ -24,8 +24,11 @@
 //!
 //! A Vary record (`SVR1`): 4 magic, 2 name count, then per name 2 length and the name.
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap};
+use pingora::http::ResponseHeader;
 
 use crate::cache::key::slice_key;
 use crate::http::conditional::is_strong_etag;
@@ -54,6 +57,46 @@ pub(crate) struct ObjectMeta {
     pub(crate) stored_at_ms: u64,
     /// Its caching policy.
     pub(crate) policy: Policy,
+    /// The response header of an answer with the whole body, built by the first hit of this
+    /// decoding and cloned by the later ones (see `cache::memo`).
+    pub(crate) full_header: HeaderCell,
+}
+
+/// A response header built once from a record. A clone of the record starts without it: a
+/// record is cloned to be changed (a revalidation's new fields), and must not keep a header
+/// built from the old ones.
+#[derive(Default)]
+pub(crate) struct HeaderCell(OnceLock<Box<ResponseHeader>>);
+
+impl Clone for HeaderCell {
+    fn clone(&self) -> Self {
+        HeaderCell::default()
+    }
+}
+
+impl std::fmt::Debug for HeaderCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "built"
+        } else {
+            "empty"
+        })
+    }
+}
+
+impl HeaderCell {
+    /// The header kept, else the one `build` makes (kept for next time).
+    pub(crate) fn get_or_build(
+        &self,
+        build: impl FnOnce() -> pingora::Result<ResponseHeader>,
+    ) -> pingora::Result<ResponseHeader> {
+        if let Some(h) = self.0.get() {
+            return Ok(ResponseHeader::clone(h));
+        }
+        let h = build()?;
+        let _ = self.0.set(Box::new(h.clone()));
+        Ok(h)
+    }
 }
 
 #[cfg(test)]
@@ -68,6 +111,7 @@ impl ObjectMeta {
             slice_size,
             id: 7,
             stored_at_ms: 0,
+            full_header: HeaderCell::default(),
             policy: Policy::new(
                 http::StatusCode::OK,
                 &HeaderMap::new(),
@@ -82,7 +126,7 @@ impl ObjectMeta {
 #[derive(Debug, Clone)]
 pub(crate) enum Record {
     /// A stored response.
-    Object(Box<ObjectMeta>),
+    Object(Arc<ObjectMeta>),
     /// The response varies on these request headers: look under the variant's key.
     Vary(Vec<String>),
 }
@@ -191,6 +235,7 @@ impl ObjectMeta {
             id,
             stored_at_ms,
             policy,
+            full_header: HeaderCell::default(),
         })
     }
 }
@@ -212,10 +257,10 @@ impl Record {
     pub(crate) fn decode(b: &[u8]) -> Option<Record> {
         let (magic, mut rest) = (b.get(..4)?, b.get(4..)?);
         if magic == OBJECT_MAGIC {
-            return ObjectMeta::decode_body(rest, 1).map(|m| Record::Object(Box::new(m)));
+            return ObjectMeta::decode_body(rest, 1).map(|m| Record::Object(Arc::new(m)));
         }
         if magic == OBJECT_MAGIC_SECONDS {
-            return ObjectMeta::decode_body(rest, 1000).map(|m| Record::Object(Box::new(m)));
+            return ObjectMeta::decode_body(rest, 1000).map(|m| Record::Object(Arc::new(m)));
         }
         if magic != VARY_MAGIC {
             return None;
@@ -338,6 +383,7 @@ mod tests {
         );
         resp.insert("etag", "\"x\"".parse().unwrap());
         ObjectMeta {
+            full_header: Default::default(),
             status: 200,
             headers: vec![
                 ("ETag".into(), b"\"abc\"".to_vec()),

@@ -251,6 +251,7 @@ pub(super) async fn stream_unsized(
     let etag = oh.headers.get(header::ETAG).map(|v| v.as_bytes());
     let id = object_id(&job.key, etag, None, plane.slice_size as u32);
     let mut meta = ObjectMeta {
+        full_header: Default::default(),
         status: 200,
         headers: stored_headers(&oh.headers),
         length: 0,

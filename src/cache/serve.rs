@@ -116,21 +116,27 @@ pub(super) async fn answer(
         // A hit only if every needed slice can be served without the origin and the first
         // one, if stored, reads back intact (a lost or corrupt slice is a partial hit).
         // A HEAD reads no slice: the stored header answers it whole.
-        let ready = job.is_head
-            || br.is_none_or(|r| {
-                let (a, b) = r.slices(meta.slice_size as u64);
-                (a..=b).all(|i| slice_ready(plane, &meta, i))
-            });
-        let mut first_ok = true;
-        if let (true, Some(r), false) = (ready, br, job.is_head) {
-            let first = r.start / meta.slice_size as u64;
-            // Complete but still on its way to the disk: served from its fill.
-            let in_fill = plane.coalescer.get(&meta.slice_key(first)).is_some();
-            if !in_fill {
-                prefetched = cached_slice(plane, &meta, first).await;
-                first_ok = prefetched.is_some();
-            }
+        let slices = br
+            .filter(|_| !job.is_head)
+            .map(|r| r.slices(meta.slice_size as u64));
+        // The common case first: the first slice reads back from the tiers (then only the
+        // others need to be found).
+        if let Some((a, _)) = slices {
+            prefetched = cached_slice(plane, &meta, a).await;
         }
+        // A first slice that did not read back is fine if it is complete in its fill (on its
+        // way to the disk: served from there); one still arriving makes a partial hit; one
+        // that is nowhere was lost (it was indexed when the request was decided).
+        let (first_ready, first_ok) = match (slices, &prefetched) {
+            (Some((a, _)), None) => match plane.coalescer.get(&meta.slice_key(a)) {
+                Some(fill) if fill.is_complete() => (true, true),
+                Some(_) => (false, true),
+                None => (true, false),
+            },
+            _ => (true, true),
+        };
+        let ready = first_ready
+            && slices.is_none_or(|(a, b)| (a + 1..=b).all(|i| slice_ready(plane, &meta, i)));
         if ready && !first_ok && meta.strong_etag().is_none() {
             // A stored slice was lost and, without a strong validator, cannot be fetched
             // apart: the object is dropped and this request goes to the origin whole.
@@ -173,7 +179,9 @@ async fn serve(
 }
 
 /// The response header of an answer from a stored object: its stored fields, then this
-/// answer's length, range, `Age`, `Via` and `Cache-Status`.
+/// answer's length, range, `Via`, `Age` and `Cache-Status`. An answer with the whole body
+/// (any status but 206) starts from the header kept with the record's decoding, built by the
+/// first such answer: only `Age` and `Cache-Status` differ from one to the next.
 pub(crate) fn stored_response(
     meta: &ObjectMeta,
     code: StatusCode,
@@ -181,6 +189,24 @@ pub(crate) fn stored_response(
     age: u64,
     via: &http::HeaderValue,
     cs: &CacheStatus,
+) -> Result<ResponseHeader> {
+    let mut resp = if code == StatusCode::PARTIAL_CONTENT {
+        base_response(meta, code, br, via)?
+    } else {
+        meta.full_header
+            .get_or_build(|| base_response(meta, code, br, via))?
+    };
+    resp.insert_header(header::AGE, age)?;
+    resp.insert_header("cache-status", cs.header_value())?;
+    Ok(resp)
+}
+
+/// What an answer's header holds whoever asks: status, stored fields, length, range, `Via`.
+fn base_response(
+    meta: &ObjectMeta,
+    code: StatusCode,
+    br: Option<ByteRange>,
+    via: &http::HeaderValue,
 ) -> Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(code, Some(meta.headers.len() + 5))?;
     for (name, value) in &meta.headers {
@@ -193,9 +219,7 @@ pub(crate) fn stored_response(
     if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (code, br) {
         resp.insert_header(header::CONTENT_RANGE, r.content_range(meta.length))?;
     }
-    resp.insert_header(header::AGE, age)?;
     resp.append_header(header::VIA, via.clone())?;
-    resp.insert_header("cache-status", cs.header_value())?;
     Ok(resp)
 }
 

@@ -124,6 +124,7 @@ pub(crate) fn run(
             cache: cache.clone(),
             upstream: Arc::new(Upstream::new(cfg.tls.ca_file.as_deref(), metrics.clone())),
             coalescer: coalescer.clone(),
+            memo: Default::default(),
             slice_size: cfg.cache.slice.0,
             lock_timeout: cfg.cache.lock_timeout.0,
             max_object_size: cfg.cache.max_object_size.0,
