@@ -21,15 +21,16 @@ pub fn evaluate(method: &Method, req: &HeaderMap, stored: Validators<'_>) -> Opt
         return None;
     }
     let etag = stored.etag;
-    let last_modified = stored.last_modified.and_then(http_date);
+    // Parsed only for a request that carries a date precondition: most carry none.
+    let last_modified = || stored.last_modified.and_then(http_date);
     let date = |name: header::HeaderName| req.get(name).and_then(|v| http_date(v.as_bytes()));
     // 1. If-Match (strong comparison), else 2. If-Unmodified-Since.
     if let Some(im) = req.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         if !list_matches(im, etag, true) {
             return Some(StatusCode::PRECONDITION_FAILED);
         }
-    } else if let (Some(ius), Some(lm)) = (date(header::IF_UNMODIFIED_SINCE), last_modified) {
-        if lm > ius {
+    } else if let Some(ius) = date(header::IF_UNMODIFIED_SINCE) {
+        if last_modified().is_some_and(|lm| lm > ius) {
             return Some(StatusCode::PRECONDITION_FAILED);
         }
     }
@@ -43,10 +44,8 @@ pub fn evaluate(method: &Method, req: &HeaderMap, stored: Validators<'_>) -> Opt
                 StatusCode::PRECONDITION_FAILED
             });
         }
-    } else if let (true, Some(ims), Some(lm)) =
-        (safe, date(header::IF_MODIFIED_SINCE), last_modified)
-    {
-        if lm <= ims {
+    } else if let Some(ims) = date(header::IF_MODIFIED_SINCE).filter(|_| safe) {
+        if last_modified().is_some_and(|lm| lm <= ims) {
             return Some(StatusCode::NOT_MODIFIED);
         }
     }
