@@ -203,15 +203,7 @@ async fn warm_fills_without_a_client_and_inspect_shows_what_is_stored() {
     // Progress: every path done or failed (the missing one fails with its 404).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let v: serde_json::Value = client
-            .get(admin_url("/warm"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .map(|t| serde_json::from_str(&t).unwrap())
-            .unwrap();
+        let v = get_json(&client, &admin_url("/warm")).await;
         if v["pending"] == 0 {
             assert_eq!(
                 (v["done"].as_u64(), v["failed"].as_u64()),
@@ -253,15 +245,7 @@ async fn warm_fills_without_a_client_and_inspect_shows_what_is_stored() {
     // later, so inspect is asked until no slice is missing (bounded).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let v = loop {
-        let v: serde_json::Value = client
-            .get(admin_url("/inspect?path=/w/big"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .map(|t| serde_json::from_str(&t).unwrap())
-            .unwrap();
+        let v = get_json(&client, &admin_url("/inspect?path=/w/big")).await;
         if v["stored"]["slices"]["missing"] == 0 || std::time::Instant::now() > deadline {
             break v;
         }
@@ -287,6 +271,12 @@ async fn warm_fills_without_a_client_and_inspect_shows_what_is_stored() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// GET `url`: its body as JSON.
+async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let text = client.get(url).send().await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
 }
 
 /// Runs the strata command with `args` against the node's configuration file.
