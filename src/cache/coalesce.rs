@@ -59,6 +59,12 @@ impl Run {
         lock(&self.readers).keys().next_back().copied()
     }
 
+    /// The slice index of the slowest reader following this run, if any reader is: every
+    /// slice past it will be read again, from the tiers if its fill is over.
+    pub(crate) fn slowest_reader(&self) -> Option<u64> {
+        lock(&self.readers).keys().next().copied()
+    }
+
     /// Resolves once slice `idx` is at most `ahead` slices past the fastest reader (at once
     /// when nobody follows the run: then only interest keeps it going). The fastest, not the
     /// slowest: a client that stops reading must not stall the others sharing the fill; it

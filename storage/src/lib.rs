@@ -62,8 +62,8 @@ mod memory;
 mod tiered;
 
 pub use disk::{
-    format, inspect, DiskConfig, DiskStats, DiskStore, EvictionPolicy, InspectReport, Superblock,
-    DEFAULT_WRITE_QUEUE, MAX_REGION_SIZE,
+    format, inspect, DiskConfig, DiskStats, DiskStore, EvictionPolicy, InspectReport, Shed,
+    Superblock, DEFAULT_WRITE_QUEUE, MAX_REGION_SIZE,
 };
 pub use error::{Result, StorageError};
 pub use io::{DeviceKind, EngineKind, EngineOptions};

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::disk::{DiskConfig, DiskStats, DiskStore};
+use crate::disk::{DiskConfig, DiskStats, DiskStore, Shed};
 use crate::error::{Result, StorageError};
 use crate::key::key_hash;
 use crate::memory::{MemoryStats, MemoryTier};
@@ -203,13 +203,15 @@ impl TieredCache {
 
     /// Stores a value given in consecutive parts (as received from a network), joining them
     /// only once: into L2's write buffer, which L1 then shares.
-    pub async fn insert_parts(&self, key: &[u8], parts: &[Bytes]) -> Result<()> {
+    /// `shed`: whether the disk write may be shed when the device is behind (the value is then
+    /// kept in memory only, if L1 takes it).
+    pub async fn insert_parts(&self, key: &[u8], parts: &[Bytes], shed: Shed) -> Result<()> {
         match self.admission {
             Admission::WriteThrough => match &self.l2 {
                 Some(d) => {
                     let generation = self.removals.generation(key);
                     let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
-                    match d.insert_parts(key, &slices).await {
+                    match d.insert_parts(key, &slices, shed).await {
                         Ok(written) => self.offer_l1(key, &written, Source::Disk, generation),
                         // Shed (the device is behind): memory keeps it meanwhile.
                         Err(StorageError::Overloaded { .. }) => {

@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use strata_storage::{
-    inspect, DiskStore, EngineKind, EvictionPolicy, StorageError, TieredCache, TieredCacheConfig,
+    inspect, DiskStore, EngineKind, EvictionPolicy, Shed, StorageError, TieredCache,
+    TieredCacheConfig,
 };
 
 async fn roundtrip_restart(engine: EngineKind) {
@@ -415,8 +416,10 @@ async fn writes_past_the_write_queue_are_shed_and_kept_in_memory() {
         };
         let (pa, pb) = (parts(&a), parts(&b));
         let (k1, k2) = (key(1), key(2));
-        let (first, second) =
-            tokio::join!(cache.insert_parts(&k1, &pa), cache.insert_parts(&k2, &pb));
+        let (first, second) = tokio::join!(
+            cache.insert_parts(&k1, &pa, Shed::Allowed),
+            cache.insert_parts(&k2, &pb, Shed::Allowed)
+        );
         first.unwrap();
         second.expect("a shed disk write is not a failed insert");
         let p = cache.placement(&key(2));

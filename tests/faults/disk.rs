@@ -160,3 +160,57 @@ async fn writes_past_the_write_queue_are_shed_and_served_from_memory() {
     clear_failpoint(&node, "io::complete").await;
     assert!(node.metric("strata_disk_writes_shed_total").await >= 1.0);
 }
+
+/// Clients reading more slowly than their fills, on a slow device with a full write queue
+/// and no memory tier: the slices they have yet to read are let go by their fills and must
+/// come back from the disk, so their writes are never shed. (The objects have no strong
+/// validator: a lost slice could not be fetched apart, and the response would be cut.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_a_reader_still_needs_are_never_shed() {
+    let origin = TestOrigin::start().await;
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.memory = "0".into();
+    cfg.slice = "64KiB".into();
+    cfg.extra_disk = "    write_queue: 4KiB\n".into();
+    let node = Strata::start(&cfg);
+    let len = 1u64 << 20;
+    // Two fills at once: while one's write is in flight the other finds the queue full.
+    let readers: Vec<_> = (0..2u64)
+        .map(|i| {
+            let p = format!("/slow-reader/{i}");
+            origin.put(&p, Object::generated(len, 70 + i));
+            (p, 70 + i)
+        })
+        .collect();
+    failpoint(&node, "io::complete", "delay(20)").await;
+    let tasks: Vec<_> = readers
+        .into_iter()
+        .map(|(p, seed)| {
+            let url = node.url(&p);
+            tokio::spawn(async move {
+                let mut r = reqwest::get(url).await.unwrap();
+                assert_eq!(r.status(), 200);
+                let mut got = Vec::new();
+                loop {
+                    match r.chunk().await {
+                        Ok(Some(c)) => got.extend_from_slice(&c),
+                        Ok(None) => break,
+                        Err(e) => panic!("{p} cut after {} of {len} bytes: {e}", got.len()),
+                    }
+                    // A slow client, so its fill gets ahead of it (the scenario itself, not a
+                    // wait for an event).
+                    tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+                }
+                assert_eq!(got.len() as u64, len, "{p}");
+                assert!(
+                    got == crate::common::origin::generated(seed, 0, len),
+                    "{p} differs"
+                );
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    clear_failpoint(&node, "io::complete").await;
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use pingora::http::RequestHeader;
-use strata_storage::TieredCache;
+use strata_storage::{Shed, TieredCache};
 
 use crate::cache::coalesce::{Coalescer, PendingSlice, Run};
 use crate::cache::key::meta_key;
@@ -280,7 +280,14 @@ impl RunFill {
             // stays registered (readable) until the tiers hold it, so no request in between
             // goes to the origin for it.
             slice.finish(true);
-            match self.cache.insert_parts(&key, &slice.chunks()).await {
+            // A reader behind this slice will look for it in the tiers once it is let go here:
+            // its disk write is never shed (it waits for the device instead). Nobody behind,
+            // and a device that is behind may lose it: the cache may decline to keep things.
+            let shed = match self.run.slowest_reader() {
+                Some(r) if r < idx => Shed::Never,
+                _ => Shed::Allowed,
+            };
+            match self.cache.insert_parts(&key, &slice.chunks(), shed).await {
                 Ok(()) => self.metrics.fill(FillResult::Stored),
                 Err(e) => {
                     tracing::warn!(key = %self.key, slice = idx, error = %e, "slice not stored");

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use strata_storage::TieredCache;
+use strata_storage::{Shed, TieredCache};
 
 use crate::cache::key::meta_key;
 use crate::cache::record::ObjectMeta;
@@ -87,7 +87,8 @@ impl Tee {
     async fn store(&mut self, idx: u64, parts: &[Bytes]) {
         match self
             .cache
-            .insert_parts(&self.meta.slice_key(idx), parts)
+            // The client reads the relayed body itself: nobody comes back for this slice.
+            .insert_parts(&self.meta.slice_key(idx), parts, Shed::Allowed)
             .await
         {
             Ok(()) => {

@@ -5,6 +5,17 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Whether a write may be shed when the backlog is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// Shed it: the value may go missing from the tiers without harm (nobody is waiting to
+    /// read it back).
+    Allowed,
+    /// Queue it whatever the backlog holds: a reader will come back for it. The backlog is
+    /// then bounded by those readers, not by the budget.
+    Never,
+}
+
 /// Bytes of writes in flight, and how many may be.
 #[derive(Debug)]
 pub(crate) struct Backlog {
@@ -32,9 +43,10 @@ impl Backlog {
     /// A place for a write of `bytes`, or `None` when the backlog is full. A write is always
     /// admitted into an empty backlog, so an item larger than the budget is not refused for
     /// ever.
-    pub(crate) fn admit(&self, bytes: u64) -> Option<Queued<'_>> {
+    pub(crate) fn admit(&self, bytes: u64, shed: Shed) -> Option<Queued<'_>> {
         let before = self.queued.fetch_add(bytes, Ordering::AcqRel);
-        if self.budget > 0 && before > 0 && before.saturating_add(bytes) > self.budget {
+        let full = self.budget > 0 && before > 0 && before.saturating_add(bytes) > self.budget;
+        if full && shed == Shed::Allowed {
             self.queued.fetch_sub(bytes, Ordering::AcqRel);
             return None;
         }
@@ -68,13 +80,15 @@ mod tests {
     #[test]
     fn writes_past_the_budget_are_refused_until_places_are_given_back() {
         let b = Backlog::new(100);
-        let first = b.admit(60).expect("room");
-        let second = b.admit(40).expect("room: exactly the budget");
-        assert!(b.admit(1).is_none(), "full");
+        let first = b.admit(60, Shed::Allowed).expect("room");
+        let second = b
+            .admit(40, Shed::Allowed)
+            .expect("room: exactly the budget");
+        assert!(b.admit(1, Shed::Allowed).is_none(), "full");
         assert_eq!(b.queued(), 100, "a refusal leaves nothing behind");
         drop(first);
         assert_eq!(b.queued(), 40);
-        let third = b.admit(60).expect("room again");
+        let third = b.admit(60, Shed::Allowed).expect("room again");
         drop((second, third));
         assert_eq!(b.queued(), 0);
     }
@@ -82,17 +96,30 @@ mod tests {
     #[test]
     fn an_item_larger_than_the_budget_goes_alone() {
         let b = Backlog::new(100);
-        let big = b.admit(500).expect("an empty backlog admits anything");
-        assert!(b.admit(1).is_none());
+        let big = b
+            .admit(500, Shed::Allowed)
+            .expect("an empty backlog admits anything");
+        assert!(b.admit(1, Shed::Allowed).is_none());
         drop(big);
-        assert!(b.admit(1).is_some());
+        assert!(b.admit(1, Shed::Allowed).is_some());
+    }
+
+    #[test]
+    fn a_write_that_may_not_be_shed_is_queued_past_the_budget() {
+        let b = Backlog::new(100);
+        let first = b.admit(100, Shed::Allowed).expect("room");
+        assert!(b.admit(50, Shed::Allowed).is_none());
+        let needed = b.admit(50, Shed::Never).expect("never shed");
+        assert_eq!(b.queued(), 150);
+        drop((first, needed));
+        assert_eq!(b.queued(), 0);
     }
 
     #[test]
     fn a_zero_budget_is_unbounded() {
         let b = Backlog::new(0);
         let held: Vec<_> = (0..1000)
-            .map(|_| b.admit(1 << 20).expect("unbounded"))
+            .map(|_| b.admit(1 << 20, Shed::Allowed).expect("unbounded"))
             .collect();
         assert_eq!(b.queued(), 1000 << 20);
         drop(held);

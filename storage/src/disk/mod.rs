@@ -64,6 +64,7 @@ use bytes::Bytes;
 
 use allocator::{Allocator, Reservation};
 use backlog::Backlog;
+pub use backlog::Shed;
 use claim::{claim_device, new_superblock, write_superblock, Claim};
 use geometry::Geometry;
 use health::{Health, Way};
@@ -269,12 +270,16 @@ impl DiskStore {
 
     /// Writes `value` under `key`; it becomes readable once the device has it.
     pub async fn insert(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.insert_parts(key, &[value]).await.map(|_| ())
+        self.insert_parts(key, &[value], Shed::Allowed)
+            .await
+            .map(|_| ())
     }
 
     /// Writes a value given in consecutive parts; returns the value as written (a view of the
     /// write buffer, so a caller can keep it in memory without another copy).
-    pub async fn insert_parts(&self, key: &[u8], parts: &[&[u8]]) -> Result<Bytes> {
+    /// Past `write_queue` bytes in flight the insert is shed ([`StorageError::Overloaded`])
+    /// unless `shed` says it may not be.
+    pub async fn insert_parts(&self, key: &[u8], parts: &[&[u8]], shed: Shed) -> Result<Bytes> {
         let (slab, geo) = (&self.slab, self.slab.geo);
         let value_len: usize = parts.iter().map(|p| p.len()).sum();
         let max = geo.max_value_len(key.len());
@@ -287,7 +292,10 @@ impl DiskStore {
         let hash = key_hash(key);
         let blocks = geo.blocks_of(item::padded_len(key.len(), value_len, geo.block));
         // Held until the write has landed (or failed): the backlog counts it meanwhile.
-        let Some(_queued) = self.backlog.admit(u64::from(blocks) * geo.block as u64) else {
+        let Some(_queued) = self
+            .backlog
+            .admit(u64::from(blocks) * geo.block as u64, shed)
+        else {
             bump(&slab.counters.shed_writes, 1);
             return Err(StorageError::Overloaded {
                 queued: self.backlog.queued(),
