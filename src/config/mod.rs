@@ -270,7 +270,8 @@ pub struct DiskConfig {
     pub queue_depth: u32,
     /// `cache.disk.write_queue`: bytes of cache writes that may wait for the device at once
     /// (default 64MiB; 0 for no bound). Past it, new objects are kept in memory only until
-    /// the device catches up (`strata_disk_writes_shed_total`).
+    /// the device catches up (`strata_disk_writes_shed_total`), except slices a client has
+    /// yet to read, whose writes wait.
     #[serde(default = "default_write_queue")]
     pub write_queue: Size,
     /// `cache.disk.purge_log`: where purge rules are kept across restarts (default: the
