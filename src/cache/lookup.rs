@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use strata_storage::Tier;
+
 use crate::cache::job::Job;
 use crate::cache::key::meta_key;
 use crate::cache::plane::CachePlane;
@@ -55,12 +57,16 @@ async fn purged(plane: &CachePlane, job: &Job, meta: &ObjectMeta) -> bool {
     true
 }
 
-/// The record under `key` (its decoding kept from an earlier hit when the bytes are the same);
-/// one that does not decode is removed and counts as a miss.
+/// The record under `key` (its decoding kept from an earlier hit when the memory tier hands
+/// back the same bytes); one that does not decode is removed and counts as a miss.
 async fn record(plane: &CachePlane, key: &str) -> Option<Record> {
     let mk = meta_key(key);
-    let raw = plane.cache.get(&mk).await?;
-    let rec = plane.memo.decode(&mk, raw);
+    let rec = match plane.cache.get_from(&mk).await? {
+        (raw, Tier::Memory) => plane.memo.decode(&mk, raw),
+        // A disk read is a buffer of its own each time: the memo could never match it again,
+        // and keeping it would only hold the IO buffer.
+        (raw, Tier::Disk) => Record::decode(&raw),
+    };
     if rec.is_none() {
         let _ = plane.cache.remove(&mk).await;
     }

@@ -17,7 +17,8 @@ use crate::cache::record::{ObjectMeta, Record};
 
 /// Shards, so hits on different keys rarely wait for one another.
 const SHARDS: usize = 16;
-/// Entries per shard: 4 096 records in all, a few MiB at most.
+/// Entries per shard: 4 096 records in all. Only records read from the memory tier come here,
+/// so the bytes an entry holds are, while L1 keeps them, the ones L1 holds.
 const PER_SHARD: usize = 256;
 
 /// The record bytes an entry was decoded from, and the decoding.
