@@ -129,6 +129,14 @@ pub enum StorageError {
         /// The largest storable value under this key.
         max: usize,
     },
+    /// A value gathered in pieces was inserted before all of it arrived: never stored.
+    #[error("value of {size} bytes is missing its last {missing} bytes")]
+    Incomplete {
+        /// Bytes not gathered.
+        missing: usize,
+        /// Bytes the value was to have.
+        size: usize,
+    },
     /// The requested io engine is not available on this system.
     #[error("io engine {engine} is unavailable: {source}")]
     EngineUnavailable {

@@ -8,12 +8,14 @@
 //!   little-endian codec; [`inspect`], a read-only report of a device.
 //! - `io`: aligned buffers (and their private pool), the device, the io engines (psync,
 //!   io_uring) behind one trait.
+//! - `writer`: [`ValueWriter`], a value gathered from a network straight into L2's item image,
+//!   readable as it arrives.
 //! - `key`: the stable hash of cache keys.
 //! - `error`: [`StorageError`], one flat enum.
 //! - `fuzz` (feature `fuzzing`): entry points for the fuzz targets in `fuzz/`; not part of the
 //!   interface.
 //!
-//! Each layer uses only those below it: `tiered` → `memory`, `disk` → `io`; `key` and `error`
+//! Each layer uses only those below it: `tiered` → `writer`, `memory`, `disk` → `io`; `key` and `error`
 //! are used by all.
 //!
 //! # How data flows
@@ -60,6 +62,7 @@ mod io;
 mod key;
 mod memory;
 mod tiered;
+mod writer;
 
 pub use disk::{
     format, inspect, DiskConfig, DiskStats, DiskStore, EvictionPolicy, InspectReport, Shed,
@@ -69,6 +72,7 @@ pub use error::{Result, StorageError};
 pub use io::{DeviceKind, EngineKind, EngineOptions};
 pub use memory::{MemoryStats, MemoryTier};
 pub use tiered::{Admission, Placement, Tier, TieredCache, TieredCacheConfig, TieredStats};
+pub use writer::ValueWriter;
 
 // The io layer and the item header length, for the storage crate's own tests and benches,
 // which drive engines directly and size values to whole blocks.

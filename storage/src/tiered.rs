@@ -4,10 +4,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use crate::disk::{DiskConfig, DiskStats, DiskStore, Shed};
+use crate::disk::{DiskConfig, DiskStats, DiskStore, ItemImage, Shed};
 use crate::error::{Result, StorageError};
 use crate::key::key_hash;
 use crate::memory::{MemoryStats, MemoryTier};
+use crate::writer::{Destination, ValueWriter};
 
 /// Which tier receives a new value. Kept in one place so its effect can be measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,14 +124,9 @@ enum Source {
     Disk,
 }
 
-/// Parts joined into one value.
-fn joined(parts: &[Bytes]) -> Bytes {
-    let mut joined = bytes::BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        joined.extend_from_slice(p);
-    }
-    joined.freeze()
-}
+/// Alignment of a value gathered for memory only: a page, like the disk tier's images, so
+/// both come from the same pool of buffers.
+const GATHER_ALIGN: usize = 4096;
 
 /// A disk write shed because the device is behind is not a failure of the insert: the value
 /// is in memory (if L1 admits it), and the shed is counted in the disk store's stats.
@@ -206,26 +202,55 @@ impl TieredCache {
     /// `shed`: whether the disk write may be shed when the device is behind (the value is then
     /// kept in memory only, if L1 takes it).
     pub async fn insert_parts(&self, key: &[u8], parts: &[Bytes], shed: Shed) -> Result<()> {
-        match self.admission {
-            Admission::WriteThrough => match &self.l2 {
-                Some(d) => {
-                    let generation = self.removals.generation(key);
-                    let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
-                    match d.insert_parts(key, &slices, shed).await {
-                        Ok(written) => self.offer_l1(key, &written, Source::Disk, generation),
-                        // Shed (the device is behind): memory keeps it meanwhile.
-                        Err(StorageError::Overloaded { .. }) => {
-                            self.offer_l1(key, &joined(parts), Source::Caller, generation)
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    Ok(())
-                }
-                None => {
-                    self.l1.insert(key, joined(parts));
-                    Ok(())
-                }
-            },
+        let mut w = self.writer(key, parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            w.append(p);
+        }
+        self.insert_value(key, w, shed).await
+    }
+
+    /// A writer to gather a value of `value_len` bytes for `key` into, then insert with
+    /// [`TieredCache::insert_value`]: the bytes go straight where L2 writes them from.
+    pub fn writer(&self, key: &[u8], value_len: usize) -> ValueWriter {
+        let (image, destination) = match self.l2.as_ref().map(|d| d.image(key, value_len)) {
+            Some(Ok(image)) => (image, Destination::Disk),
+            Some(Err(e)) => (
+                ItemImage::new(&[], value_len, GATHER_ALIGN),
+                Destination::Refused(e),
+            ),
+            None => (
+                ItemImage::new(&[], value_len, GATHER_ALIGN),
+                Destination::Memory,
+            ),
+        };
+        ValueWriter { image, destination }
+    }
+
+    /// Stores the value gathered in `w` (made by [`TieredCache::writer`] for `key`), as
+    /// [`TieredCache::insert_parts`] does; a value not gathered whole is refused
+    /// ([`StorageError::Incomplete`]). L1 shares the gathered bytes; it copies none.
+    pub async fn insert_value(&self, key: &[u8], w: ValueWriter, shed: Shed) -> Result<()> {
+        if w.remaining() > 0 {
+            return Err(StorageError::Incomplete {
+                missing: w.remaining(),
+                size: w.len(),
+            });
+        }
+        let Admission::WriteThrough = self.admission;
+        let generation = self.removals.generation(key);
+        let value = w.image.value();
+        let written = match (&self.l2, w.destination) {
+            (Some(d), Destination::Disk) => d.insert_image(key, w.image, shed).await,
+            (_, Destination::Refused(e)) => return Err(e),
+            _ => Ok(()),
+        };
+        match written {
+            // Shed (the device is behind): memory keeps it meanwhile.
+            Ok(()) | Err(StorageError::Overloaded { .. }) => {
+                self.offer_l1(key, &value, Source::Caller, generation);
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -339,20 +364,63 @@ mod tests {
         );
     }
 
-    /// A late disk write of an older value must not replace, in memory, a newer one put there
-    /// meanwhile: the write of a record that a revalidation has replaced since.
-    #[tokio::test]
-    async fn a_late_disk_write_leaves_a_newer_memory_value_alone() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut disk = crate::DiskConfig::new(dir.path().join("c.img"), 32 << 20);
+    /// A cache of 16 MiB of memory over a 32 MiB file in `dir`.
+    async fn two_tiers(dir: &std::path::Path) -> TieredCache {
+        let mut disk = crate::DiskConfig::new(dir.join("c.img"), 32 << 20);
         disk.region_size = 1 << 20;
-        let cache = TieredCache::open(TieredCacheConfig {
+        TieredCache::open(TieredCacheConfig {
             memory: 16 << 20,
             disk: Some(disk),
             admission: Default::default(),
         })
         .await
-        .expect("cache");
+        .expect("cache")
+    }
+
+    /// A value gathered piece by piece is readable as it arrives (views that outlive the
+    /// writer), refused while incomplete, and stored whole in both tiers.
+    #[tokio::test]
+    async fn a_gathered_value_is_readable_as_it_arrives_and_stored_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = two_tiers(dir.path()).await;
+        let value: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = cache.writer(b"k", value.len());
+        let first = w.append(&value[..1000]);
+        assert_eq!(&first[..], &value[..1000]);
+        let mut short = cache.writer(b"short", 10);
+        short.append(b"12345");
+        assert!(matches!(
+            cache.insert_value(b"short", short, Shed::Allowed).await,
+            Err(StorageError::Incomplete {
+                missing: 5,
+                size: 10
+            })
+        ));
+        assert!(!cache.contains(b"short"));
+        for piece in value[1000..].chunks(4096) {
+            w.append(piece);
+        }
+        assert_eq!(w.remaining(), 0);
+        assert!(
+            w.append(b"more").is_empty(),
+            "nothing past the value is taken"
+        );
+        cache
+            .insert_value(b"k", w, Shed::Allowed)
+            .await
+            .expect("stored");
+        assert_eq!(&first[..], &value[..1000], "a view outlives its writer");
+        assert_eq!(cache.get(b"k").await.as_deref(), Some(&value[..]));
+        let disk = cache.disk().expect("disk tier");
+        assert_eq!(disk.get(b"k").await.as_deref(), Some(&value[..]));
+    }
+
+    /// A late disk write of an older value must not replace, in memory, a newer one put there
+    /// meanwhile: the write of a record that a revalidation has replaced since.
+    #[tokio::test]
+    async fn a_late_disk_write_leaves_a_newer_memory_value_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = two_tiers(dir.path()).await;
         let (old, new) = (Bytes::from_static(b"v1"), Bytes::from_static(b"v2"));
         cache.insert_memory_now(b"record", new.clone());
         cache.insert_disk(b"record", old).await.expect("disk write");

@@ -69,6 +69,7 @@ use claim::{claim_device, new_superblock, write_superblock, Claim};
 use geometry::Geometry;
 use health::{Health, Way};
 use index::{Entry, Index};
+pub(crate) use ondisk::item::ItemImage;
 use ondisk::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
 use recover::Recovered;
 use removals::Removals;
@@ -280,13 +281,43 @@ impl DiskStore {
     /// Past `write_queue` bytes in flight the insert is shed ([`StorageError::Overloaded`])
     /// unless `shed` says it may not be.
     pub async fn insert_parts(&self, key: &[u8], parts: &[&[u8]], shed: Shed) -> Result<Bytes> {
-        let (slab, geo) = (&self.slab, self.slab.geo);
-        let value_len: usize = parts.iter().map(|p| p.len()).sum();
+        let value_len = parts.iter().map(|p| p.len()).sum();
+        let mut image = self.image(key, value_len)?;
+        for p in parts {
+            image.append(p);
+        }
+        let value = image.value();
+        self.insert_image(key, image, shed).await.map(|()| value)
+    }
+
+    /// An empty image of an item of `key` and a value of `value_len` bytes, for the caller to
+    /// gather the value into as it arrives; [`StorageError::TooLarge`] when no region holds it.
+    pub(crate) fn image(&self, key: &[u8], value_len: usize) -> Result<ItemImage> {
+        let geo = self.slab.geo;
         let max = geo.max_value_len(key.len());
         if value_len > max || key.len() > u16::MAX as usize {
             return Err(StorageError::TooLarge {
                 size: value_len,
                 max,
+            });
+        }
+        Ok(ItemImage::new(key, value_len, geo.block))
+    }
+
+    /// Writes the item gathered in `image` (made by [`DiskStore::image`] for `key`); it becomes
+    /// readable once the device has it. An image whose value is incomplete is refused.
+    pub(crate) async fn insert_image(
+        &self,
+        key: &[u8],
+        image: ItemImage,
+        shed: Shed,
+    ) -> Result<()> {
+        let (slab, geo) = (&self.slab, self.slab.geo);
+        let value_len = image.value_len();
+        if image.remaining() > 0 {
+            return Err(StorageError::Incomplete {
+                missing: image.remaining(),
+                size: value_len,
             });
         }
         let hash = key_hash(key);
@@ -317,8 +348,16 @@ impl DiskStore {
         })?;
         // Held until the index entry is in: the region is not reclaimed before.
         let claim = slab.claim(r.region);
-        let buf = item::encode(key, parts, r.seq, 0, geo.block);
-        let buf = self.write_item(r, buf, &claim).await?;
+        let Some(buf) = image.seal(r.seq) else {
+            // Complete, as checked above; were it not, the reservation ends unwritten, as a
+            // failed write's does.
+            self.alloc.lock().await.forget(slab, r).await;
+            return Err(StorageError::Incomplete {
+                missing: value_len,
+                size: value_len,
+            });
+        };
+        self.write_item(r, buf, &claim).await?;
         let at = geo.abs_block(r.region, r.block);
         if let Some(e) = injected_error!("disk::index_insert") {
             // Tests hold the insert here (a callback); an injected error is a lost insert.
@@ -331,8 +370,7 @@ impl DiskStore {
         drop(claim);
         bump(&slab.counters.inserts, 1);
         bump(&slab.counters.insert_bytes, value_len as u64);
-        let start = HEADER_LEN + key.len();
-        Ok(Bytes::from_owner(buf).slice(start..start + value_len))
+        Ok(())
     }
 
     /// Forgets `key`, durably: a removal record is written so a restart does not bring it back,

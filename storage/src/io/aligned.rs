@@ -2,6 +2,7 @@
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::io::bufpool;
 
@@ -12,6 +13,10 @@ pub struct AlignedBuf {
     len: usize,
     /// The allocation: at least `len` bytes, all of them initialised.
     layout: Layout,
+    /// Set for a buffer lent by a [`GrowingBuf`](super::growing::GrowingBuf): the allocation
+    /// belongs to that buffer (shared with readers of it); this one only keeps it alive and
+    /// never writes through a reference.
+    lent: Option<Arc<AlignedBuf>>,
 }
 
 // SAFETY: AlignedBuf owns its allocation exclusively (like Vec<u8>); no interior shared state.
@@ -24,7 +29,7 @@ impl AlignedBuf {
     ///
     /// Panics only on a non-power-of-two alignment (a programming error, never input-driven).
     pub fn zeroed(len: usize, align: usize) -> Self {
-        let (mut buf, fresh) = Self::alloc(len, align);
+        let (mut buf, fresh) = Self::alloc(len, align, bufpool::layout);
         if !fresh {
             buf.as_mut_slice().fill(0);
         }
@@ -34,24 +39,42 @@ impl AlignedBuf {
     /// `len` bytes aligned to `align` whose contents are unspecified (a reused buffer's): for
     /// buffers that are overwritten whole, as by a read.
     pub fn recycled(len: usize, align: usize) -> Self {
-        Self::alloc(len, align).0
+        Self::alloc(len, align, bufpool::layout).0
+    }
+
+    /// Like [`AlignedBuf::recycled`], but with no slack: the allocation is `len` rounded up to
+    /// `align`, in small pages. For a buffer that lives as long as its contents are in use (a
+    /// value gathered from a network, then kept in memory), where a size class or a huge page
+    /// would hold up to twice the bytes.
+    pub fn recycled_exact(len: usize, align: usize) -> Self {
+        Self::alloc(len, align, bufpool::exact_layout).0
     }
 
     /// A pooled buffer, or a fresh zeroed one (then true).
-    fn alloc(len: usize, align: usize) -> (Self, bool) {
+    fn alloc(len: usize, align: usize, layout: fn(usize, usize) -> Layout) -> (Self, bool) {
         assert!(align.is_power_of_two(), "alignment must be a power of two");
         let len = align_up(len.max(1) as u64, align as u64) as usize;
-        let layout = bufpool::layout(len, align);
-        match bufpool::take(layout) {
-            Some(ptr) => (AlignedBuf { ptr, len, layout }, false),
-            None => (
-                AlignedBuf {
-                    ptr: bufpool::fresh(layout),
-                    len,
-                    layout,
-                },
-                true,
-            ),
+        let layout = layout(len, align);
+        let (ptr, fresh) = match bufpool::take(layout) {
+            Some(ptr) => (ptr, false),
+            None => (bufpool::fresh(layout), true),
+        };
+        let buf = AlignedBuf {
+            ptr,
+            len,
+            layout,
+            lent: None,
+        };
+        (buf, fresh)
+    }
+
+    /// A buffer that shares `owner`'s allocation for an io engine to write from.
+    pub(crate) fn lent(owner: Arc<AlignedBuf>) -> Self {
+        AlignedBuf {
+            ptr: owner.ptr,
+            len: owner.len,
+            layout: owner.layout,
+            lent: Some(owner),
         }
     }
 
@@ -72,20 +95,34 @@ impl AlignedBuf {
     }
 
     /// The bytes, writable.
+    ///
+    /// Panics on a lent buffer (others may be reading it): only reads take one, and reads are
+    /// given buffers of their own.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        assert!(self.lent.is_none(), "a lent buffer is read-only");
         // SAFETY: ptr is valid for layout.size() >= len initialised bytes while self lives, and
         // &mut self guarantees exclusive access for the slice's lifetime.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
-    /// Raw pointer for IO submission; valid while `self` is alive and not moved out of.
+    /// Raw pointer for IO submission; valid while `self` is alive and not moved out of. The
+    /// device may write through it only for a read, into a buffer that is not lent.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Raw pointer to the first byte.
+    pub(crate) fn as_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()
     }
 }
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.lent.take().is_some() {
+            // The owner frees (or pools) the allocation once its last user is gone.
+            return;
+        }
         // SAFETY: ptr is an allocation of exactly self.layout from the global allocator (fresh
         // or taken from the pool with this layout), all of it initialised (fresh buffers are
         // zeroed), owned by self alone, and self is never used again after drop.

@@ -87,6 +87,14 @@ pub(super) fn layout(len: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).expect("aligned layout")
 }
 
+/// The allocation for a buffer of exactly `len` bytes (rounded up to `align`), in small pages:
+/// pooled apart from the size classes of [`layout`].
+pub(super) fn exact_layout(len: usize, align: usize) -> Layout {
+    let len = len.max(1).next_multiple_of(align);
+    // Only a non-power-of-two alignment fails, which callers have already ruled out.
+    Layout::from_size_align(len, align).expect("aligned layout")
+}
+
 /// A new zeroed allocation of `layout` (huge pages asked for when it is huge-page aligned).
 pub(super) fn fresh(layout: Layout) -> NonNull<u8> {
     // SAFETY: layout has a non-zero size.

@@ -11,8 +11,11 @@
 //! 32 key, then value
 //! ```
 
+use bytes::Bytes;
+
 use super::codec::{Reader, Writer};
 use crate::io::aligned::{align_up, AlignedBuf};
+use crate::io::growing::GrowingBuf;
 
 /// Bytes of the fixed item header.
 pub const HEADER_LEN: usize = 32;
@@ -119,11 +122,95 @@ pub(crate) fn set_seq(b: &mut [u8], seq: u64, version: u64) {
 }
 
 fn checksum(item: &[u8], body_len: usize) -> u32 {
+    checksum_of(
+        &item[..HEADER_LEN],
+        &item[HEADER_LEN..HEADER_LEN + body_len],
+    )
+}
+
+/// The crc32 of an item with this header (its crc field skipped) and body (key and value).
+fn checksum_of(header: &[u8], body: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    h.update(&item[0..12]);
-    h.update(&item[16..HEADER_LEN]);
-    h.update(&item[HEADER_LEN..HEADER_LEN + body_len]);
+    h.update(&header[0..12]);
+    h.update(&header[16..HEADER_LEN]);
+    h.update(body);
     h.finalize()
+}
+
+/// The image of an item whose value arrives in pieces and is read while it does: the key is
+/// written up front, the value appended (each piece readable at once, see [`GrowingBuf`]), and
+/// the header written last, when the item's sequence number is known.
+pub(crate) struct ItemImage {
+    buf: GrowingBuf,
+    key_len: usize,
+    value_len: usize,
+}
+
+impl ItemImage {
+    /// An image for `key` and a value of `value_len` bytes, padded to `block`.
+    ///
+    /// The key must fit the header (`u16` length) and the value its `u32`; callers check both.
+    pub(crate) fn new(key: &[u8], value_len: usize, block: usize) -> ItemImage {
+        let len = padded_len(key.len(), value_len, block);
+        let mut raw = AlignedBuf::recycled_exact(len, block);
+        let b = raw.as_mut_slice();
+        // A reused buffer holds someone else's bytes: the header is written at the end and the
+        // value by the caller; the rest is set here, padding zeroed so no stale bytes reach the
+        // device.
+        b[..HEADER_LEN].fill(0);
+        b[HEADER_LEN..HEADER_LEN + key.len()].copy_from_slice(key);
+        b[HEADER_LEN + key.len() + value_len..].fill(0);
+        ItemImage {
+            buf: GrowingBuf::new(raw, HEADER_LEN + key.len()),
+            key_len: key.len(),
+            value_len,
+        }
+    }
+
+    /// Bytes of the whole value.
+    pub(crate) fn value_len(&self) -> usize {
+        self.value_len
+    }
+
+    /// Bytes of the value still to come.
+    pub(crate) fn remaining(&self) -> usize {
+        self.value_len - self.buf.window().len()
+    }
+
+    /// Appends the first [`ItemImage::remaining`] bytes at most of `bytes`; returns a view of
+    /// what it took.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> Bytes {
+        let n = bytes.len().min(self.remaining());
+        let at = self.buf.window().end;
+        self.buf.write(at, &bytes[..n]);
+        self.buf.freeze(n);
+        self.buf.view(at..at + n).unwrap_or_default()
+    }
+
+    /// The value so far (all of it once [`ItemImage::remaining`] is 0).
+    pub(crate) fn value(&self) -> Bytes {
+        self.buf.view(self.buf.window()).unwrap_or_default()
+    }
+
+    /// Writes the header of a complete image (`None` while any of its value is missing) and
+    /// lends it for the device to write.
+    pub(crate) fn seal(mut self, seq: u64) -> Option<AlignedBuf> {
+        if self.remaining() > 0 {
+            return None;
+        }
+        let mut header = [0u8; HEADER_LEN];
+        Writer::at(&mut header, 0)
+            .u32(MAGIC)
+            .u16(0)
+            .u16(self.key_len as u16)
+            .u32(self.value_len as u32);
+        Writer::at(&mut header, 16).u64(seq).u64(seq);
+        let body = HEADER_LEN..HEADER_LEN + self.key_len + self.value_len;
+        let crc = self.buf.read_all(|b| checksum_of(&header, &b[body]));
+        Writer::at(&mut header, 12).u32(crc);
+        self.buf.write(0, &header);
+        Some(self.buf.lend())
+    }
 }
 
 /// Checks an item image read back from disk; returns its header when it is intact.
@@ -164,6 +251,27 @@ mod tests {
         set_seq(buf.as_mut_slice(), 9, 1);
         let h = verify(buf.as_slice()).unwrap();
         assert_eq!((h.seq, h.version), (9, 1));
+    }
+
+    #[test]
+    fn a_gathered_image_is_the_encoded_one() {
+        let mut img = ItemImage::new(b"key", 11, 4096);
+        let first = img.append(b"value ");
+        assert_eq!(img.remaining(), 5);
+        // Only what fits is taken.
+        assert_eq!(&img.append(b"bytes and more")[..], b"bytes");
+        assert_eq!(&first[..], b"value ");
+        assert_eq!(&img.value()[..], b"value bytes");
+        let sealed = img.seal(42).expect("complete");
+        let encoded = encode(b"key", &[b"value bytes"], 42, 0, 4096);
+        assert_eq!(sealed.as_slice(), encoded.as_slice());
+    }
+
+    #[test]
+    fn an_incomplete_image_is_never_sealed() {
+        let mut img = ItemImage::new(b"k", 10, 4096);
+        img.append(b"12345");
+        assert!(img.seal(1).is_none());
     }
 
     #[test]
