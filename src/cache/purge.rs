@@ -228,16 +228,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("purges");
         let p = Purges::open(Some(&log), "Surrogate-Key").unwrap();
+        // A minute either side of the purges: a loaded machine may take more than a few
+        // milliseconds between taking `now` and recording them.
         let now = unix_ms(SystemTime::now());
-        let old = meta(now - 10, "a b");
-        let new = meta(now + 10, "a b");
+        let old = meta(now - 60_000, "a b");
+        let new = meta(now + 60_000, "a b");
         assert!(!p.purged("k1", &old));
         p.purge(Target::Key("k1".into())).unwrap();
         p.purge(Target::Prefix("pre/".into())).unwrap();
         p.purge(Target::Tag("b".into())).unwrap();
         assert!(p.purged("k1", &old) && !p.purged("k1", &new));
-        assert!(p.purged("pre/x", &meta(now - 10, "")) && !p.purged("pr", &meta(now - 10, "")));
-        assert!(p.purged("other", &old) && !p.purged("other", &meta(now - 10, "c")));
+        let older = |tags| meta(now - 60_000, tags);
+        assert!(p.purged("pre/x", &older("")) && !p.purged("pr", &older("")));
+        assert!(p.purged("other", &old) && !p.purged("other", &older("c")));
         drop(p);
         // A torn last line (a crash mid-append) is skipped.
         let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
