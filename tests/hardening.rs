@@ -392,7 +392,7 @@ async fn without_a_memory_tier_followers_still_share_one_fetch() {
     assert_eq!(origin.hits("/slow"), 1, "{:?}", origin.seen());
 }
 
-/// Issue item 14: a fill runs at most a few slices ahead of its slowest reader, so a client
+/// Issue item 14: a fill keeps pace with its fastest reader (here its only one), so a client
 /// that stops reading does not pull the whole object from the origin into the tiers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_holds_its_fill_back() {
@@ -413,7 +413,7 @@ async fn a_stalled_reader_holds_its_fill_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // What may be in flight: loopback socket buffers on both hops (up to ~10 MiB each with
-    // autotuning), the slices Strata holds for the client, and a few slices of fill ahead.
+    // autotuning) and the slice Strata holds for the client.
     let sent = origin.body_bytes();
     assert!(
         sent < 48 << 20,

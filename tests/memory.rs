@@ -1,5 +1,9 @@
-//! Memory under load: 200 clients streaming 200 distinct cold 64 MiB objects at once.
-//! Long (12.5 GiB through the proxy): run by `scripts/soak`, not by default.
+//! Memory under load: clients streaming distinct cold 64 MiB objects at once, 200 of them and
+//! then 50. Long (16 GiB through the proxy): run by `scripts/soak`, not by default.
+//!
+//! The peak RSS of a node grows by what each fill holds plus budgets that do not grow with the
+//! number of fills (the memory tier, the disk write queue, idle IO buffers). The difference
+//! between the two runs is what 150 more fills cost: that, per fill, is the figure reported.
 
 mod common;
 
@@ -8,13 +12,20 @@ use std::time::Instant;
 use common::origin::generated;
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "soak: scripts/soak runs it (release build)"]
-async fn peak_rss_with_200_distinct_streams() {
+const SLICE: u64 = 1 << 20;
+
+/// Peak RSS growth of a fresh node while `clients` clients stream distinct cold objects.
+async fn peak_growth(clients: u64) -> u64 {
     let origin = TestOrigin::start().await;
-    let (clients, len) = (200u64, 64u64 << 20);
+    let len = 64u64 << 20;
+    // With a strong validator, as mirrors and object stores send: a slice write that the
+    // device is too slow for may be shed, since the slice can be fetched again on its own.
     for i in 0..clients {
-        origin.put(&format!("/o{i}"), Object::generated(len, 1000 + i));
+        let etag = format!("\"o{i}\"");
+        origin.put(
+            &format!("/o{i}"),
+            Object::generated(len, 1000 + i).header("etag", &etag),
+        );
     }
     let mut cfg = NodeConfig::new(&origin.url());
     cfg.memory = "16MiB".into();
@@ -45,20 +56,34 @@ async fn peak_rss_with_200_distinct_streams() {
         assert_eq!(n, len);
         assert!(same);
     }
-    let peak = node.peak_rss();
-    let growth = peak.saturating_sub(base);
-    let slice = 1u64 << 20;
+    let growth = node.peak_rss().saturating_sub(base);
     eprintln!(
-        "200 x 64 MiB in {:.1}s: base RSS {} MiB, peak {} MiB, growth {} MiB = {:.2} slices per fill",
+        "{clients} x 64 MiB in {:.1}s: base RSS {} MiB, peak growth {} MiB",
         started.elapsed().as_secs_f64(),
         base >> 20,
-        peak >> 20,
         growth >> 20,
-        growth as f64 / (slice * clients) as f64
     );
-    // One slice per fill in flight, its copy into the cache, plus a fixed base (L1 budget, buffers).
+    growth
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: scripts/soak runs it (release build)"]
+async fn peak_rss_per_concurrent_fill() {
+    let many = peak_growth(200).await;
+    let few = peak_growth(50).await;
+    let per_fill = many.saturating_sub(few) as f64 / (150 * SLICE) as f64;
+    eprintln!(
+        "{per_fill:.2} slices per fill (150 more fills cost {} MiB); \
+         {:.2} slices per fill counting the fixed budgets at 200",
+        many.saturating_sub(few) >> 20,
+        many as f64 / (200 * SLICE) as f64
+    );
+    // A fill gathers its slice straight into the buffer the device writes from, and its client
+    // reads that buffer: about one slice per fill, with some slack for a noisy machine.
+    assert!(per_fill < 1.4, "{per_fill:.2} slices per fill");
+    // Every budget together stays bounded as before: one slice per fill, its copy, and a base.
     assert!(
-        growth < 2 * slice * clients + (64 << 20),
-        "peak RSS grew by {growth} bytes"
+        many < 2 * SLICE * 200 + (64 << 20),
+        "peak RSS grew by {many} bytes"
     );
 }

@@ -240,7 +240,6 @@ async fn stream_range(
         let lo = r.start.max(base) - base;
         let hi = r.end.min(base + meta.slice_len(idx) - 1) - base + 1;
         let is_last = idx == last;
-        job.at(idx);
         let mut sent = 0u64;
         let mut private = false;
         for attempt in 0..SLICE_ATTEMPTS {
@@ -254,6 +253,7 @@ async fn stream_range(
                 None => cached_slice(plane, meta, idx).await,
             };
             if let Some((v, source)) = cached {
+                job.at(idx);
                 plane
                     .metrics
                     .served(&job.route.name, source, hi - lo - sent);
@@ -265,6 +265,9 @@ async fn stream_range(
             let Some(mut reader) = follow_or_fetch(plane, job, meta, idx, last, private) else {
                 continue;
             };
+            // Only now, following the slice: a fill waits for a client to be at its slice, and
+            // one told so earlier could fill it and let it go before this client follows it.
+            job.at(idx);
             let mut pos = 0u64;
             // The response's last bytes wait until their slice is stored: a client that has
             // the whole response will find it cached.

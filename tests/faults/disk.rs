@@ -135,6 +135,33 @@ async fn a_slow_device_holds_no_origin_connection() {
     );
 }
 
+/// A complete slice goes to the tiers while its fill goes on with the next one: a device slower
+/// than `lock_timeout` holds up neither the fill nor its client. (Were the fill to wait for
+/// each write, its client would wait for the next slice past `lock_timeout` and, without a
+/// strong validator to fetch it apart, the response would be cut.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_device_holds_up_no_reader() {
+    let origin = TestOrigin::start().await;
+    let mut cfg = NodeConfig::new(&origin.url());
+    cfg.slice = "64KiB".into();
+    // The psync engine completes IO on threads of its own, where the injected delay waits:
+    // io_uring completions may be reaped on the runtime's threads, which it would stop.
+    cfg.disk = None;
+    cfg.extra_cache = "  lock_timeout: 1s\n  disk:\n    path: cache.img\n    size: 64MiB\n    \
+                       io: psync\n    region_size: 4MiB\n"
+        .into();
+    let node = Strata::start(&cfg);
+    let len = 512u64 << 10;
+    origin.put("/slow-device", Object::generated(len, 90));
+    // Every IO completion waits 1.5 s, longer than a client waits on a fill's progress.
+    failpoint(&node, "io::complete", "delay(1500)").await;
+    let r = reqwest::get(node.url("/slow-device")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.expect("the whole body");
+    assert!(body == crate::common::origin::generated(90, 0, len));
+    clear_failpoint(&node, "io::complete").await;
+}
+
 /// Past `cache.disk.write_queue` bytes waiting for the device, new objects are not queued for
 /// it: they are kept in memory (hits), and the shed writes are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +175,11 @@ async fn writes_past_the_write_queue_are_shed_and_served_from_memory() {
     for i in 0..6u64 {
         let p = format!("/shed/{i}");
         let body = random_bytes(20_000, 600 + i);
-        origin.put(&p, Object::new(body.clone()));
+        // A strong validator: a slice the origin can serve again on its own may be shed.
+        origin.put(
+            &p,
+            Object::new(body.clone()).header("etag", &format!("\"s{i}\"")),
+        );
         assert_eq!(get(&node.url(&p)).await.2, body, "{p}");
         objects.push((p, body));
     }
@@ -161,10 +192,11 @@ async fn writes_past_the_write_queue_are_shed_and_served_from_memory() {
     assert!(node.metric("strata_disk_writes_shed_total").await >= 1.0);
 }
 
-/// Clients reading more slowly than their fills, on a slow device with a full write queue
-/// and no memory tier: the slices they have yet to read are let go by their fills and must
-/// come back from the disk, so their writes are never shed. (The objects have no strong
-/// validator: a lost slice could not be fetched apart, and the response would be cut.)
+/// Two clients of one object, a fast one and a slow one, on a slow device with a full write
+/// queue and no memory tier: the fill keeps pace with the fast client, so the slow one (like
+/// any client that joins later) finds the slices the fill let go only on the disk. The objects
+/// have no strong validator, so a lost slice could not be fetched apart and the response would
+/// be cut: their writes are never shed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slices_a_reader_still_needs_are_never_shed() {
     let origin = TestOrigin::start().await;
@@ -174,18 +206,19 @@ async fn slices_a_reader_still_needs_are_never_shed() {
     cfg.extra_disk = "    write_queue: 4KiB\n".into();
     let node = Strata::start(&cfg);
     let len = 1u64 << 20;
-    // Two fills at once: while one's write is in flight the other finds the queue full.
-    let readers: Vec<_> = (0..2u64)
-        .map(|i| {
+    // Two objects, two fills at once: while one's write is in flight the other finds the queue
+    // full. Each object has a fast client, whose pace its fill keeps, and a slow one.
+    let clients: Vec<_> = (0..2u64)
+        .flat_map(|i| {
             let p = format!("/slow-reader/{i}");
             origin.put(&p, Object::generated(len, 70 + i));
-            (p, 70 + i)
+            [(p.clone(), 70 + i, false), (p, 70 + i, true)]
         })
         .collect();
     failpoint(&node, "io::complete", "delay(20)").await;
-    let tasks: Vec<_> = readers
+    let tasks: Vec<_> = clients
         .into_iter()
-        .map(|(p, seed)| {
+        .map(|(p, seed, slow)| {
             let url = node.url(&p);
             tokio::spawn(async move {
                 let mut r = reqwest::get(url).await.unwrap();
@@ -197,9 +230,11 @@ async fn slices_a_reader_still_needs_are_never_shed() {
                         Ok(None) => break,
                         Err(e) => panic!("{p} cut after {} of {len} bytes: {e}", got.len()),
                     }
-                    // A slow client, so its fill gets ahead of it (the scenario itself, not a
-                    // wait for an event).
-                    tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+                    if slow {
+                        // A slow client, so the fill gets ahead of it (the scenario itself,
+                        // not a wait for an event).
+                        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+                    }
                 }
                 assert_eq!(got.len() as u64, len, "{p}");
                 assert!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use pingora::http::RequestHeader;
-use strata_storage::{Shed, TieredCache};
+use strata_storage::{Shed, TieredCache, ValueWriter};
 
 use crate::cache::coalesce::{Coalescer, PendingSlice, Run};
 use crate::cache::key::meta_key;
@@ -56,10 +56,16 @@ pub(crate) fn register(
     Some((run, slices, planned))
 }
 
-/// How many slices a fill may run ahead of the fastest client reading it: past that it waits
-/// (and so does the origin), so a client reading a byte a minute does not pull a whole object
-/// into the tiers at origin speed, while one that stops reading does not stall the others.
-const FILL_AHEAD: u64 = 4;
+/// How many slices a fill may run ahead of the fastest client reading it: none. It fills a
+/// slice once that client has reached it (and meanwhile waits, and so does the origin), so the
+/// client reads the very buffer the fill gathers into and the pair holds one slice, not two; a
+/// client reading a byte a minute does not pull a whole object into the tiers at origin speed,
+/// while one that stops reading does not stall the others.
+const FILL_AHEAD: u64 = 0;
+
+/// How many complete slices of one fill may be on their way to the tiers while it fills the
+/// next: past that the fill waits for the device (for at most `write_wait`).
+const WRITES_PER_FILL: usize = 2;
 
 /// A registered run of slices and what is needed to fill it.
 pub(crate) struct RunFill {
@@ -85,6 +91,9 @@ pub(crate) struct RunFill {
     upstream: Arc<Upstream>,
     /// Strata's `Via` entry for origin requests.
     via: http::HeaderValue,
+    /// How long the fill waits for the device before it goes on: half the lock timeout, so
+    /// its clients see progress before they would give up on it.
+    write_wait: std::time::Duration,
 }
 
 enum Next {
@@ -118,6 +127,7 @@ impl RunFill {
             metrics: plane.metrics.clone(),
             upstream: plane.upstream.clone(),
             via: plane.via.clone(),
+            write_wait: plane.lock_timeout / 2,
         }
     }
 
@@ -228,6 +238,9 @@ impl RunFill {
         let mut idx = self.first;
         // A private run (one slice nobody else may join) never registers more.
         let mut next = self.first + pending.len() as u64;
+        // Stores of complete slices still in progress, oldest first. Dropping one of their
+        // handles (an abandoned fill) lets it finish: a complete slice is still worth keeping.
+        let mut stores = VecDeque::new();
         while let Some(slice) = pending.front().cloned() {
             let cancelled = tokio::select! {
                 biased;
@@ -239,6 +252,10 @@ impl RunFill {
                 return self.abandon(idx, pending);
             }
             let expect = self.meta.slice_len(idx);
+            let key = self.meta.slice_key(idx);
+            // The slice is gathered straight into the buffer the device writes it from, and its
+            // readers are given views of that buffer: the fill holds its bytes once.
+            let mut value = self.cache.writer(&key, expect as usize);
             let mut got = 0u64;
             while got < expect {
                 let next = match carry.take() {
@@ -268,40 +285,84 @@ impl RunFill {
                     carry = Some(chunk.slice(take..));
                 }
                 got += take as u64;
-                slice.push(chunk.slice(..take));
+                slice.push(value.append(&chunk[..take]));
             }
             if carry.is_none() && origin.as_mut().is_some_and(OriginResponse::is_done) {
                 if let Some(o) = origin.take() {
                     self.upstream.release(o).await;
                 }
             }
-            let key = self.meta.slice_key(idx);
             // Complete now: its readers get their last bytes without waiting for the disk. It
             // stays registered (readable) until the tiers hold it, so no request in between
             // goes to the origin for it.
             slice.finish(true);
-            // A reader behind this slice will look for it in the tiers once it is let go here:
-            // its disk write is never shed (it waits for the device instead). Nobody behind,
-            // and a device that is behind may lose it: the cache may decline to keep things.
+            // A reader behind this slice will look for it in the tiers once it is let go, and
+            // so will a client that joins the object later: if the slice cannot be fetched
+            // again on its own (no strong validator), its disk write is never shed (it waits
+            // for the device instead). A slice the origin can serve again, with nobody behind
+            // on it, may be lost by a device that is behind: the cache may decline to keep
+            // things.
             let shed = match self.run.slowest_reader() {
+                _ if self.meta.strong_etag().is_none() => Shed::Never,
                 Some(r) if r < idx => Shed::Never,
                 _ => Shed::Allowed,
             };
-            match self.cache.insert_parts(&key, &slice.chunks(), shed).await {
-                Ok(()) => self.metrics.fill(FillResult::Stored),
-                Err(e) => {
-                    tracing::warn!(key = %self.key, slice = idx, error = %e, "slice not stored");
-                    self.metrics.fill(FillResult::StoreError);
+            // Stored beside the next slice's fill: a device that is behind holds up neither
+            // the fill nor its readers, only (up to WRITES_PER_FILL) the memory of its slices.
+            stores.push_back(tokio::spawn(self.store(key, value, slice, shed, idx)));
+            stores.retain(|s| !s.is_finished());
+            // Past a few, the fill waits for the oldest: the device paces the origin, and an
+            // object one client streams is stored whole rather than shed. But only so long:
+            // its clients wait on its progress, and a device that slow must not make them
+            // give up on the fill (what waits meanwhile is bounded by the write queue).
+            let deadline = tokio::time::Instant::now() + self.write_wait;
+            while stores.len() > WRITES_PER_FILL {
+                if let Some(mut s) = stores.pop_front() {
+                    if tokio::time::timeout_at(deadline, &mut s).await.is_err() {
+                        // Still awaited before the run is declared over.
+                        stores.push_front(s);
+                        break;
+                    }
                 }
             }
-            self.coalescer.remove(&key, &slice);
             pending.pop_front();
             idx += 1;
             self.extend(&mut pending, &mut next);
         }
+        for s in stores {
+            let _ = s.await;
+        }
         self.run.finish();
         // A connection whose body was not read to the end (the run ended at a slice stored
         // meanwhile) is not reusable: dropping it closes it.
+    }
+
+    /// Stores complete slice `idx` (key `key`, gathered in `value`) in the tiers, then lets its
+    /// registration go.
+    fn store(
+        &self,
+        key: Vec<u8>,
+        value: ValueWriter,
+        slice: Arc<PendingSlice>,
+        shed: Shed,
+        idx: u64,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (cache, coalescer, metrics) = (
+            self.cache.clone(),
+            self.coalescer.clone(),
+            self.metrics.clone(),
+        );
+        let object = self.key.clone();
+        async move {
+            match cache.insert_value(&key, value, shed).await {
+                Ok(()) => metrics.fill(FillResult::Stored),
+                Err(e) => {
+                    tracing::warn!(key = %object, slice = idx, error = %e, "slice not stored");
+                    metrics.fill(FillResult::StoreError);
+                }
+            }
+            coalescer.remove(&key, &slice);
+        }
     }
 
     async fn read(&self, origin: &mut Option<OriginResponse>) -> Next {
