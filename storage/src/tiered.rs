@@ -118,8 +118,8 @@ fn compact(v: Bytes) -> Bytes {
 enum Source {
     /// The caller's own bytes.
     Caller,
-    /// A view of a disk IO buffer: pooled memory, often larger than the value (a 1 MiB slice
-    /// sits in a 2 MiB huge page). L1 keeps a copy, so its budget counts what it holds and the
+    /// A view of a disk IO buffer: pooled memory, larger than the value (the item header, the
+    /// key and the buffer's size class). L1 keeps a copy, so its budget counts what it holds and the
     /// buffer goes back to the pool once the caller is done with it.
     Disk,
 }

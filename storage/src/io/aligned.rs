@@ -29,7 +29,7 @@ impl AlignedBuf {
     ///
     /// Panics only on a non-power-of-two alignment (a programming error, never input-driven).
     pub fn zeroed(len: usize, align: usize) -> Self {
-        let (mut buf, fresh) = Self::alloc(len, align, bufpool::layout);
+        let (mut buf, fresh) = Self::alloc(len, align);
         if !fresh {
             buf.as_mut_slice().fill(0);
         }
@@ -39,22 +39,14 @@ impl AlignedBuf {
     /// `len` bytes aligned to `align` whose contents are unspecified (a reused buffer's): for
     /// buffers that are overwritten whole, as by a read.
     pub fn recycled(len: usize, align: usize) -> Self {
-        Self::alloc(len, align, bufpool::layout).0
-    }
-
-    /// Like [`AlignedBuf::recycled`], but with no slack: the allocation is `len` rounded up to
-    /// `align`, in small pages. For a buffer that lives as long as its contents are in use (a
-    /// value gathered from a network, then kept in memory), where a size class or a huge page
-    /// would hold up to twice the bytes.
-    pub fn recycled_exact(len: usize, align: usize) -> Self {
-        Self::alloc(len, align, bufpool::exact_layout).0
+        Self::alloc(len, align).0
     }
 
     /// A pooled buffer, or a fresh zeroed one (then true).
-    fn alloc(len: usize, align: usize, layout: fn(usize, usize) -> Layout) -> (Self, bool) {
+    fn alloc(len: usize, align: usize) -> (Self, bool) {
         assert!(align.is_power_of_two(), "alignment must be a power of two");
         let len = align_up(len.max(1) as u64, align as u64) as usize;
-        let layout = layout(len, align);
+        let layout = bufpool::layout(len, align);
         let (ptr, fresh) = match bufpool::take(layout) {
             Some(ptr) => (ptr, false),
             None => (bufpool::fresh(layout), true),

@@ -6,10 +6,11 @@
 //! thousand 1 MiB reads a second that cost more than the reads themselves. Buffers are pooled
 //! by capacity class (a few classes per doubling), bounded in total idle bytes.
 //!
-//! Buffers of [`HUGE_FROM`] bytes and more are whole 2 MiB transparent huge pages where the
-//! kernel allows it. A device takes a bounded number of memory segments per request (254 on
-//! virtio, often fewer on NVMe): a 1 MiB buffer of scattered 4 KiB pages is split into two
-//! requests, and on a device that is request-bound that halves 1 MiB read throughput.
+//! Buffers of [`FINE_FROM`] bytes and more (slices) are classed in 64 KiB steps: a 1 MiB slice
+//! and its item header take 1 MiB + 64 KiB, not the next class or a 2 MiB huge page. A slice's
+//! buffer lives as long as a fill gathers into it, a client reads it and the memory tier keeps
+//! it, so its slack is memory held per fill and per slice in memory; and a fill's buffer and a
+//! read's of the same item share one class, so each reuses what the other freed.
 
 use std::alloc::Layout;
 use std::collections::HashMap;
@@ -19,14 +20,16 @@ use std::sync::LazyLock;
 use parking_lot::Mutex;
 
 /// At most this many idle bytes are kept; beyond it, freed buffers go back to the allocator.
-const IDLE_BYTES: usize = 64 << 20;
+/// Steady IO needs about as many buffers as it has in flight; the memory tier lets slices go in
+/// bursts, and those beyond this are not worth keeping idle.
+const IDLE_BYTES: usize = 16 << 20;
 /// Buffers larger than this (region scans) are never kept.
 const MAX_POOLED: usize = 4 << 20;
 /// Buffers aligned less than this (not for device IO) are never kept.
 const MIN_ALIGN: usize = 512;
-/// Buffers from this size on are made of 2 MiB huge pages.
-const HUGE_FROM: usize = 512 << 10;
-const HUGE_PAGE: usize = 2 << 20;
+/// Buffers from this size on are classed in [`FINE_STEP`] steps.
+const FINE_FROM: usize = 512 << 10;
+const FINE_STEP: usize = 64 << 10;
 
 /// An idle allocation; only ever handed to one owner at a time.
 struct Idle(NonNull<u8>);
@@ -72,44 +75,28 @@ static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(Pool::new(IDLE_
 
 /// The allocation for a buffer of `len` bytes aligned to `align`: a power of two up to 64 KiB,
 /// then a multiple of an eighth of the next power of two (at most 25 % slack), and from
-/// [`HUGE_FROM`] on whole huge pages.
+/// [`FINE_FROM`] on a multiple of [`FINE_STEP`] (at most 12.5 % slack).
 pub(super) fn layout(len: usize, align: usize) -> Layout {
     let len = len.max(1).next_multiple_of(align);
     let pow = len.next_power_of_two();
-    let (size, align) = if len >= HUGE_FROM && align <= HUGE_PAGE {
-        (len.next_multiple_of(HUGE_PAGE), HUGE_PAGE)
+    let size = if len >= FINE_FROM {
+        len.next_multiple_of(FINE_STEP.max(align))
     } else if pow <= 64 << 10 {
-        (pow, align)
+        pow
     } else {
-        (len.next_multiple_of((pow / 8).max(align)), align)
+        len.next_multiple_of((pow / 8).max(align))
     };
     // Only a non-power-of-two alignment fails, which callers have already ruled out.
     Layout::from_size_align(size, align).expect("aligned layout")
 }
 
-/// The allocation for a buffer of exactly `len` bytes (rounded up to `align`), in small pages:
-/// pooled apart from the size classes of [`layout`].
-pub(super) fn exact_layout(len: usize, align: usize) -> Layout {
-    let len = len.max(1).next_multiple_of(align);
-    // Only a non-power-of-two alignment fails, which callers have already ruled out.
-    Layout::from_size_align(len, align).expect("aligned layout")
-}
-
-/// A new zeroed allocation of `layout` (huge pages asked for when it is huge-page aligned).
+/// A new zeroed allocation of `layout`.
 pub(super) fn fresh(layout: Layout) -> NonNull<u8> {
     // SAFETY: layout has a non-zero size.
-    let raw = unsafe { std::alloc::alloc(layout) };
+    let raw = unsafe { std::alloc::alloc_zeroed(layout) };
     let Some(ptr) = NonNull::new(raw) else {
         std::alloc::handle_alloc_error(layout)
     };
-    if layout.align() == HUGE_PAGE {
-        // Advice only: without transparent huge pages the buffer is made of small pages.
-        // SAFETY: the range is exactly the allocation just made.
-        unsafe { libc::madvise(raw.cast(), layout.size(), libc::MADV_HUGEPAGE) };
-    }
-    // Zeroed after the advice, so the first touch faults in huge pages.
-    // SAFETY: raw is valid for layout.size() bytes.
-    unsafe { std::ptr::write_bytes(raw, 0, layout.size()) };
     ptr
 }
 
@@ -175,16 +162,12 @@ mod tests {
         assert_eq!(capacity(5000), 8192);
         assert_eq!(capacity(12 << 10), 16 << 10);
         assert_eq!(capacity(300 << 10), 320 << 10);
-        // A 1 MiB slice plus its item header: one huge page.
-        assert_eq!(layout((1 << 20) + 4096, 4096).align(), 2 << 20);
-        assert_eq!(capacity((1 << 20) + 4096), 2 << 20);
+        // A 1 MiB slice plus its item header: 64 KiB of slack, not the next class.
+        assert_eq!(capacity((1 << 20) + 4096), (1 << 20) + (64 << 10));
         for len in (4096..(4 << 20)).step_by(4096 * 7) {
             let c = capacity(len);
             assert!(c >= len && c.is_multiple_of(4096));
-            assert!(
-                len <= 64 << 10 || len >= HUGE_FROM || c - len <= len / 4,
-                "{len} -> {c}"
-            );
+            assert!(len <= 64 << 10 || c - len <= len / 4, "{len} -> {c}");
         }
     }
 }
