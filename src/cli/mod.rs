@@ -9,6 +9,7 @@ use crate::config::{Config, LogFormat};
 use crate::node;
 use crate::node::build::storage_config;
 
+mod log_writer;
 mod remote;
 
 /// What `strata purge` removes.
@@ -96,7 +97,7 @@ pub fn check(path: &Path) -> Result<(), ExitCode> {
 pub fn run(path: &Path, upgrade: bool) -> Result<(), ExitCode> {
     let cfg = load(path)?;
     // Held to the end: dropping it writes out what is still queued.
-    let (log_level, _log_writer) = init_logging(&cfg);
+    let (log_level, _log_writer) = init_logging(&cfg)?;
     node::run(cfg, path, log_level, upgrade).map_err(|e| {
         tracing::error!(error = format!("{e:#}"), "strata failed");
         eprintln!("strata: {e:#}");
@@ -129,15 +130,11 @@ pub fn format_disk(config: &Path) -> Result<(), ExitCode> {
 /// guard of the log writer.
 ///
 /// Lines are formatted where they happen and written by a thread of their own, in batches
-/// (one write for all the lines queued while the last batch was written): an access log line
-/// per request must not cost the request a system call. The queue holds 128k lines; a full
-/// queue makes the next line wait, so no line is dropped.
+/// (see `log_writer`): an access log line per request must not cost the request a system call
+/// or a thread wake-up. No line is dropped.
 fn init_logging(
     cfg: &Config,
-) -> (
-    Option<node::LogLevelSetter>,
-    tracing_appender::non_blocking::WorkerGuard,
-) {
+) -> Result<(Option<node::LogLevelSetter>, log_writer::WriterGuard), ExitCode> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{reload, EnvFilter};
@@ -148,13 +145,10 @@ fn init_logging(
     };
     // The filter sits right on the registry, so one handle type serves both formats.
     let (filter, handle) = reload::Layer::new(filter);
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("strata-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    let (writer, guard) = log_writer::batched(std::io::stderr()).map_err(|e| {
+        eprintln!("strata: cannot start the log writer thread: {e}");
+        ExitCode::FAILURE
+    })?;
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
@@ -167,7 +161,7 @@ fn init_logging(
         let f = EnvFilter::try_new(l).map_err(|e| e.to_string())?;
         handle.reload(f).map_err(|e| e.to_string())
     });
-    ((!from_env).then_some(setter), guard)
+    Ok(((!from_env).then_some(setter), guard))
 }
 
 /// Prints what a cache device holds.
