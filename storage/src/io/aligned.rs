@@ -29,7 +29,7 @@ impl AlignedBuf {
     ///
     /// Panics only on a non-power-of-two alignment (a programming error, never input-driven).
     pub fn zeroed(len: usize, align: usize) -> Self {
-        let (mut buf, fresh) = Self::alloc(len, align);
+        let (mut buf, fresh) = Self::alloc(len, align, bufpool::layout);
         if !fresh {
             buf.as_mut_slice().fill(0);
         }
@@ -39,14 +39,21 @@ impl AlignedBuf {
     /// `len` bytes aligned to `align` whose contents are unspecified (a reused buffer's): for
     /// buffers that are overwritten whole, as by a read.
     pub fn recycled(len: usize, align: usize) -> Self {
-        Self::alloc(len, align).0
+        Self::alloc(len, align, bufpool::layout).0
+    }
+
+    /// Like [`AlignedBuf::recycled`], but with no slack beyond `align`: for a buffer the memory
+    /// tier keeps as long as it keeps its value (a value gathered from a network), where a size
+    /// class would hold up to a quarter more than the value.
+    pub fn recycled_exact(len: usize, align: usize) -> Self {
+        Self::alloc(len, align, bufpool::exact_layout).0
     }
 
     /// A pooled buffer, or a fresh zeroed one (then true).
-    fn alloc(len: usize, align: usize) -> (Self, bool) {
+    fn alloc(len: usize, align: usize, layout: fn(usize, usize) -> Layout) -> (Self, bool) {
         assert!(align.is_power_of_two(), "alignment must be a power of two");
         let len = align_up(len.max(1) as u64, align as u64) as usize;
-        let layout = bufpool::layout(len, align);
+        let layout = layout(len, align);
         let (ptr, fresh) = match bufpool::take(layout) {
             Some(ptr) => (ptr, false),
             None => (bufpool::fresh(layout), true),

@@ -6,11 +6,11 @@
 //! thousand 1 MiB reads a second that cost more than the reads themselves. Buffers are pooled
 //! by capacity class (a few classes per doubling), bounded in total idle bytes.
 //!
-//! Buffers of [`FINE_FROM`] bytes and more (slices) are classed in 64 KiB steps: a 1 MiB slice
-//! and its item header take 1 MiB + 64 KiB, not the next class or a 2 MiB huge page. A slice's
-//! buffer lives as long as a fill gathers into it, a client reads it and the memory tier keeps
-//! it, so its slack is memory held per fill and per slice in memory; and a fill's buffer and a
-//! read's of the same item share one class, so each reuses what the other freed.
+//! Read buffers of [`FINE_FROM`] bytes and more (slices) are classed in 64 KiB steps, in small
+//! pages: a 1 MiB slice and its item header take 1 MiB + 64 KiB, not the next class or a 2 MiB
+//! huge page. A value gathered from a network (a fill's item image) takes exactly its pages
+//! ([`exact_layout`]): the memory tier keeps that buffer as long as it keeps the value, and a
+//! class would hold up to a quarter more than the value (a 64 KiB object's image in 80 KiB).
 
 use std::alloc::Layout;
 use std::collections::HashMap;
@@ -88,6 +88,14 @@ pub(super) fn layout(len: usize, align: usize) -> Layout {
     };
     // Only a non-power-of-two alignment fails, which callers have already ruled out.
     Layout::from_size_align(size, align).expect("aligned layout")
+}
+
+/// The allocation for a buffer of exactly `len` bytes (rounded up to `align`): pooled by its
+/// own size, apart from the classes of [`layout`].
+pub(super) fn exact_layout(len: usize, align: usize) -> Layout {
+    let len = len.max(1).next_multiple_of(align);
+    // Only a non-power-of-two alignment fails, which callers have already ruled out.
+    Layout::from_size_align(len, align).expect("aligned layout")
 }
 
 /// A new zeroed allocation of `layout`.

@@ -152,7 +152,8 @@ impl ItemImage {
     /// The key must fit the header (`u16` length) and the value its `u32`; callers check both.
     pub(crate) fn new(key: &[u8], value_len: usize, block: usize) -> ItemImage {
         let len = padded_len(key.len(), value_len, block);
-        let mut raw = AlignedBuf::recycled(len, block);
+        // Exact: the memory tier keeps this buffer for as long as it keeps the value.
+        let mut raw = AlignedBuf::recycled_exact(len, block);
         let b = raw.as_mut_slice();
         // A reused buffer holds someone else's bytes: the header is written at the end and the
         // value by the caller; the rest is set here, padding zeroed so no stale bytes reach the
