@@ -15,8 +15,8 @@
 //! - `fuzz` (feature `fuzzing`): entry points for the fuzz targets in `fuzz/`; not part of the
 //!   interface.
 //!
-//! Each layer uses only those below it: `tiered` → `writer`, `memory`, `disk` → `io`; `key` and `error`
-//! are used by all.
+//! Each layer uses only those below it: `tiered` → `writer`, `memory`, `disk` → `io`; `key`
+//! and `error` are used by all.
 //!
 //! # How data flows
 //! - **Insert**: [`TieredCache::insert`] writes through to L2: [`DiskStore`] reserves blocks in

@@ -119,8 +119,8 @@ enum Source {
     /// The caller's own bytes.
     Caller,
     /// A view of a disk IO buffer: pooled memory, larger than the value (the item header, the
-    /// key and the buffer's size class). L1 keeps a copy, so its budget counts what it holds and the
-    /// buffer goes back to the pool once the caller is done with it.
+    /// key and the buffer's size class). L1 keeps a copy, so its budget counts what it holds
+    /// and the buffer goes back to the pool once the caller is done with it.
     Disk,
 }
 
@@ -230,11 +230,8 @@ impl TieredCache {
     /// [`TieredCache::insert_parts`] does; a value not gathered whole is refused
     /// ([`StorageError::Incomplete`]). L1 shares the gathered bytes; it copies none.
     pub async fn insert_value(&self, key: &[u8], w: ValueWriter, shed: Shed) -> Result<()> {
-        if w.remaining() > 0 {
-            return Err(StorageError::Incomplete {
-                missing: w.remaining(),
-                size: w.len(),
-            });
+        if let Some(e) = w.image.incomplete() {
+            return Err(e);
         }
         let Admission::WriteThrough = self.admission;
         let generation = self.removals.generation(key);

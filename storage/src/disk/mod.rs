@@ -313,13 +313,10 @@ impl DiskStore {
         shed: Shed,
     ) -> Result<()> {
         let (slab, geo) = (&self.slab, self.slab.geo);
-        let value_len = image.value_len();
-        if image.remaining() > 0 {
-            return Err(StorageError::Incomplete {
-                missing: image.remaining(),
-                size: value_len,
-            });
+        if let Some(e) = image.incomplete() {
+            return Err(e);
         }
+        let value_len = image.value_len();
         let hash = key_hash(key);
         let blocks = geo.blocks_of(item::padded_len(key.len(), value_len, geo.block));
         // Held until the write has landed (or failed): the backlog counts it meanwhile.
@@ -348,14 +345,14 @@ impl DiskStore {
         })?;
         // Held until the index entry is in: the region is not reclaimed before.
         let claim = slab.claim(r.region);
-        let Some(buf) = image.seal(r.seq) else {
+        let buf = match image.seal(r.seq) {
+            Ok(buf) => buf,
             // Complete, as checked above; were it not, the reservation ends unwritten, as a
             // failed write's does.
-            self.alloc.lock().await.forget(slab, r).await;
-            return Err(StorageError::Incomplete {
-                missing: value_len,
-                size: value_len,
-            });
+            Err(e) => {
+                self.alloc.lock().await.forget(slab, r).await;
+                return Err(e);
+            }
         };
         self.write_item(r, buf, &claim).await?;
         let at = geo.abs_block(r.region, r.block);

@@ -19,9 +19,11 @@ pub struct AlignedBuf {
     lent: Option<Arc<AlignedBuf>>,
 }
 
-// SAFETY: AlignedBuf owns its allocation exclusively (like Vec<u8>); no interior shared state.
+// SAFETY: AlignedBuf owns its allocation (like Vec<u8>), or, lent, shares it through an Arc
+// with readers that only read; no interior shared state.
 unsafe impl Send for AlignedBuf {}
-// SAFETY: shared references only allow reading the bytes.
+// SAFETY: shared references only allow reading the bytes (and a lent buffer refuses
+// `as_mut_slice`).
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {

@@ -14,6 +14,7 @@
 use bytes::Bytes;
 
 use super::codec::{Reader, Writer};
+use crate::error::StorageError;
 use crate::io::aligned::{align_up, AlignedBuf};
 use crate::io::growing::GrowingBuf;
 
@@ -178,6 +179,14 @@ impl ItemImage {
         self.value_len - self.buf.window().len()
     }
 
+    /// Why the image may not be stored yet: part of its value has not arrived.
+    pub(crate) fn incomplete(&self) -> Option<StorageError> {
+        (self.remaining() > 0).then(|| StorageError::Incomplete {
+            missing: self.remaining(),
+            size: self.value_len,
+        })
+    }
+
     /// Appends the first [`ItemImage::remaining`] bytes at most of `bytes`; returns a view of
     /// what it took.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> Bytes {
@@ -193,11 +202,11 @@ impl ItemImage {
         self.buf.view(self.buf.window()).unwrap_or_default()
     }
 
-    /// Writes the header of a complete image (`None` while any of its value is missing) and
-    /// lends it for the device to write.
-    pub(crate) fn seal(mut self, seq: u64) -> Option<AlignedBuf> {
-        if self.remaining() > 0 {
-            return None;
+    /// Writes the header of a complete image (an error while any of its value is missing)
+    /// and lends it for the device to write.
+    pub(crate) fn seal(mut self, seq: u64) -> Result<AlignedBuf, StorageError> {
+        if let Some(e) = self.incomplete() {
+            return Err(e);
         }
         let mut header = [0u8; HEADER_LEN];
         Writer::at(&mut header, 0)
@@ -210,7 +219,7 @@ impl ItemImage {
         let crc = self.buf.read_all(|b| checksum_of(&header, &b[body]));
         Writer::at(&mut header, 12).u32(crc);
         self.buf.write(0, &header);
-        Some(self.buf.lend())
+        Ok(self.buf.lend())
     }
 }
 
@@ -272,7 +281,7 @@ mod tests {
     fn an_incomplete_image_is_never_sealed() {
         let mut img = ItemImage::new(b"k", 10, 4096);
         img.append(b"12345");
-        assert!(img.seal(1).is_none());
+        assert!(img.seal(1).is_err());
     }
 
     #[test]
