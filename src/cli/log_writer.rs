@@ -131,8 +131,10 @@ impl Write for LineWriter<'_> {
                 .wait(state)
                 .unwrap_or_else(|e| e.into_inner());
         }
+        let before = state.buf.len();
         state.buf.extend_from_slice(bytes);
-        if state.buf.len() >= BATCH {
+        // Once per batch: a writer busy writing takes a full buffer without being woken.
+        if before < BATCH && state.buf.len() >= BATCH {
             self.shared.ready.notify_one();
         }
         Ok(bytes.len())
