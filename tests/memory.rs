@@ -81,7 +81,8 @@ async fn peak_rss_per_concurrent_fill() {
     // A fill gathers its slice straight into the buffer the device writes from, and its client
     // reads that buffer: about one slice per fill, with some slack for a noisy machine.
     assert!(per_fill < 1.4, "{per_fill:.2} slices per fill");
-    // Every budget together stays bounded as before: one slice per fill, its copy, and a base.
+    // Every budget together stays within the bound from before (then: one slice per fill, its
+    // copy, and a base).
     assert!(
         many < 2 * SLICE * 200 + (64 << 20),
         "peak RSS grew by {many} bytes"

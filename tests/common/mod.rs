@@ -72,6 +72,8 @@ pub(crate) struct NodeConfig {
     pub(crate) disk: Option<String>,
     pub(crate) slice: String,
     pub(crate) extra_cache: String,
+    /// `cache.disk.io`.
+    pub(crate) io: String,
     /// Extra `cache.disk` keys, one per line, indented by four spaces.
     pub(crate) extra_disk: String,
     /// Extra top-level YAML (e.g. a `tls:` block).
@@ -92,6 +94,7 @@ impl NodeConfig {
             disk: Some("256MiB".into()),
             slice: "1MiB".into(),
             extra_cache: String::new(),
+            io: "auto".into(),
             extra_disk: String::new(),
             extra_top: String::new(),
             routes: format!("  - name: test\n    path_prefix: /\n    origin: {origin}\n"),
@@ -105,8 +108,8 @@ impl NodeConfig {
     fn yaml(&self, addr: SocketAddr, admin: SocketAddr) -> String {
         let disk = match &self.disk {
             Some(size) => format!(
-                "  disk:\n    path: cache.img\n    size: {size}\n    io: auto\n    region_size: 4MiB\n{}",
-                self.extra_disk
+                "  disk:\n    path: cache.img\n    size: {size}\n    io: {}\n    region_size: 4MiB\n{}",
+                self.io, self.extra_disk
             ),
             None => String::new(),
         };

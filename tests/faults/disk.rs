@@ -146,10 +146,8 @@ async fn a_slow_device_holds_up_no_reader() {
     cfg.slice = "64KiB".into();
     // The psync engine completes IO on threads of its own, where the injected delay waits:
     // io_uring completions may be reaped on the runtime's threads, which it would stop.
-    cfg.disk = None;
-    cfg.extra_cache = "  lock_timeout: 1s\n  disk:\n    path: cache.img\n    size: 64MiB\n    \
-                       io: psync\n    region_size: 4MiB\n"
-        .into();
+    cfg.io = "psync".into();
+    cfg.extra_cache = "  lock_timeout: 1s\n".into();
     let node = Strata::start(&cfg);
     let len = 512u64 << 10;
     origin.put("/slow-device", Object::generated(len, 90));
