@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use crate::config::{Config, LogFormat};
 use crate::node;
 use crate::node::build::storage_config;
+use crate::proxy;
+use crate::proxy::access_line::Layout;
 
 mod log_writer;
 mod remote;
@@ -135,6 +137,8 @@ pub fn format_disk(config: &Path) -> Result<(), ExitCode> {
 fn init_logging(
     cfg: &Config,
 ) -> Result<(Option<node::LogLevelSetter>, log_writer::WriterGuard), ExitCode> {
+    use std::io::Write;
+    use tracing_subscriber::fmt::MakeWriter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{reload, EnvFilter};
@@ -149,9 +153,23 @@ fn init_logging(
         eprintln!("strata: cannot start the log writer thread: {e}");
         ExitCode::FAILURE
     })?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Access lines are written by hand into the same buffer, in the same layout (a terminal
+    // gets them, coloured, through the subscriber).
+    let layout = match cfg.log.format {
+        LogFormat::Json => Some(Layout::Json),
+        LogFormat::Text => (!ansi).then_some(Layout::Text),
+    };
+    if let Some(layout) = layout {
+        let lines = writer.clone();
+        proxy::access_line::install(layout, move |line| {
+            // The log writer takes every line; it reports no error.
+            let _ = lines.make_writer().write_all(line);
+        });
+    }
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(ansi);
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match cfg.log.format {
         LogFormat::Json => registry.with(fmt.json()).try_init(),

@@ -9,6 +9,7 @@ use http::header;
 use pingora::proxy::Session;
 
 use crate::http::cache_status::CacheStatus;
+use crate::proxy::access_line::AccessLine;
 
 /// What the proxy notes about a request for its access line.
 pub(crate) struct Timing {
@@ -50,28 +51,25 @@ pub(crate) fn log(
 ) {
     let req = session.req_header();
     let ms = |i: Instant| i.duration_since(t.started).as_secs_f64() * 1000.0;
-    let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let ua = req
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info!(
-        target: "access",
-        request_id = t.id,
-        client = %session.client_addr().map_or(String::new(), |a| a.to_string()),
-        method = %req.method,
-        // The path only: a query may carry a token (a refused request still has it).
-        path = %req.uri.path(),
-        status,
-        bytes = session.body_bytes_sent(),
-        duration_ms = ms(Instant::now()),
-        ttfb_ms = t.first_byte.map(ms),
-        route = %route,
-        cache = %cache.header_value(),
-        origin_status = t.origin_status,
-        user_agent = ua,
+    let cache = cache.header_value();
+    AccessLine {
+        request_id: t.id,
+        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        status: session.response_written().map_or(0, |r| r.status.as_u16()),
+        bytes: session.body_bytes_sent(),
+        duration_ms: ms(Instant::now()),
+        ttfb_ms: t.first_byte.map(ms),
+        route,
+        cache: &cache,
+        origin_status: t.origin_status,
+        user_agent: req
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
         error,
-        "access"
-    );
+    }
+    .emit();
 }

@@ -6,7 +6,8 @@
 //! proxy phases (`upstream_peer`, `upstream_request_filter`, `response_filter`), where a
 //! successful unsafe method invalidates its target.
 //!
-//! - [`access`]: the access log.
+//! - [`access`]: the access log: what a finished request notes.
+//! - [`access_line`]: the access line written by hand, in the text and JSON log layouts.
 //! - [`drain`]: in-flight accounting for shutdown.
 //! - [`guard`]: request hygiene checked before routing.
 //! - [`respond`]: the error answers the proxy writes itself.
@@ -34,6 +35,7 @@ use crate::origin::Refused;
 use crate::routing::{normalize, Route, Router};
 
 mod access;
+pub(crate) mod access_line;
 pub(crate) mod connections;
 pub(crate) mod drain;
 mod forwarded;

@@ -83,6 +83,8 @@ pub(crate) struct NodeConfig {
     pub(crate) log_level: String,
     /// `log.access`.
     pub(crate) log_access: bool,
+    /// `log.format`.
+    pub(crate) log_format: String,
     /// `admin.token`.
     pub(crate) admin_token: Option<String>,
 }
@@ -100,6 +102,7 @@ impl NodeConfig {
             routes: format!("  - name: test\n    path_prefix: /\n    origin: {origin}\n"),
             log_level: "info".into(),
             log_access: true,
+            log_format: "text".into(),
             admin_token: None,
         }
     }
@@ -119,8 +122,8 @@ impl NodeConfig {
             .map(|t| format!("  token: {t}\n"))
             .unwrap_or_default();
         format!(
-            "listen: {addr}\nadmin:\n  listen: {admin}\n{token}threads: 2\nshutdown_grace: 5s\nlog:\n  level: {}\n  access: {}\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
-            self.log_level, self.log_access, self.extra_top, self.memory, self.slice, self.extra_cache, self.routes
+            "listen: {addr}\nadmin:\n  listen: {admin}\n{token}threads: 2\nshutdown_grace: 5s\nlog:\n  level: {}\n  access: {}\n  format: {}\n{}cache:\n  memory: {}\n{disk}  slice: {}\n{}routes:\n{}",
+            self.log_level, self.log_access, self.log_format, self.extra_top, self.memory, self.slice, self.extra_cache, self.routes
         )
     }
 }

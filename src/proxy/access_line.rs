@@ -1,0 +1,234 @@
+//! The access line written by hand, in the text and JSON layouts of the node's other log lines,
+//! straight into the log writer's buffer.
+//!
+//! A hit on one core is a few tens of microseconds; formatting its line through the log
+//! subscriber's field visitors cost about a tenth of that (profiled on hot hits). The fields
+//! are known here, so the line is written in one pass. Durations are in milliseconds to the
+//! microsecond (`0.466`, not `0.46607099999999996`).
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// The layout of the node's log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// `2026-12-01T19:07:12.571881Z  INFO access: access request_id=1 client=… …`
+    Text,
+    /// `{"timestamp":"…","level":"INFO","fields":{"message":"access",…},"target":"access"}`
+    Json,
+}
+
+/// What takes a whole line.
+type WriteLine = dyn Fn(&[u8]) + Send + Sync;
+
+/// Where access lines go: the log writer's buffer, in the node's layout.
+struct Sink {
+    layout: Layout,
+    write: Box<WriteLine>,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Sends access lines, in `layout`, to `write` (one call per whole line), instead of through
+/// the log subscriber. The first call wins; later ones are ignored.
+pub(crate) fn install(layout: Layout, write: impl Fn(&[u8]) + Send + Sync + 'static) {
+    let _ = SINK.set(Sink {
+        layout,
+        write: Box::new(write),
+    });
+}
+
+/// One request's access line.
+pub(crate) struct AccessLine<'a> {
+    pub(crate) request_id: u64,
+    pub(crate) client: Option<SocketAddr>,
+    pub(crate) method: &'a str,
+    /// The path only: a query may carry a token.
+    pub(crate) path: &'a str,
+    /// 0 when no response was written.
+    pub(crate) status: u16,
+    pub(crate) bytes: usize,
+    pub(crate) duration_ms: f64,
+    pub(crate) ttfb_ms: Option<f64>,
+    pub(crate) route: &'a str,
+    pub(crate) cache: &'a str,
+    pub(crate) origin_status: Option<u16>,
+    pub(crate) user_agent: &'a str,
+    pub(crate) error: Option<&'a str>,
+}
+
+thread_local! {
+    /// The line being written: one buffer per thread, kept between requests.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+impl AccessLine<'_> {
+    /// Writes the line: to the installed sink, or else through the log subscriber (target
+    /// `access`). The subscriber's filter decides either way (`access=off` silences it).
+    pub(crate) fn emit(&self) {
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return;
+        }
+        LINE.with(|line| {
+            // A line being written on this thread (a panic while formatting) is left alone.
+            let Ok(mut buf) = line.try_borrow_mut() else {
+                return;
+            };
+            buf.clear();
+            match SINK.get() {
+                Some(sink) => {
+                    let now = humantime::format_rfc3339_micros(SystemTime::now());
+                    match sink.layout {
+                        Layout::Text => {
+                            let _ = write!(buf, "{now}  INFO access: access ");
+                            self.text_fields(&mut buf);
+                            buf.push(b'\n');
+                        }
+                        Layout::Json => {
+                            let _ = write!(buf, "{{\"timestamp\":\"{now}\",\"level\":\"INFO\",");
+                            self.json_fields(&mut buf);
+                            buf.extend_from_slice(b",\"target\":\"access\"}\n");
+                        }
+                    }
+                    (sink.write)(&buf);
+                }
+                None => {
+                    self.text_fields(&mut buf);
+                    tracing::info!(target: "access", "access {}", String::from_utf8_lossy(&buf));
+                }
+            }
+        });
+    }
+
+    /// `key=value` pairs separated by spaces; free text (user agent, error) quoted and escaped.
+    fn text_fields(&self, out: &mut Vec<u8>) {
+        let _ = write!(out, "request_id={} client=", self.request_id);
+        if let Some(c) = self.client {
+            let _ = write!(out, "{c}");
+        }
+        let _ = write!(
+            out,
+            " method={} path={} status={} bytes={} duration_ms={:.3}",
+            self.method, self.path, self.status, self.bytes, self.duration_ms
+        );
+        if let Some(t) = self.ttfb_ms {
+            let _ = write!(out, " ttfb_ms={t:.3}");
+        }
+        let _ = write!(out, " route={} cache={}", self.route, self.cache);
+        if let Some(s) = self.origin_status {
+            let _ = write!(out, " origin_status={s}");
+        }
+        let _ = write!(out, " user_agent={:?}", self.user_agent);
+        if let Some(e) = self.error {
+            let _ = write!(out, " error={e:?}");
+        }
+    }
+
+    /// `"fields":{…}`; absent optional fields are left out.
+    fn json_fields(&self, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            "\"fields\":{{\"message\":\"access\",\"request_id\":{},\"client\":",
+            self.request_id
+        );
+        match self.client {
+            Some(c) => {
+                let _ = write!(out, "\"{c}\"");
+            }
+            None => out.extend_from_slice(b"\"\""),
+        }
+        out.extend_from_slice(b",\"method\":");
+        json_str(out, self.method);
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, self.path);
+        let _ = write!(
+            out,
+            ",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3}",
+            self.status, self.bytes, self.duration_ms
+        );
+        if let Some(t) = self.ttfb_ms {
+            let _ = write!(out, ",\"ttfb_ms\":{t:.3}");
+        }
+        out.extend_from_slice(b",\"route\":");
+        json_str(out, self.route);
+        out.extend_from_slice(b",\"cache\":");
+        json_str(out, self.cache);
+        if let Some(s) = self.origin_status {
+            let _ = write!(out, ",\"origin_status\":{s}");
+        }
+        out.extend_from_slice(b",\"user_agent\":");
+        json_str(out, self.user_agent);
+        if let Some(e) = self.error {
+            out.extend_from_slice(b",\"error\":");
+            json_str(out, e);
+        }
+        out.push(b'}');
+    }
+}
+
+/// `s` as a JSON string, escaped.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line() -> AccessLine<'static> {
+        AccessLine {
+            request_id: 7,
+            client: Some("127.0.0.1:5000".parse().unwrap()),
+            method: "GET",
+            path: "/a/b",
+            status: 200,
+            bytes: 5166,
+            duration_ms: 0.466_070_999_999_999_96,
+            ttfb_ms: Some(0.4),
+            route: "origin",
+            cache: "strata; hit",
+            origin_status: None,
+            user_agent: "ua \"quoted\" \\ back\n",
+            error: Some("WriteError"),
+        }
+    }
+
+    #[test]
+    fn text_fields_are_key_value_pairs_with_free_text_quoted() {
+        let mut out = Vec::new();
+        line().text_fields(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "request_id=7 client=127.0.0.1:5000 method=GET path=/a/b status=200 bytes=5166 \
+             duration_ms=0.466 ttfb_ms=0.400 route=origin cache=strata; hit \
+             user_agent=\"ua \\\"quoted\\\" \\\\ back\\n\" error=\"WriteError\""
+        );
+    }
+
+    #[test]
+    fn json_fields_parse_back_to_the_same_values() {
+        let mut out = b"{".to_vec();
+        let mut l = line();
+        l.client = None;
+        l.ttfb_ms = None;
+        l.origin_status = Some(304);
+        l.json_fields(&mut out);
+        out.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let f = &v["fields"];
+        assert_eq!(f["message"], "access");
+        assert_eq!(f["request_id"], 7);
+        assert_eq!(f["client"], "");
+        assert_eq!(f["path"], "/a/b");
+        assert_eq!(f["duration_ms"], 0.466);
+        assert!(f.get("ttfb_ms").is_none(), "{v}");
+        assert_eq!(f["origin_status"], 304);
+        assert_eq!(f["cache"], "strata; hit");
+        assert_eq!(f["user_agent"], "ua \"quoted\" \\ back\n");
+        assert_eq!(f["error"], "WriteError");
+    }
+}
