@@ -208,7 +208,10 @@ fn base_response(
     br: Option<ByteRange>,
     via: &http::HeaderValue,
 ) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(code, Some(meta.headers.len() + 5))?;
+    // Without the map of names as the origin spelled them: each hit clones this header (Pingora
+    // takes it owned), and one map is half the cost of two. Known names go out title-cased
+    // (`Content-Type`), others lower-case; field names are case-insensitive (RFC 9110 §5.1).
+    let mut resp = ResponseHeader::build_no_case(code, Some(meta.headers.len() + 5))?;
     for (name, value) in &meta.headers {
         resp.append_header(name.clone(), value.as_slice())?;
     }
