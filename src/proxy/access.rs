@@ -50,8 +50,8 @@ pub(crate) fn log(
     error: Option<&str>,
 ) {
     let req = session.req_header();
-    let ms = |i: Instant| i.duration_since(t.started).as_secs_f64() * 1000.0;
-    let cache = cache.header_value();
+    let us = |i: Instant| i.saturating_duration_since(t.started).as_micros() as u64;
+    let cache = cache.text();
     AccessLine {
         request_id: t.id,
         client: session.client_addr().and_then(|a| a.as_inet()).copied(),
@@ -59,8 +59,8 @@ pub(crate) fn log(
         path: req.uri.path(),
         status: session.response_written().map_or(0, |r| r.status.as_u16()),
         bytes: session.body_bytes_sent(),
-        duration_ms: ms(Instant::now()),
-        ttfb_ms: t.first_byte.map(ms),
+        duration_us: us(Instant::now()),
+        ttfb_us: t.first_byte.map(us),
         route,
         cache: &cache,
         origin_status: t.origin_status,

@@ -51,8 +51,10 @@ pub(crate) struct AccessLine<'a> {
     /// 0 when no response was written.
     pub(crate) status: u16,
     pub(crate) bytes: usize,
-    pub(crate) duration_ms: f64,
-    pub(crate) ttfb_ms: Option<f64>,
+    /// From arrival to the end, in microseconds.
+    pub(crate) duration_us: u64,
+    /// From arrival to the response header, in microseconds.
+    pub(crate) ttfb_us: Option<u64>,
     pub(crate) route: &'a str,
     pub(crate) cache: &'a str,
     pub(crate) origin_status: Option<u16>,
@@ -105,59 +107,71 @@ impl AccessLine<'_> {
 
     /// `key=value` pairs separated by spaces; free text (user agent, error) quoted and escaped.
     fn text_fields(&self, out: &mut Vec<u8>) {
-        let _ = write!(out, "request_id={} client=", self.request_id);
+        out.extend_from_slice(b"request_id=");
+        push_int(out, self.request_id);
+        out.extend_from_slice(b" client=");
         if let Some(c) = self.client {
             let _ = write!(out, "{c}");
         }
-        let _ = write!(
-            out,
-            " method={} path={} status={} bytes={} duration_ms={:.3}",
-            self.method, self.path, self.status, self.bytes, self.duration_ms
-        );
-        if let Some(t) = self.ttfb_ms {
-            let _ = write!(out, " ttfb_ms={t:.3}");
+        for (key, value) in [(&b" method="[..], self.method), (b" path=", self.path)] {
+            out.extend_from_slice(key);
+            out.extend_from_slice(value.as_bytes());
         }
-        let _ = write!(out, " route={} cache={}", self.route, self.cache);
+        out.extend_from_slice(b" status=");
+        push_int(out, self.status.into());
+        out.extend_from_slice(b" bytes=");
+        push_int(out, self.bytes as u64);
+        out.extend_from_slice(b" duration_ms=");
+        push_ms(out, self.duration_us);
+        if let Some(t) = self.ttfb_us {
+            out.extend_from_slice(b" ttfb_ms=");
+            push_ms(out, t);
+        }
+        for (key, value) in [(&b" route="[..], self.route), (b" cache=", self.cache)] {
+            out.extend_from_slice(key);
+            out.extend_from_slice(value.as_bytes());
+        }
         if let Some(s) = self.origin_status {
-            let _ = write!(out, " origin_status={s}");
+            out.extend_from_slice(b" origin_status=");
+            push_int(out, s.into());
         }
-        let _ = write!(out, " user_agent={:?}", self.user_agent);
+        out.extend_from_slice(b" user_agent=");
+        quoted(out, self.user_agent);
         if let Some(e) = self.error {
-            let _ = write!(out, " error={e:?}");
+            out.extend_from_slice(b" error=");
+            quoted(out, e);
         }
     }
 
     /// `"fields":{…}`; absent optional fields are left out.
     fn json_fields(&self, out: &mut Vec<u8>) {
-        let _ = write!(
-            out,
-            "\"fields\":{{\"message\":\"access\",\"request_id\":{},\"client\":",
-            self.request_id
-        );
-        match self.client {
-            Some(c) => {
-                let _ = write!(out, "\"{c}\"");
-            }
-            None => out.extend_from_slice(b"\"\""),
+        out.extend_from_slice(b"\"fields\":{\"message\":\"access\",\"request_id\":");
+        push_int(out, self.request_id);
+        out.extend_from_slice(b",\"client\":\"");
+        if let Some(c) = self.client {
+            let _ = write!(out, "{c}");
         }
-        out.extend_from_slice(b",\"method\":");
+        out.extend_from_slice(b"\",\"method\":");
         json_str(out, self.method);
         out.extend_from_slice(b",\"path\":");
         json_str(out, self.path);
-        let _ = write!(
-            out,
-            ",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3}",
-            self.status, self.bytes, self.duration_ms
-        );
-        if let Some(t) = self.ttfb_ms {
-            let _ = write!(out, ",\"ttfb_ms\":{t:.3}");
+        out.extend_from_slice(b",\"status\":");
+        push_int(out, self.status.into());
+        out.extend_from_slice(b",\"bytes\":");
+        push_int(out, self.bytes as u64);
+        out.extend_from_slice(b",\"duration_ms\":");
+        push_ms(out, self.duration_us);
+        if let Some(t) = self.ttfb_us {
+            out.extend_from_slice(b",\"ttfb_ms\":");
+            push_ms(out, t);
         }
         out.extend_from_slice(b",\"route\":");
         json_str(out, self.route);
         out.extend_from_slice(b",\"cache\":");
         json_str(out, self.cache);
         if let Some(s) = self.origin_status {
-            let _ = write!(out, ",\"origin_status\":{s}");
+            out.extend_from_slice(b",\"origin_status\":");
+            push_int(out, s.into());
         }
         out.extend_from_slice(b",\"user_agent\":");
         json_str(out, self.user_agent);
@@ -166,6 +180,36 @@ impl AccessLine<'_> {
             json_str(out, e);
         }
         out.push(b'}');
+    }
+}
+
+/// `n` in decimal.
+fn push_int(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Microseconds as milliseconds with three decimals (`466` → `0.466`).
+fn push_ms(out: &mut Vec<u8>, us: u64) {
+    push_int(out, us / 1000);
+    let frac = us % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+/// `s` quoted, with Rust's escapes (`"` → `\"`, control bytes as `\n` or `\u{1b}`).
+fn quoted(out: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = write!(out, "{s:?}");
     }
 }
 
@@ -187,8 +231,8 @@ mod tests {
             path: "/a/b",
             status: 200,
             bytes: 5166,
-            duration_ms: 0.466_070_999_999_999_96,
-            ttfb_ms: Some(0.4),
+            duration_us: 466,
+            ttfb_us: Some(12_400),
             route: "origin",
             cache: "strata; hit",
             origin_status: None,
@@ -204,9 +248,36 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "request_id=7 client=127.0.0.1:5000 method=GET path=/a/b status=200 bytes=5166 \
-             duration_ms=0.466 ttfb_ms=0.400 route=origin cache=strata; hit \
+             duration_ms=0.466 ttfb_ms=12.400 route=origin cache=strata; hit \
              user_agent=\"ua \\\"quoted\\\" \\\\ back\\n\" error=\"WriteError\""
         );
+    }
+
+    #[test]
+    fn free_text_is_quoted_as_rust_debug_quotes_it_and_times_keep_three_decimals() {
+        for s in [
+            "",
+            "curl/8.5.0",
+            "a \"b\" \\ c",
+            "tab\there",
+            "é ü",
+            "\u{1b}[31m",
+            "~ !",
+        ] {
+            let mut out = Vec::new();
+            quoted(&mut out, s);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{s:?}"));
+        }
+        for (us, text) in [
+            (0, "0.000"),
+            (7, "0.007"),
+            (1_050, "1.050"),
+            (1_234_567, "1234.567"),
+        ] {
+            let mut out = Vec::new();
+            push_ms(&mut out, us);
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
     }
 
     #[test]
@@ -214,7 +285,7 @@ mod tests {
         let mut out = b"{".to_vec();
         let mut l = line();
         l.client = None;
-        l.ttfb_ms = None;
+        l.ttfb_us = None;
         l.origin_status = Some(304);
         l.json_fields(&mut out);
         out.push(b'}');
