@@ -2,7 +2,6 @@
 //! and details as enums: the header and the metrics spell them from one place.
 
 use std::borrow::Cow;
-use std::fmt::Write;
 
 use http::HeaderValue;
 
@@ -232,15 +231,19 @@ impl CacheStatus {
 
     /// The header value, e.g. `strata; fwd=miss; stored`.
     pub fn header_value(&self) -> String {
-        let mut s = String::from(CACHE_NAME);
+        // Written piece by piece: it is formatted for most answers, and for their log lines.
+        let mut s = String::with_capacity(48);
+        s.push_str(CACHE_NAME);
         if self.hit {
             s.push_str("; hit");
         }
         if let Some(f) = self.fwd {
-            let _ = write!(s, "; fwd={}", f.as_str());
+            s.push_str("; fwd=");
+            s.push_str(f.as_str());
         }
         if let Some(st) = self.fwd_status {
-            let _ = write!(s, "; fwd-status={st}");
+            s.push_str("; fwd-status=");
+            s.push_str(itoa::Buffer::new().format(st));
         }
         if self.stored {
             s.push_str("; stored");
@@ -249,10 +252,12 @@ impl CacheStatus {
             s.push_str("; collapsed");
         }
         if let Some(t) = self.ttl {
-            let _ = write!(s, "; ttl={t}");
+            s.push_str("; ttl=");
+            s.push_str(itoa::Buffer::new().format(t));
         }
         if let Some(d) = self.detail {
-            let _ = write!(s, "; detail={}", d.as_str());
+            s.push_str("; detail=");
+            s.push_str(d.as_str());
         }
         s
     }
