@@ -75,9 +75,13 @@ async fn aria2c_eight_connections_cold_then_warm() {
         cold_requests,
         "warm download must not reach the origin"
     );
+    // One transfer of each slice, but for slices whose disk write was shed (a strong ETag
+    // lets a shed slice be fetched again on its own; a slow device under a full test run
+    // sheds some) and a few whose fill a second connection missed by a hair.
+    let shed = node.metric("strata_disk_writes_shed_total").await as u64;
     assert!(
-        origin.body_bytes() <= len + (8 << 20),
-        "origin sent {} bytes",
+        origin.body_bytes() <= len + (shed + 8) * (1 << 20),
+        "origin sent {} bytes, {shed} slice writes shed",
         origin.body_bytes()
     );
 }
