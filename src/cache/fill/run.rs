@@ -286,11 +286,6 @@ impl RunFill {
                 }
                 got += take as u64;
                 slice.push(value.append(&chunk[..take]));
-                // Its readers were just woken; they run before the next chunk is read. An origin
-                // with bytes ready never makes the fill wait, so on a busy worker its clients
-                // would otherwise get nothing, not even the response header, until the whole
-                // slice was in (2.5 ms for a 1 MiB slice on loopback).
-                tokio::task::yield_now().await;
             }
             if carry.is_none() && origin.as_mut().is_some_and(OriginResponse::is_done) {
                 if let Some(o) = origin.take() {
