@@ -105,81 +105,121 @@ impl AccessLine<'_> {
         });
     }
 
+    /// The fields, in their order, in either layout.
+    fn fields(&self, f: &mut Fields<'_>) {
+        f.int("request_id", self.request_id);
+        f.addr("client", self.client);
+        f.word("method", self.method);
+        f.word("path", self.path);
+        f.int("status", self.status.into());
+        f.int("bytes", self.bytes as u64);
+        f.ms("duration_ms", self.duration_us);
+        if let Some(t) = self.ttfb_us {
+            f.ms("ttfb_ms", t);
+        }
+        f.word("route", self.route);
+        f.word("cache", self.cache);
+        if let Some(s) = self.origin_status {
+            f.int("origin_status", s.into());
+        }
+        f.text("user_agent", self.user_agent);
+        if let Some(e) = self.error {
+            f.text("error", e);
+        }
+    }
+
     /// `key=value` pairs separated by spaces; free text (user agent, error) quoted and escaped.
     fn text_fields(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"request_id=");
-        push_int(out, self.request_id);
-        out.extend_from_slice(b" client=");
-        if let Some(c) = self.client {
-            let _ = write!(out, "{c}");
-        }
-        for (key, value) in [(&b" method="[..], self.method), (b" path=", self.path)] {
-            out.extend_from_slice(key);
-            out.extend_from_slice(value.as_bytes());
-        }
-        out.extend_from_slice(b" status=");
-        push_int(out, self.status.into());
-        out.extend_from_slice(b" bytes=");
-        push_int(out, self.bytes as u64);
-        out.extend_from_slice(b" duration_ms=");
-        push_ms(out, self.duration_us);
-        if let Some(t) = self.ttfb_us {
-            out.extend_from_slice(b" ttfb_ms=");
-            push_ms(out, t);
-        }
-        for (key, value) in [(&b" route="[..], self.route), (b" cache=", self.cache)] {
-            out.extend_from_slice(key);
-            out.extend_from_slice(value.as_bytes());
-        }
-        if let Some(s) = self.origin_status {
-            out.extend_from_slice(b" origin_status=");
-            push_int(out, s.into());
-        }
-        out.extend_from_slice(b" user_agent=");
-        quoted(out, self.user_agent);
-        if let Some(e) = self.error {
-            out.extend_from_slice(b" error=");
-            quoted(out, e);
-        }
+        self.fields(&mut Fields {
+            out,
+            layout: Layout::Text,
+            first: true,
+        });
     }
 
     /// `"fields":{…}`; absent optional fields are left out.
     fn json_fields(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"\"fields\":{\"message\":\"access\",\"request_id\":");
-        push_int(out, self.request_id);
-        out.extend_from_slice(b",\"client\":\"");
-        if let Some(c) = self.client {
-            let _ = write!(out, "{c}");
-        }
-        out.extend_from_slice(b"\",\"method\":");
-        json_str(out, self.method);
-        out.extend_from_slice(b",\"path\":");
-        json_str(out, self.path);
-        out.extend_from_slice(b",\"status\":");
-        push_int(out, self.status.into());
-        out.extend_from_slice(b",\"bytes\":");
-        push_int(out, self.bytes as u64);
-        out.extend_from_slice(b",\"duration_ms\":");
-        push_ms(out, self.duration_us);
-        if let Some(t) = self.ttfb_us {
-            out.extend_from_slice(b",\"ttfb_ms\":");
-            push_ms(out, t);
-        }
-        out.extend_from_slice(b",\"route\":");
-        json_str(out, self.route);
-        out.extend_from_slice(b",\"cache\":");
-        json_str(out, self.cache);
-        if let Some(s) = self.origin_status {
-            out.extend_from_slice(b",\"origin_status\":");
-            push_int(out, s.into());
-        }
-        out.extend_from_slice(b",\"user_agent\":");
-        json_str(out, self.user_agent);
-        if let Some(e) = self.error {
-            out.extend_from_slice(b",\"error\":");
-            json_str(out, e);
-        }
+        out.extend_from_slice(b"\"fields\":{\"message\":\"access\"");
+        self.fields(&mut Fields {
+            out,
+            layout: Layout::Json,
+            first: false,
+        });
         out.push(b'}');
+    }
+}
+
+/// Writes a line's fields: `key=value` pairs in text, `"key":value` members in JSON.
+struct Fields<'o> {
+    out: &'o mut Vec<u8>,
+    layout: Layout,
+    /// No separator before the next key.
+    first: bool,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, key: &str) {
+        let first = std::mem::take(&mut self.first);
+        match self.layout {
+            Layout::Text => {
+                if !first {
+                    self.out.push(b' ');
+                }
+                self.out.extend_from_slice(key.as_bytes());
+                self.out.push(b'=');
+            }
+            Layout::Json => {
+                if !first {
+                    self.out.push(b',');
+                }
+                self.out.push(b'"');
+                self.out.extend_from_slice(key.as_bytes());
+                self.out.extend_from_slice(b"\":");
+            }
+        }
+    }
+
+    fn int(&mut self, key: &str, n: u64) {
+        self.key(key);
+        push_int(self.out, n);
+    }
+
+    fn ms(&mut self, key: &str, us: u64) {
+        self.key(key);
+        push_ms(self.out, us);
+    }
+
+    /// A word (method, path, route, cache status): bare in text, a string in JSON.
+    fn word(&mut self, key: &str, s: &str) {
+        self.key(key);
+        match self.layout {
+            Layout::Text => self.out.extend_from_slice(s.as_bytes()),
+            Layout::Json => json_str(self.out, s),
+        }
+    }
+
+    /// Free text (user agent, error): quoted and escaped in either layout.
+    fn text(&mut self, key: &str, s: &str) {
+        self.key(key);
+        match self.layout {
+            Layout::Text => quoted(self.out, s),
+            Layout::Json => json_str(self.out, s),
+        }
+    }
+
+    /// An address, empty when unknown: bare in text, a string in JSON (it needs no escape).
+    fn addr(&mut self, key: &str, a: Option<SocketAddr>) {
+        self.key(key);
+        let json = self.layout == Layout::Json;
+        if json {
+            self.out.push(b'"');
+        }
+        if let Some(a) = a {
+            let _ = write!(self.out, "{a}");
+        }
+        if json {
+            self.out.push(b'"');
+        }
     }
 }
 
