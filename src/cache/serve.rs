@@ -197,7 +197,7 @@ pub(crate) fn stored_response(
             .get_or_build(|| base_response(meta, code, br, via))?
     };
     resp.insert_header(header::AGE, age)?;
-    resp.insert_header("cache-status", cs.field())?;
+    resp.insert_header("cache-status", cs.header_value())?;
     Ok(resp)
 }
 

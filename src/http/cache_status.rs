@@ -1,17 +1,10 @@
 //! The RFC 9211 `Cache-Status` field Strata adds to every response, with its forward reasons
 //! and details as enums: the header and the metrics spell them from one place.
 
-use std::borrow::Cow;
-
-use http::HeaderValue;
-
 use crate::http::storable::NotStorable;
 
 /// Name of this cache in `Cache-Status`.
 pub const CACHE_NAME: &str = "strata";
-
-/// The value of a plain hit.
-const PLAIN_HIT: &str = "strata; hit";
 
 /// Why a request went to the origin (RFC 9211 `fwd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,27 +201,6 @@ impl CacheStatus {
         }
     }
 
-    /// The header value, e.g. `strata; fwd=miss; stored`; a plain hit's without a copy (it
-    /// is most answers' value).
-    pub fn text(&self) -> Cow<'static, str> {
-        if *self == CacheStatus::hit() {
-            Cow::Borrowed(PLAIN_HIT)
-        } else {
-            Cow::Owned(self.header_value())
-        }
-    }
-
-    /// [`Self::text`] as a header field value.
-    pub fn field(&self) -> HeaderValue {
-        match self.text() {
-            Cow::Borrowed(s) => HeaderValue::from_static(s),
-            // Names, numbers and `; =`: always a valid field value.
-            Cow::Owned(s) => {
-                HeaderValue::try_from(s).unwrap_or(HeaderValue::from_static(CACHE_NAME))
-            }
-        }
-    }
-
     /// The header value, e.g. `strata; fwd=miss; stored`.
     pub fn header_value(&self) -> String {
         // Written piece by piece: it is formatted for most answers, and for their log lines.
@@ -302,19 +274,6 @@ mod tests {
         s.detail = Some(Detail::NotStored(NotStorable::NoStore));
         s.stored = false;
         assert_eq!(s.header_value(), "strata; fwd=miss; detail=no-store");
-    }
-
-    #[test]
-    fn text_and_field_say_what_header_value_says() {
-        let mut ttl_hit = CacheStatus::hit();
-        ttl_hit.ttl = Some(30);
-        let mut stored = CacheStatus::fwd(Forward::Miss);
-        stored.stored = true;
-        for cs in [CacheStatus::hit(), ttl_hit, stored, CacheStatus::default()] {
-            assert_eq!(cs.text(), cs.header_value());
-            assert_eq!(cs.field(), cs.header_value().as_str());
-        }
-        assert!(matches!(CacheStatus::hit().text(), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub(crate) fn log(
 ) {
     let req = session.req_header();
     let us = |i: Instant| i.saturating_duration_since(t.started).as_micros() as u64;
-    let cache = cache.text();
+    let cache = cache.header_value();
     AccessLine {
         request_id: t.id,
         client: session.client_addr().and_then(|a| a.as_inet()).copied(),
