@@ -39,14 +39,4 @@ impl ValueWriter {
     pub fn remaining(&self) -> usize {
         self.image.remaining()
     }
-
-    /// Bytes of the whole value.
-    pub fn len(&self) -> usize {
-        self.image.value_len()
-    }
-
-    /// True for a value of no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
