@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -22,7 +23,18 @@ async fn the_exposition_has_every_family_and_passes_promtool() {
     let node = Strata::start(&NodeConfig::new(&origin.url()));
     origin.put("/m", Object::new("metrics"));
     origin.put("/big", Object::generated(3 << 20, 4));
-    for p in ["/m", "/m", "/big", "/big", "/nothing"] {
+    let stored = "strata_fills_total{result=\"stored\"}";
+    for p in ["/m", "/m", "/big"] {
+        get(&node.url(p)).await;
+    }
+    // A fill stores its slices beside the next one's, so its client may have every byte
+    // before the first slices are in the tiers: the second read waits for all four (one of
+    // the small object, three of the large one).
+    assert!(
+        node.wait_metric(stored, 4.0, Duration::from_secs(10)).await,
+        "the slices were never all stored"
+    );
+    for p in ["/big", "/nothing"] {
         get(&node.url(p)).await;
     }
     reqwest::Client::new()
