@@ -272,8 +272,8 @@ async fn stream_range(
             // one told so earlier could fill it and let it go before this client follows it.
             job.at(idx);
             let mut pos = 0u64;
-            // The response's last bytes wait until their slice is stored: a client that has
-            // the whole response will find it cached.
+            // The response's last bytes wait until their slice is complete: a client that has
+            // the whole response will find it cached (in its fill until the tiers hold it).
             let mut last_part = None;
             let outcome = loop {
                 match reader.next(plane.lock_timeout).await {
