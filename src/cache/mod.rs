@@ -59,6 +59,7 @@ use job::Job;
 use lookup::Found;
 pub(crate) use plane::{CachePlane, ErrorAnswer, Outcome};
 use record::ObjectMeta;
+pub(crate) use serve::RESPONSE_WRITE_BUFFER;
 
 /// What the benches in `benches/` measure of the hit path (feature `bench`).
 #[cfg(feature = "bench")]

@@ -161,7 +161,7 @@ pub(crate) fn run(
     // A write buffer that holds a small response whole: its header and body leave in one
     // send, not two (Pingora's default of one segment flushes the header alone). Larger
     // writes pass it by without a copy.
-    let buffers = L4BufferSettings::default().write(RESPONSE_WRITE_BUFFER);
+    let buffers = L4BufferSettings::default().write(crate::cache::RESPONSE_WRITE_BUFFER);
     svc.add_listener(ListenerConfig::tcp(cfg.listen.to_string()).l4_buffer(buffers));
     if let (Some(h), Some(certs)) = (&cfg.https, &certificates) {
         let mut tls = TlsSettings::with_callbacks(Box::new(NoCallbacks))
@@ -212,9 +212,6 @@ pub(crate) fn run(
     tracing::info!("strata stopped");
     Ok(())
 }
-
-/// Bytes a client connection buffers before sending: a small response's header and body.
-const RESPONSE_WRITE_BUFFER: usize = 16 * 1024;
 
 /// Strata's `Via` entry: the protocol version it received and its pseudonym (RFC 9110
 /// §7.6.3); the config check made sure the pseudonym is a token.

@@ -67,6 +67,11 @@ const FILL_AHEAD: u64 = 0;
 /// next: past that the fill waits for the device (for at most `write_wait`).
 const WRITES_PER_FILL: usize = 2;
 
+/// Bytes at the start of a run its readers are let to send as they arrive. Until this much has
+/// come, a client's write buffer may still hold the response header: Pingora sends a body of
+/// known length only once the buffer overflows or the body ends.
+const LEAD_BYTES: usize = crate::cache::serve::RESPONSE_WRITE_BUFFER;
+
 /// A registered run of slices and what is needed to fill it.
 pub(crate) struct RunFill {
     /// The tiers the slices go to.
@@ -241,6 +246,8 @@ impl RunFill {
         // Stores of complete slices still in progress, oldest first. Dropping one of their
         // handles (an abandoned fill) lets it finish: a complete slice is still worth keeping.
         let mut stores = VecDeque::new();
+        // Bytes of the run handed to its readers so far, counted up to LEAD_BYTES (see below).
+        let mut lead = 0usize;
         while let Some(slice) = pending.front().cloned() {
             let cancelled = tokio::select! {
                 biased;
@@ -286,6 +293,13 @@ impl RunFill {
                 }
                 got += take as u64;
                 slice.push(value.append(&chunk[..take]));
+                if lead < LEAD_BYTES {
+                    // An origin whose bytes are all ready never makes the fill wait, so its
+                    // readers would send nothing (not even the header) before the slice is
+                    // complete: at the start of the run, each chunk is theirs to send first.
+                    lead += take;
+                    tokio::task::yield_now().await;
+                }
             }
             if carry.is_none() && origin.as_mut().is_some_and(OriginResponse::is_done) {
                 if let Some(o) = origin.take() {
@@ -296,6 +310,11 @@ impl RunFill {
             // stays registered (readable) until the tiers hold it, so no request in between
             // goes to the origin for it.
             slice.finish(true);
+            if lead < LEAD_BYTES {
+                // A run shorter than its lead (a small object): its readers send their last
+                // bytes before the stores below take the worker.
+                tokio::task::yield_now().await;
+            }
             // A reader behind this slice will look for it in the tiers once it is let go, and
             // so will a client that joins the object later: if the slice cannot be fetched
             // again on its own (no strong validator), its disk write is never shed (it waits
