@@ -193,6 +193,12 @@ impl PendingSlice {
         self.progress.borrow().done == Some(true)
     }
 
+    /// Waits until the slice is complete or abandoned (or its fill is gone).
+    pub(crate) async fn settled(&self) {
+        let mut rx = self.progress.subscribe();
+        let _ = rx.wait_for(|p| p.done.is_some()).await;
+    }
+
     /// Marks the slice complete (`true`) or abandoned (`false`).
     pub(crate) fn finish(&self, ok: bool) {
         self.progress.send_modify(|p| p.done = Some(ok));

@@ -54,13 +54,6 @@ pub(super) async fn describe(
             }
         }
     };
-    if plane.memory_holds_records {
-        tokio::spawn(store);
-    } else {
-        // Without a memory tier to show it at once, the description must be on disk before
-        // the followers are told it is there, or they would find nothing and fetch again.
-        store.await;
-    }
     let s = meta.slice_size as u64;
     let first = span.start / s;
     let applies = job.range_applies(meta.header("etag"), meta.header("last-modified"));
@@ -79,6 +72,24 @@ pub(super) async fn describe(
     let run = (covers && !plane.cache.contains(&meta.slice_key(first)))
         .then(|| register(plane, &meta, first, wanted_last))
         .flatten();
+    if plane.memory_holds_records {
+        // The disk write waits for the first slice's bytes (or the lock timeout): a device
+        // write submitted on this worker before them would hold up the client's first byte.
+        let first_slice = run
+            .as_ref()
+            .and_then(|(_, slices, _)| slices.first().cloned());
+        let wait = plane.lock_timeout;
+        tokio::spawn(async move {
+            if let Some(slice) = first_slice {
+                let _ = tokio::time::timeout(wait, slice.settled()).await;
+            }
+            store.await
+        });
+    } else {
+        // Without a memory tier to show it at once, the description must be on disk before
+        // the followers are told it is there, or they would find nothing and fetch again.
+        store.await;
+    }
     (meta, run)
 }
 
