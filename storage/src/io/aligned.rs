@@ -1,6 +1,6 @@
 //! Heap buffers aligned for O_DIRECT IO.
 
-use std::alloc::Layout;
+use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -124,12 +124,12 @@ impl Drop for AlignedBuf {
             // The owner frees (or pools) the allocation once its last user is gone.
             return;
         }
-        // SAFETY: ptr is an allocation of exactly self.layout from `bufpool::fresh` (directly
+        // SAFETY: ptr is an allocation of exactly self.layout from the global allocator (fresh
         // or taken from the pool with this layout), all of it initialised (fresh buffers are
         // zeroed), owned by self alone, and self is never used again after drop.
         if !unsafe { bufpool::give(self.ptr, self.layout) } {
-            // SAFETY: ptr was made by `bufpool::fresh` with exactly this layout, freed once.
-            unsafe { bufpool::free(self.ptr, self.layout) }
+            // SAFETY: ptr was allocated with exactly this layout and is freed once.
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
         }
     }
 }

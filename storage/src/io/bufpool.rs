@@ -98,67 +98,14 @@ pub(super) fn exact_layout(len: usize, align: usize) -> Layout {
     Layout::from_size_align(len, align).expect("aligned layout")
 }
 
-/// Allocations from this size on are mapped from the kernel directly (see [`mapped`]).
-const MAP_FROM: usize = 256 << 10;
-/// The alignment every mapping has (the smallest page size).
-const MAP_ALIGN: usize = 4096;
-
-/// Whether an allocation of `layout` is a mapping of its own rather than the allocator's.
-///
-/// A large buffer from the allocator is zeroed whole when it is made (the allocator does so
-/// for any alignment past 16 bytes): a fresh 1 MiB buffer takes 256 page faults up front,
-/// most of a millisecond, before its first byte can be written, and a fill's first bytes wait
-/// for them. A mapping is zero already and faults its pages in as they are written. It also
-/// goes back to the kernel whole when freed, where the allocator's heap keeps what it cannot
-/// hand out again between smaller blocks.
-fn mapped(layout: Layout) -> bool {
-    layout.size() >= MAP_FROM && layout.align() <= MAP_ALIGN
-}
-
-/// A new zeroed allocation of `layout`; freed with [`free`].
+/// A new zeroed allocation of `layout`.
 pub(super) fn fresh(layout: Layout) -> NonNull<u8> {
-    let raw = if mapped(layout) {
-        // SAFETY: an anonymous private mapping of a non-zero length; no address is given.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                layout.size(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            std::ptr::null_mut()
-        } else {
-            p.cast::<u8>()
-        }
-    } else {
-        // SAFETY: layout has a non-zero size.
-        unsafe { std::alloc::alloc_zeroed(layout) }
-    };
+    // SAFETY: layout has a non-zero size.
+    let raw = unsafe { std::alloc::alloc_zeroed(layout) };
     let Some(ptr) = NonNull::new(raw) else {
         std::alloc::handle_alloc_error(layout)
     };
     ptr
-}
-
-/// Frees an allocation [`fresh`] made for `layout`.
-///
-/// # Safety
-///
-/// `ptr` must come from [`fresh`] with exactly `layout` (directly or through the pool), and
-/// nobody may use it after this call.
-pub(super) unsafe fn free(ptr: NonNull<u8>, layout: Layout) {
-    if mapped(layout) {
-        // SAFETY: ptr is a mapping of layout.size() bytes that nobody uses any more. Unmapping
-        // a range that is mapped cannot fail for a reason a caller could act on.
-        unsafe { libc::munmap(ptr.as_ptr().cast(), layout.size()) };
-    } else {
-        // SAFETY: ptr was allocated by the global allocator with exactly this layout.
-        unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) }
-    }
 }
 
 fn poolable(layout: Layout) -> bool {
@@ -180,7 +127,7 @@ pub(super) fn take(layout: Layout) -> Option<NonNull<u8>> {
 ///
 /// # Safety
 ///
-/// `ptr` must be an allocation of exactly `layout` from [`fresh`], every byte of it
+/// `ptr` must be an allocation of exactly `layout` from the global allocator, every byte of it
 /// initialised, owned by the caller and used by no one after this call when it returns true:
 /// the pool hands it to the next [`take`] of this layout, and a later owner may free it.
 pub(super) unsafe fn give(ptr: NonNull<u8>, layout: Layout) -> bool {
@@ -215,26 +162,6 @@ mod tests {
         assert_eq!(pool.bytes, 0);
         // Dangling pointers never reach the allocator: nothing is freed here.
         std::mem::forget(pool);
-    }
-
-    #[test]
-    fn large_buffers_are_mappings_of_zeroes_that_free_back() {
-        let slice = Layout::from_size_align((1 << 20) + (64 << 10), 4096).expect("layout");
-        let small = Layout::from_size_align(64 << 10, 4096).expect("layout");
-        let odd = Layout::from_size_align(1 << 20, 2 * MAP_ALIGN).expect("layout");
-        assert!(mapped(slice));
-        assert!(!mapped(small), "small buffers come from the allocator");
-        assert!(!mapped(odd), "no mapping is aligned past a page");
-        for layout in [slice, small, odd] {
-            let p = fresh(layout);
-            assert!(p.as_ptr().align_offset(layout.align()) == 0);
-            // SAFETY: fresh gave layout.size() initialised bytes, owned here.
-            let bytes = unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), layout.size()) };
-            assert!(bytes.iter().all(|&b| b == 0), "{layout:?} is zeroed");
-            bytes.fill(0xa5);
-            // SAFETY: made by fresh with this layout, not used after.
-            unsafe { free(p, layout) };
-        }
     }
 
     #[test]
