@@ -57,9 +57,8 @@ use decide::Decision;
 use fetch::Fetched;
 use job::Job;
 use lookup::Found;
-pub(crate) use plane::{CachePlane, ErrorAnswer, Outcome};
+pub(crate) use plane::{CachePlane, ErrorAnswer, Outcome, RESPONSE_WRITE_BUFFER};
 use record::ObjectMeta;
-pub(crate) use serve::RESPONSE_WRITE_BUFFER;
 
 /// What the benches in `benches/` measure of the hit path (feature `bench`).
 #[cfg(feature = "bench")]

@@ -14,6 +14,11 @@ use crate::http::cache_status::{CacheStatus, Forward};
 use crate::metrics::Metrics;
 use crate::origin::Upstream;
 
+/// Bytes a client connection buffers before sending: a small response's header and body.
+/// Pingora sends a body of known length only when the buffer overflows or the body ends, so a
+/// streamed response's header leaves with its first bytes past this much.
+pub(crate) const RESPONSE_WRITE_BUFFER: usize = 16 * 1024;
+
 /// What the cache plane did with a request.
 pub(crate) enum Outcome {
     /// A response was written; it carried this status, and its header left at this time.

@@ -25,11 +25,6 @@ use crate::metrics::ByteSource;
 /// Tries for one slice of a response already started: from the tiers, or a fill.
 const SLICE_ATTEMPTS: u32 = 4;
 
-/// Bytes a client connection buffers before sending: a small response's header and body.
-/// Pingora sends a body of known length only when the buffer overflows or the body ends, so a
-/// streamed response's header leaves with its first bytes past this much.
-pub(crate) const RESPONSE_WRITE_BUFFER: usize = 16 * 1024;
-
 /// The pause before the second try; it doubles for each next one (50, 100, 200 ms).
 const RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 

@@ -70,7 +70,7 @@ const WRITES_PER_FILL: usize = 2;
 /// Bytes at the start of a run its readers are let to send as they arrive. Until this much has
 /// come, a client's write buffer may still hold the response header: Pingora sends a body of
 /// known length only once the buffer overflows or the body ends.
-const LEAD_BYTES: usize = crate::cache::serve::RESPONSE_WRITE_BUFFER;
+const LEAD_BYTES: usize = crate::cache::plane::RESPONSE_WRITE_BUFFER;
 
 /// A registered run of slices and what is needed to fill it.
 pub(crate) struct RunFill {
