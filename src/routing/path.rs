@@ -101,15 +101,12 @@ pub(crate) fn normalize(path: &str) -> Result<String, PathError> {
 /// nothing outside ASCII), and no empty, `.` or `..` segment but a trailing slash. Most paths
 /// are, and are answered without taking them apart.
 fn is_canonical(path: &str) -> bool {
-    let plain = |c: &u8| {
-        c.is_ascii_alphanumeric()
+    // Unreserved characters, the separator, and the sub-delimiters but `;` (RFC 3986 §3.3).
+    let plain = |&c: &u8| {
+        unreserved(c)
             || matches!(
                 c,
-                b'/' | b'-'
-                    | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
+                b'/' | b'!'
                     | b'$'
                     | b'&'
                     | b'\''
