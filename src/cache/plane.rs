@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, StatusCode};
+use pingora::proxy::Session;
 use strata_storage::TieredCache;
 
 use crate::cache::coalesce::Coalescer;
@@ -66,4 +67,7 @@ pub(crate) struct CachePlane {
     /// What Strata adds to `Via` (`1.1` and the `via` pseudonym), on origin requests and on
     /// responses.
     pub(crate) via: HeaderValue,
+    /// Makes the rest of a response reach its client as it is written, for answers fed by an
+    /// origin; the proxy's client stream does it (`proxy::timeouts::push_writes`).
+    pub(crate) push_writes: fn(&Session),
 }

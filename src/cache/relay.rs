@@ -53,6 +53,8 @@ pub(super) async fn forward(
     if job.is_head {
         return head(plane, session, job, origin, span, cs).await;
     }
+    // The body goes out as the origin sends it.
+    (plane.push_writes)(session);
     let sized = matches!(oh.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
     let Some(BodySpan {
         start: body_start,
@@ -262,6 +264,7 @@ pub(super) async fn stream_unsized(
     };
     let mut fill = UnsizedFill::new(plane.cache.clone(), id, plane.slice_size as usize);
     let mut stored = cs.stored;
+    (plane.push_writes)(session);
     job.header_written();
     session.write_response_header(Box::new(resp), false).await?;
     loop {

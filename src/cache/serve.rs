@@ -166,6 +166,10 @@ async fn serve(
     let age = meta.policy.age(SystemTime::now());
     let resp = stored_response(&meta, code, br, age, &plane.via, &cs)?;
     let body = br.filter(|_| !job.is_head);
+    if !cs.hit {
+        // Some slice comes from the origin: its bytes go out as they arrive.
+        (plane.push_writes)(session);
+    }
     job.header_written();
     session
         .write_response_header(Box::new(resp), body.is_none())
@@ -271,6 +275,8 @@ async fn stream_range(
             // Only now, following the slice: a fill waits for a client to be at its slice, and
             // one told so earlier could fill it and let it go before this client follows it.
             job.at(idx);
+            // A slice lost since the lookup: from here the origin feeds the response.
+            (plane.push_writes)(session);
             let mut pos = 0u64;
             // The response's last bytes wait until their slice is complete: a client that has
             // the whole response will find it cached (in its fill until the tiers hold it).

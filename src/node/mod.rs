@@ -133,6 +133,7 @@ pub(crate) fn run(
             metrics: metrics.clone(),
             via: via_entry(&cfg.via),
             purges: purges.clone(),
+            push_writes: crate::proxy::push_writes,
         },
         metrics: metrics.clone(),
         drain: drain.clone(),

@@ -48,6 +48,7 @@ pub(crate) mod timeouts;
 pub(crate) use drain::Drain;
 use drain::RequestGuard;
 pub(crate) use limits::Limits;
+pub(crate) use timeouts::push_writes;
 
 /// The settings a configuration reload changes while requests run, shared by the proxy and
 /// the node's reloader.
@@ -287,6 +288,8 @@ impl ProxyHttp for StrataProxy {
             resp.append_header(http::header::VIA, self.cache.via.clone())?;
         }
         resp.insert_header("cache-status", ctx.status.header_value())?;
+        // Passed through: the body comes as the origin sends it.
+        timeouts::push_writes(session);
         ctx.timing.first_byte();
         ctx.timing.origin_status = Some(resp.status.as_u16());
         // RFC 9111 §4.4: a successful unsafe request invalidates the stored response.

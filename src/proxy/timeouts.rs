@@ -13,9 +13,17 @@
 //!
 //! HTTP/2 connections (ALPN `h2`, or the h2c preface first) are not clocked: their frames
 //! have no header lines, and HTTP/2 keeps its own streams.
+//!
+//! The same wrapper pushes the writes of a response fed by an origin (see [`push_writes`]).
+//! Pingora keeps a body of known length in the connection's write buffer until the buffer
+//! overflows or the body ends; a slow origin's bytes would then reach the client in bursts
+//! of the buffer's size, and the response header would wait for the first burst. A pushed
+//! response is flushed after every write instead. Answers from the cache are not pushed:
+//! their header and body leave in one send.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -25,6 +33,7 @@ use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
     UniqueIDType, ALPN,
 };
+use pingora::proxy::Session;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -69,6 +78,13 @@ pub(crate) struct Clocked {
     began: bool,
     /// Where a connection cut by its clock is counted.
     metrics: Arc<Metrics>,
+    /// Whether this response's writes are pushed (flushed as they are made); set through a
+    /// shared reference to the session ([`push_writes`]), cleared when the next request
+    /// begins.
+    push: AtomicBool,
+    /// A pushed write whose flush the socket could not take at once: completed before the
+    /// next write (or flush) goes ahead.
+    owed: bool,
 }
 
 impl std::fmt::Debug for Clocked {
@@ -95,6 +111,8 @@ impl Clocked {
             active: now,
             timer: None,
             began: false,
+            push: AtomicBool::new(false),
+            owed: false,
         }
     }
 
@@ -111,6 +129,7 @@ impl Clocked {
             }
         }
         if self.phase == Phase::Between {
+            self.push.store(false, Ordering::Relaxed);
             self.phase = Phase::Header {
                 due: self.active + self.limits.header,
                 newlines: 0,
@@ -198,6 +217,19 @@ fn timed_out(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out"))
 }
 
+/// Makes the rest of the response on `session` reach the client as it is written, each write
+/// flushed, rather than held in the write buffer until it fills: for answers fed by an origin.
+/// A no-op on HTTP/2 sessions, which send their frames as they come.
+pub(crate) fn push_writes(session: &Session) {
+    let clocked = session
+        .as_downstream()
+        .stream()
+        .and_then(|s| s.as_any().downcast_ref::<Clocked>());
+    if let Some(c) = clocked {
+        c.push.store(true, Ordering::Relaxed);
+    }
+}
+
 impl AsyncWrite for Clocked {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -205,9 +237,10 @@ impl AsyncWrite for Clocked {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        ready!(this.poll_owed(cx))?;
         let res = ready!(Pin::new(&mut this.inner).poll_write(cx, buf));
         if matches!(res, Ok(n) if n > 0) {
-            this.wrote();
+            this.wrote(cx);
         }
         Poll::Ready(res)
     }
@@ -218,9 +251,10 @@ impl AsyncWrite for Clocked {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
+        ready!(this.poll_owed(cx))?;
         let res = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs));
         if matches!(res, Ok(n) if n > 0) {
-            this.wrote();
+            this.wrote(cx);
         }
         Poll::Ready(res)
     }
@@ -230,7 +264,9 @@ impl AsyncWrite for Clocked {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let res = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        self.owed = false;
+        Poll::Ready(res)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -240,11 +276,30 @@ impl AsyncWrite for Clocked {
 
 impl Clocked {
     /// A response is going out: the request before it is answered, the next one not begun.
-    fn wrote(&mut self) {
+    /// A pushed response's bytes are flushed at once; if the socket cannot take them all now,
+    /// the flush is owed and completed before the next write.
+    fn wrote(&mut self, cx: &mut Context<'_>) {
         self.active = Instant::now();
         if self.phase == Phase::Exchange {
             self.phase = Phase::Between;
         }
+        if self.push.load(Ordering::Relaxed) {
+            // An error is the next write's (or flush's) to report: this write's bytes were
+            // taken.
+            self.owed = !matches!(
+                Pin::new(&mut self.inner).poll_flush(cx),
+                Poll::Ready(Ok(()))
+            );
+        }
+    }
+
+    /// Completes a flush a pushed write left owed.
+    fn poll_owed(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.owed {
+            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+            self.owed = false;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
