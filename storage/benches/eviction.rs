@@ -4,46 +4,17 @@
 //! `cargo bench -p strata-storage --bench eviction`
 
 mod common;
+#[path = "common/zipf.rs"]
+mod zipf;
 
 use common::{bench_dir, runtime};
 use strata_storage::{DiskConfig, DiskStore, EngineKind, EvictionPolicy};
+use zipf::{uniform, Zipf};
 
 const KEYS: u64 = 20_000;
 const ITEM: usize = 16 * 1024;
 const REQUESTS: u64 = 200_000;
 const WARMUP: u64 = 50_000;
-
-/// A Zipf(s) sampler over 0..n by inverse CDF (precomputed).
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: u64, s: f64) -> Zipf {
-        let mut acc = 0.0;
-        let mut cdf: Vec<f64> = (1..=n)
-            .map(|k| {
-                acc += 1.0 / (k as f64).powf(s);
-                acc
-            })
-            .collect();
-        for c in &mut cdf {
-            *c /= acc;
-        }
-        Zipf { cdf }
-    }
-
-    fn sample(&self, u: f64) -> u64 {
-        self.cdf.partition_point(|&c| c < u) as u64
-    }
-}
-
-fn rng(x: &mut u64) -> f64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    (*x >> 11) as f64 / (1u64 << 53) as f64
-}
 
 async fn run(policy: EvictionPolicy, disk_mb: u64, s: f64) -> f64 {
     let dir = tempfile::tempdir_in(bench_dir()).expect("dir");
@@ -52,13 +23,13 @@ async fn run(policy: EvictionPolicy, disk_mb: u64, s: f64) -> f64 {
     cfg.engine = EngineKind::Auto;
     cfg.eviction = policy;
     let store = DiskStore::open(&cfg).await.expect("open");
-    let zipf = Zipf::new(KEYS, s);
+    let zipf = Zipf::new(KEYS as usize, s);
     let value = vec![7u8; ITEM - 64];
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let (mut hits, mut reqs) = (0u64, 0u64);
     for i in 0..WARMUP + REQUESTS {
         // Popular keys are scattered over the key space, as URLs are.
-        let k = zipf.sample(rng(&mut x)).wrapping_mul(0x2545_F491_4F6C_DD1D) % KEYS;
+        let k = (zipf.sample(uniform(&mut x)) as u64).wrapping_mul(0x2545_F491_4F6C_DD1D) % KEYS;
         let key = k.to_le_bytes();
         let hit = store.get(&key).await.is_some();
         if !hit {
