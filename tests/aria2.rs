@@ -63,6 +63,9 @@ async fn aria2c_eight_connections_cold_then_warm() {
     assert!(same_as_generated(f, 256, len), "cold download differs");
     let cold_requests = origin.hits("/iso");
     assert!(cold_requests >= 1);
+    // aria2c splits what is left among idle connections as it goes, more often when the
+    // machine is busy: each of its requests may start inside a slice another one is filling.
+    let client_requests = requests(&node).await;
 
     std::fs::remove_file(dir.path().join("file.bin")).unwrap();
     let d = dir.path().to_path_buf();
@@ -77,11 +80,23 @@ async fn aria2c_eight_connections_cold_then_warm() {
     );
     // One transfer of each slice, but for slices whose disk write was shed (a strong ETag
     // lets a shed slice be fetched again on its own; a slow device under a full test run
-    // sheds some) and a few whose fill a second connection missed by a hair.
+    // sheds some) and, at most one per client request, a slice where a request began inside
+    // another's fill and missed it by a hair (a full run of the suite once sent 9 more
+    // slices for 8 connections: aria2c had split the file further).
     let shed = node.metric("strata_disk_writes_shed_total").await as u64;
     assert!(
-        origin.body_bytes() <= len + (shed + 8) * (1 << 20),
-        "origin sent {} bytes, {shed} slice writes shed",
+        origin.body_bytes() <= len + (shed + client_requests) * (1 << 20),
+        "origin sent {} bytes, {shed} slice writes shed, {client_requests} client requests",
         origin.body_bytes()
     );
+}
+
+/// Requests the node has answered, every route and status.
+async fn requests(node: &Strata) -> u64 {
+    node.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("strata_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
