@@ -253,6 +253,11 @@ impl SliceReader {
         self.idx
     }
 
+    /// True when the slice it follows is complete: every byte can be read without waiting.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.slice.is_complete()
+    }
+
     /// Waits for the next chunk, the end, or `timeout` without progress.
     pub(crate) async fn next(&mut self, timeout: Duration) -> Step {
         loop {

@@ -275,8 +275,11 @@ async fn stream_range(
             // Only now, following the slice: a fill waits for a client to be at its slice, and
             // one told so earlier could fill it and let it go before this client follows it.
             job.at(idx);
-            // A slice lost since the lookup: from here the origin feeds the response.
-            (plane.push_writes)(session);
+            if !reader.is_complete() {
+                // From here the origin feeds the response (a fill in progress, or a slice
+                // lost since the lookup): its bytes go out as they arrive.
+                (plane.push_writes)(session);
+            }
             let mut pos = 0u64;
             // The response's last bytes wait until their slice is complete: a client that has
             // the whole response will find it cached (in its fill until the tiers hold it).
