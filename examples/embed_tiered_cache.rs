@@ -54,6 +54,9 @@ fn config(path: &Path) -> TieredCacheConfig {
         disk: Some(DiskConfig {
             // The unit of allocation and eviction: 64 MiB holds 15 regions of 4 MiB.
             region_size: 4 << 20,
+            // Exactly that size; `true` would divide the device into equal regions of at most
+            // it, none of the device left over.
+            region_fit: false,
             // io_uring when the kernel allows it, a pread/pwrite thread pool otherwise.
             engine: EngineKind::Auto,
             engine_options: EngineOptions {

@@ -160,30 +160,47 @@ impl Config {
             if d.size.is_some_and(|s| s.0 < 8 << 20) {
                 return bad("cache.disk.size", "must be at least 8MiB".into());
             }
-            let region = d.region_size.0;
-            if region < 1 << 20 || !region.is_multiple_of(4096) {
-                return bad(
-                    "cache.disk.region_size",
-                    format!("{region} bytes must be at least 1MiB and a multiple of 4KiB"),
-                );
-            }
-            if region > strata_storage::MAX_REGION_SIZE {
-                return bad(
-                    "cache.disk.region_size",
-                    format!(
-                        "{region} bytes is too large: at most {} bytes (1GiB)",
-                        strata_storage::MAX_REGION_SIZE
-                    ),
-                );
-            }
-            if region < 2 * slice + 64 * 1024 {
-                return bad(
-                    "cache.disk.region_size",
-                    format!(
-                        "{region} bytes cannot hold a slice of {slice} bytes (cache.slice); \
-                         a region must be larger than twice the slice"
-                    ),
-                );
+            match d.region_size.map(|r| r.0) {
+                // Fitted regions are at least half the largest (`largest_region`), unless the
+                // device holds only two; those two must still hold two slices each.
+                None => {
+                    let need = 2 * min_region(slice) + (1 << 20);
+                    if d.size.is_some_and(|s| s.0 < need) {
+                        return bad(
+                            "cache.disk.size",
+                            format!(
+                                "too small for two regions of two {slice}-byte slices \
+                                 (cache.slice): at least {need} bytes"
+                            ),
+                        );
+                    }
+                }
+                Some(region) => {
+                    if region < 1 << 20 || !region.is_multiple_of(4096) {
+                        return bad(
+                            "cache.disk.region_size",
+                            format!("{region} bytes must be at least 1MiB and a multiple of 4KiB"),
+                        );
+                    }
+                    if region > strata_storage::MAX_REGION_SIZE {
+                        return bad(
+                            "cache.disk.region_size",
+                            format!(
+                                "{region} bytes is too large: at most {} bytes (1GiB)",
+                                strata_storage::MAX_REGION_SIZE
+                            ),
+                        );
+                    }
+                    if region < min_region(slice) {
+                        return bad(
+                            "cache.disk.region_size",
+                            format!(
+                                "{region} bytes cannot hold a slice of {slice} bytes (cache.slice); \
+                                 a region must be larger than twice the slice"
+                            ),
+                        );
+                    }
+                }
             }
             if !(2..=4096).contains(&d.queue_depth) {
                 return bad("cache.disk.queue_depth", "must be within 2..=4096".into());
@@ -287,6 +304,17 @@ fn is_block_device(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
 }
 
+/// The smallest region that holds two slices of `slice` bytes with their item headers.
+fn min_region(slice: u64) -> u64 {
+    2 * slice + 64 * 1024
+}
+
+/// The largest region a node fits its device with when `cache.disk.region_size` is unset:
+/// 16 MiB, or room for four slices if that is more (fitted regions are over half of it).
+pub(crate) fn largest_region(slice: u64) -> u64 {
+    (16 << 20).max((2 * min_region(slice)).next_multiple_of(4096))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +362,29 @@ routes:
         let e = parse(&GOOD.replace("size: 2GiB", "size: 2 potatoes")).unwrap_err();
         assert!(e.contains("cache.disk.size"), "{e}");
         assert!(e.contains("invalid size"), "{e}");
+    }
+
+    /// Unset, the region size is fitted to the device: a file too small for two regions of
+    /// two slices is refused naming its size, and the largest region grows with the slice.
+    #[test]
+    fn an_unset_region_size_is_fitted_and_checked_against_the_file() {
+        let cfg = parse(GOOD).expect("good");
+        assert!(cfg
+            .cache
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.region_size.is_none()));
+        let small = GOOD
+            .replace("size: 2GiB", "size: 16MiB")
+            .replace("slice: 1MiB", "slice: 4MiB");
+        let e = parse(&small).unwrap_err();
+        assert!(
+            e.contains("cache.disk.size") && e.contains("two regions"),
+            "{e}"
+        );
+        assert!(parse(&small.replace("size: 16MiB", "size: 20MiB")).is_ok());
+        assert_eq!(largest_region(1 << 20), 16 << 20);
+        assert_eq!(largest_region(8 << 20), 2 * (16 << 20) + (128 << 10));
     }
 
     #[test]

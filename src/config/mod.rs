@@ -22,6 +22,7 @@ mod route;
 mod units;
 
 pub use https::{CertificateConfig, HttpsConfig, TlsVersion};
+pub(crate) use load::largest_region;
 pub use load::ConfigError;
 pub use route::{
     Addressing, AuthConfig, BucketConfig, HealthCheckConfig, JwtConfig, OriginServerConfig,
@@ -259,9 +260,11 @@ pub struct DiskConfig {
     /// `cache.disk.io`: `auto`, `io_uring` or `psync`.
     #[serde(default)]
     pub io: IoEngine,
-    /// `cache.disk.region_size`: bytes per region (default 16MiB).
-    #[serde(default = "default_region")]
-    pub region_size: Size,
+    /// `cache.disk.region_size`: bytes per region. Unset, a new cache divides the device into
+    /// equal regions of at most 16MiB (or four slices, if larger) with none of it left over,
+    /// and an existing cache keeps the region size it was formatted with.
+    #[serde(default)]
+    pub region_size: Option<Size>,
     /// `cache.disk.overwrite`: format the device even if it holds other data (default false).
     #[serde(default)]
     pub overwrite: bool,
@@ -330,7 +333,4 @@ fn default_lock_timeout() -> Dur {
 }
 fn default_queue_depth() -> u32 {
     64
-}
-fn default_region() -> Size {
-    Size(16 << 20)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use strata_storage::{DiskConfig, EngineOptions, TieredCacheConfig};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{largest_region, Config, ConfigError};
 use crate::node::tls::Certificates;
 use crate::routing::Router;
 
@@ -18,7 +18,10 @@ pub(crate) fn storage_config(cfg: &Config) -> TieredCacheConfig {
         disk: cfg.cache.disk.as_ref().map(|d| DiskConfig {
             path: d.path.clone(),
             size: d.size.map_or(0, |s| s.0),
-            region_size: d.region_size.0,
+            region_size: d
+                .region_size
+                .map_or_else(|| largest_region(cfg.cache.slice.0), |r| r.0),
+            region_fit: d.region_size.is_none(),
             engine: d.io.0,
             engine_options: EngineOptions {
                 queue_depth: d.queue_depth,

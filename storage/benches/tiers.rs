@@ -2,8 +2,9 @@
 //! `TieredCache`: a 64 MiB memory tier over a 192 MiB file, 5 000 objects of 64 KiB, each
 //! stored as the proxy stores it (a small record and one slice). Not a timing benchmark: it
 //! prints hit ratios, where the objects ended up, and what an oracle holding the most popular
-//! objects reaches with as many. Region sizes are compared, since a region is the unit of
-//! reclaim: the open region and the rounding of the device into regions hold no objects.
+//! objects reaches with as many. Region sizes are compared (exact, and fitted to the device
+//! as a node does by default), since a region is the unit of reclaim: the open region and
+//! what the device's rounding into regions leaves over hold no objects.
 //!
 //! `cargo bench -p strata-storage --bench tiers`
 
@@ -46,13 +47,15 @@ fn keys(k: usize) -> (String, String) {
     (format!("m:/z/{k:04}.bin"), format!("s:{k:032x}:0"))
 }
 
-/// Replays the workload over a disk of `region_size` regions. A request hits when both the
+/// Replays the workload over a disk of `region_size` regions (at most that, fitted to the
+/// device, with `fit`). A request hits when both the
 /// record and the slice are found; a miss stores what was missing, as a fill does (the
 /// record at once in memory and then on disk, the slice through a writer).
-async fn replay(zipf: &Zipf, region_size: u64) -> Replay {
+async fn replay(zipf: &Zipf, region_size: u64, fit: bool) -> Replay {
     let dir = tempfile::tempdir_in(bench_dir()).expect("dir");
     let mut disk = DiskConfig::new(dir.path().join("tiers.img"), DISK);
     disk.region_size = region_size;
+    disk.region_fit = fit;
     let cache = TieredCache::open(TieredCacheConfig {
         memory: MEMORY,
         disk: Some(disk),
@@ -142,12 +145,12 @@ fn main() {
         "held share",
         "oracle(held)"
     );
-    for region_mb in [16u64, 4] {
-        let r = rt.block_on(replay(&zipf, region_mb << 20));
+    for (region_mb, fit) in [(16u64, false), (16, true), (4, false)] {
+        let r = rt.block_on(replay(&zipf, region_mb << 20, fit));
         let held = r.memory_only + r.disk_only + r.both;
         println!(
-            "{:>4}MiB {:>9.4} {:>7.4} {:>8} {:>9} {:>5} {:>5} {:>10.4} {:>12.4}",
-            region_mb,
+            "{:>7} {:>9.4} {:>7.4} {:>8} {:>9} {:>5} {:>5} {:>10.4} {:>12.4}",
+            format!("{}{region_mb}MiB", if fit { "<=" } else { "" }),
             r.hits as f64 / r.requests as f64,
             r.memory_hits as f64 / r.requests as f64,
             r.memory_only,

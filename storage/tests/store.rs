@@ -260,6 +260,25 @@ async fn another_geometry_is_refused_untouched() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
+/// A region size that is only the largest allowed (not fixed) recovers a cache formatted with
+/// another one, with its items: an upgrade does not cost the operator the cache.
+#[tokio::test]
+async fn a_fitted_region_size_recovers_a_cache_of_another() {
+    let dir = scratch();
+    let path = dir.path().join("cache.img");
+    let cfg = config(&path, 32 << 20, EngineKind::Auto);
+    let store = DiskStore::open(&cfg).await.unwrap();
+    store.insert(b"a", b"kept").await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let mut fitted = cfg.clone();
+    fitted.region_size = 16 << 20;
+    fitted.region_fit = true;
+    let store = DiskStore::open(&fitted).await.expect("recovered");
+    assert_eq!(store.get(b"a").await.as_deref(), Some(&b"kept"[..]));
+    assert_eq!(store.stats().region_size, 1 << 20, "the recorded geometry");
+}
+
 #[tokio::test]
 async fn inspect_reports_what_is_stored() {
     let dir = scratch();

@@ -23,7 +23,14 @@ pub(crate) enum Claim {
 }
 
 /// Decides whether the device may be used (blank, ours, or `overwrite`).
-pub(crate) fn claim_device(dev: &Device, wanted: Superblock, overwrite: bool) -> Result<Claim> {
+/// `fit`: the region size was not fixed by the operator ([`DiskConfig::region_fit`]), so a cache
+/// formatted with another one is still recovered.
+pub(crate) fn claim_device(
+    dev: &Device,
+    wanted: Superblock,
+    overwrite: bool,
+    fit: bool,
+) -> Result<Claim> {
     let head_len = DATA_OFFSET.min(dev.size) as usize;
     let mut head = AlignedBuf::zeroed(head_len, dev.block_size);
     dev.file
@@ -34,8 +41,8 @@ pub(crate) fn claim_device(dev: &Device, wanted: Superblock, overwrite: bool) ->
             && sb.block_size == wanted.block_size
             && sb.device_size == wanted.device_size
             && sb.data_offset == wanted.data_offset
-            && sb.region_count == wanted.region_count
-            && sb.region_size == wanted.region_size
+            && (fit
+                || (sb.region_count == wanted.region_count && sb.region_size == wanted.region_size))
     };
     match Superblock::decode(head.as_slice(), &dev.path) {
         Ok(Some(sb)) if same_geometry(&sb) => return Ok(Claim::Recover(sb)),
@@ -74,6 +81,15 @@ pub fn format(cfg: &DiskConfig) -> Result<Superblock> {
 /// store cannot address.
 pub(crate) fn new_superblock(cfg: &DiskConfig, dev: &Device) -> Result<Superblock> {
     let block = dev.block_size;
+    let region_size = if cfg.region_fit {
+        fitted_region(dev.size, cfg.region_size, block as u64)
+    } else {
+        cfg.region_size
+    };
+    let cfg = &DiskConfig {
+        region_size,
+        ..cfg.clone()
+    };
     if cfg.region_size > MAX_REGION_SIZE {
         return Err(StorageError::RegionTooLarge {
             region_size: cfg.region_size,
@@ -113,6 +129,25 @@ pub(crate) fn new_superblock(cfg: &DiskConfig, dev: &Device) -> Result<Superbloc
         created: now_secs(),
         clean_shutdown: 0,
     })
+}
+
+/// The region size that divides a device of `device_size` bytes into as few equal regions of
+/// at most `largest` bytes as it can (at least two), in whole blocks: a fixed size leaves the
+/// rest of the device over, up to a whole region (16 MiB regions on a 192 MiB device make 11,
+/// as the superblock's first MiB is not theirs). `largest` itself when the result would be
+/// under 1 MiB (which `new_superblock` then refuses with the reason).
+fn fitted_region(device_size: u64, largest: u64, block: u64) -> u64 {
+    let usable = device_size.saturating_sub(DATA_OFFSET);
+    if largest == 0 || block == 0 {
+        return largest;
+    }
+    let count = usable.div_ceil(largest).max(2);
+    let size = usable / count / block * block;
+    if size < 1 << 20 {
+        largest
+    } else {
+        size
+    }
 }
 
 /// Writes `sb` as the device's superblock, durably.
@@ -174,5 +209,45 @@ mod tests {
         cfg.region_size = MAX_REGION_SIZE;
         let sb = new_superblock(&cfg, &dev).expect("the largest region size is accepted");
         assert_eq!(sb.region_size, MAX_REGION_SIZE);
+    }
+
+    /// Fitted regions take the whole device (less than a block per region left over), are
+    /// never larger than asked and are as few as that allows; exact ones leave the rest.
+    #[test]
+    fn fitted_regions_fill_the_device() {
+        for (mib, want) in [(192u64, 12u32), (8, 2), (1025, 64), (100 << 10, 6401)] {
+            let dev = device(mib << 20);
+            let mut cfg = DiskConfig::new("dev.img", dev.size);
+            // Exact 16 MiB regions do not fit an 8 MiB device at all.
+            let exact = new_superblock(&cfg, &dev).map_or(0, |sb| sb.region_count);
+            cfg.region_fit = true;
+            let sb = new_superblock(&cfg, &dev).expect("fitted");
+            assert_eq!(sb.region_count, want, "{mib} MiB");
+            assert!(sb.region_size <= 16 << 20 && sb.region_size.is_multiple_of(4096));
+            let left = dev.size - DATA_OFFSET - u64::from(sb.region_count) * sb.region_size;
+            assert!(
+                left < u64::from(sb.region_count) * 4096,
+                "{mib} MiB: {left} bytes left"
+            );
+            assert!(sb.region_count >= exact);
+        }
+        let dev = device(192 << 20);
+        let exact = new_superblock(&DiskConfig::new("dev.img", dev.size), &dev).expect("exact");
+        assert_eq!(
+            exact.region_count, 11,
+            "16 MiB regions leave a region's worth over"
+        );
+    }
+
+    /// A device smaller than two regions of 1 MiB is refused, fitted or not.
+    #[test]
+    fn a_device_too_small_for_two_regions_is_refused() {
+        let dev = device(2 << 20);
+        let mut cfg = DiskConfig::new("dev.img", dev.size);
+        cfg.region_fit = true;
+        assert!(matches!(
+            new_superblock(&cfg, &dev),
+            Err(StorageError::TooFewRegions { .. })
+        ));
     }
 }

@@ -26,6 +26,11 @@ pub struct DiskConfig {
     ///
     /// [`MAX_REGION_SIZE`]: crate::MAX_REGION_SIZE
     pub region_size: u64,
+    /// Whether `region_size` is the largest region rather than the exact one. A new cache then
+    /// divides the device into as few equal regions of at most that size as it can, so none
+    /// of the device is left over; an existing cache is recovered whatever region size it was
+    /// formatted with. Default false.
+    pub region_fit: bool,
     /// Which io engine runs.
     pub engine: EngineKind,
     /// Engine tuning.
@@ -50,6 +55,7 @@ impl DiskConfig {
             path: path.into(),
             size,
             region_size: 16 << 20,
+            region_fit: false,
             engine: EngineKind::Auto,
             engine_options: EngineOptions::default(),
             overwrite: false,

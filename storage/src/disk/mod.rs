@@ -113,7 +113,7 @@ impl DiskStore {
         let wanted = new_superblock(cfg, &dev)?;
         // A new identity, should what the device records prove unbelievable.
         let fresh = new_superblock(cfg, &dev)?;
-        let claim = claim_device(&dev, wanted, cfg.overwrite)?;
+        let claim = claim_device(&dev, wanted, cfg.overwrite, cfg.region_fit)?;
         let (Claim::Recover(sb) | Claim::Format(sb)) = &claim;
         let geo = Geometry::checked(sb, &dev.path)?;
         let file = Arc::new(
