@@ -57,6 +57,8 @@ fn config(path: &Path) -> TieredCacheConfig {
             // Exactly that size; `true` would divide the device into equal regions of at most
             // it, none of the device left over.
             region_fit: false,
+            // No requirement on the largest value (a node asks for its slice size).
+            largest_value: 0,
             // io_uring when the kernel allows it, a pread/pwrite thread pool otherwise.
             engine: EngineKind::Auto,
             engine_options: EngineOptions {

@@ -22,6 +22,8 @@ pub(crate) fn storage_config(cfg: &Config) -> TieredCacheConfig {
                 .region_size
                 .map_or_else(|| largest_region(cfg.cache.slice.0), |r| r.0),
             region_fit: d.region_size.is_none(),
+            // A fitted or recovered region must hold a slice (a set one is checked already).
+            largest_value: cfg.cache.slice.0,
             engine: d.io.0,
             engine_options: EngineOptions {
                 queue_depth: d.queue_depth,

@@ -68,6 +68,18 @@ pub enum StorageError {
         /// The largest region size the store accepts ([`crate::MAX_REGION_SIZE`]).
         max: u64,
     },
+    /// The device's regions cannot hold a value as large as the caller will store.
+    #[error("invalid storage configuration: {path}: its regions of {region_size} bytes cannot hold values of {value} bytes (a value takes at most half a region)")]
+    RegionsTooSmall {
+        /// The device.
+        path: std::path::PathBuf,
+        /// The region size it has (or would be formatted with).
+        region_size: u64,
+        /// The largest value the caller stores ([`DiskConfig::largest_value`]).
+        ///
+        /// [`DiskConfig::largest_value`]: crate::DiskConfig::largest_value
+        value: u64,
+    },
     /// The device is too small for two regions.
     #[error("invalid storage configuration: device of {device_size} bytes holds fewer than 2 regions of {region_size} bytes")]
     TooFewRegions {

@@ -277,6 +277,18 @@ async fn a_fitted_region_size_recovers_a_cache_of_another() {
     let store = DiskStore::open(&fitted).await.expect("recovered");
     assert_eq!(store.get(b"a").await.as_deref(), Some(&b"kept"[..]));
     assert_eq!(store.stats().region_size, 1 << 20, "the recorded geometry");
+    store.close().await.unwrap();
+    drop(store);
+    // Those regions cannot hold a 1 MiB value: refused, the device untouched.
+    let before = std::fs::read(&path).unwrap();
+    fitted.largest_value = 1 << 20;
+    let err = DiskStore::open(&fitted).await.err().expect("must refuse");
+    assert!(
+        matches!(err, StorageError::RegionsTooSmall { region_size, value, .. }
+            if region_size == 1 << 20 && value == 1 << 20),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
 #[tokio::test]

@@ -31,6 +31,10 @@ pub struct DiskConfig {
     /// of the device is left over; an existing cache is recovered whatever region size it was
     /// formatted with. Default false.
     pub region_fit: bool,
+    /// The largest value the caller will store (0: no requirement). A device whose regions
+    /// cannot hold one, as formatted or as it would be, is refused: with `region_fit`, a
+    /// cache formatted with smaller regions, or a small device's fitted regions.
+    pub largest_value: u64,
     /// Which io engine runs.
     pub engine: EngineKind,
     /// Engine tuning.
@@ -56,6 +60,7 @@ impl DiskConfig {
             size,
             region_size: 16 << 20,
             region_fit: false,
+            largest_value: 0,
             engine: EngineKind::Auto,
             engine_options: EngineOptions::default(),
             overwrite: false,

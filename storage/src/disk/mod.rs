@@ -116,6 +116,14 @@ impl DiskStore {
         let claim = claim_device(&dev, wanted, cfg.overwrite, cfg.region_fit)?;
         let (Claim::Recover(sb) | Claim::Format(sb)) = &claim;
         let geo = Geometry::checked(sb, &dev.path)?;
+        // Keys are short (a URL's key and a prefix); a kilobyte covers any the caller makes.
+        if (geo.max_value_len(1024) as u64) < cfg.largest_value {
+            return Err(StorageError::RegionsTooSmall {
+                path: dev.path.clone(),
+                region_size: geo.region_size,
+                value: cfg.largest_value,
+            });
+        }
         let file = Arc::new(
             dev.file
                 .try_clone()
