@@ -53,8 +53,6 @@ pub(super) async fn forward(
     if job.is_head {
         return head(plane, session, job, origin, span, cs).await;
     }
-    // The body goes out as the origin sends it.
-    (plane.push_writes)(session);
     let sized = matches!(oh.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
     let Some(BodySpan {
         start: body_start,
@@ -65,6 +63,11 @@ pub(super) async fn forward(
         let length = content_length(&oh.headers);
         let resp = downstream_header(plane, oh.status, &oh.headers, length, &cs)?;
         let no_body = oh.status == StatusCode::NO_CONTENT || oh.status == StatusCode::NOT_MODIFIED;
+        if length.is_some() {
+            // A body of known length waits in the write buffer unless pushed (a chunked one
+            // is sent chunk by chunk already).
+            (plane.push_writes)(session);
+        }
         job.header_written();
         session
             .write_response_header(Box::new(resp), no_body || length == Some(0))
@@ -114,6 +117,8 @@ pub(super) async fn forward(
     }
     resp.append_header(header::VIA, plane.via.clone())?;
     resp.insert_header("cache-status", cs.header_value())?;
+    // The body goes out as the origin sends it.
+    (plane.push_writes)(session);
     job.header_written();
     session
         .write_response_header(Box::new(resp), r.is_none())
@@ -264,7 +269,7 @@ pub(super) async fn stream_unsized(
     };
     let mut fill = UnsizedFill::new(plane.cache.clone(), id, plane.slice_size as usize);
     let mut stored = cs.stored;
-    (plane.push_writes)(session);
+    // Not pushed: a body of unknown length goes out chunk by chunk already.
     job.header_written();
     session.write_response_header(Box::new(resp), false).await?;
     loop {

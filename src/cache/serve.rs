@@ -167,7 +167,8 @@ async fn serve(
     let resp = stored_response(&meta, code, br, age, &plane.via, &cs)?;
     let body = br.filter(|_| !job.is_head);
     if !cs.hit {
-        // Some slice comes from the origin: its bytes go out as they arrive.
+        // Some slice may come from the origin: the header goes out at once, and the bytes
+        // as they arrive. (A revalidated or stale answer is pushed too; it costs one send.)
         (plane.push_writes)(session);
     }
     job.header_written();
@@ -277,7 +278,8 @@ async fn stream_range(
             job.at(idx);
             if !reader.is_complete() {
                 // From here the origin feeds the response (a fill in progress, or a slice
-                // lost since the lookup): its bytes go out as they arrive.
+                // lost since the lookup): its bytes go out as they arrive. A hit whose
+                // slices are all at hand still leaves in one send.
                 (plane.push_writes)(session);
             }
             let mut pos = 0u64;

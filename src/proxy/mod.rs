@@ -288,8 +288,11 @@ impl ProxyHttp for StrataProxy {
             resp.append_header(http::header::VIA, self.cache.via.clone())?;
         }
         resp.insert_header("cache-status", ctx.status.header_value())?;
-        // Passed through: the body comes as the origin sends it.
-        timeouts::push_writes(session);
+        // Passed through: the body comes as the origin sends it. Pingora sends a chunked
+        // one chunk by chunk already; any other would wait in the write buffer.
+        if !resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            timeouts::push_writes(session);
+        }
         ctx.timing.first_byte();
         ctx.timing.origin_status = Some(resp.status.as_u16());
         // RFC 9111 §4.4: a successful unsafe request invalidates the stored response.
