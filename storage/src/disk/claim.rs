@@ -86,27 +86,20 @@ pub(crate) fn new_superblock(cfg: &DiskConfig, dev: &Device) -> Result<Superbloc
     } else {
         cfg.region_size
     };
-    let cfg = &DiskConfig {
-        region_size,
-        ..cfg.clone()
-    };
-    if cfg.region_size > MAX_REGION_SIZE {
+    if region_size > MAX_REGION_SIZE {
         return Err(StorageError::RegionTooLarge {
-            region_size: cfg.region_size,
+            region_size,
             max: MAX_REGION_SIZE,
         });
     }
-    if cfg.region_size < (1 << 20) || !cfg.region_size.is_multiple_of(block as u64) {
-        return Err(StorageError::RegionSize {
-            region_size: cfg.region_size,
-            block,
-        });
+    if region_size < (1 << 20) || !region_size.is_multiple_of(block as u64) {
+        return Err(StorageError::RegionSize { region_size, block });
     }
-    let region_count = dev.size.saturating_sub(DATA_OFFSET) / cfg.region_size;
+    let region_count = dev.size.saturating_sub(DATA_OFFSET) / region_size;
     if region_count < 2 {
         return Err(StorageError::TooFewRegions {
             device_size: dev.size,
-            region_size: cfg.region_size,
+            region_size,
         });
     }
     // Items are addressed by a u32 block number counted from region 0 (so are regions).
@@ -114,7 +107,7 @@ pub(crate) fn new_superblock(cfg: &DiskConfig, dev: &Device) -> Result<Superbloc
         device_size: dev.size,
         max_tib: (u32::MAX as u64 * block as u64) >> 40,
     };
-    if region_count * cfg.region_size / block as u64 > u32::MAX as u64 {
+    if region_count * region_size / block as u64 > u32::MAX as u64 {
         return Err(too_large);
     }
     let region_count = u32::try_from(region_count).map_err(|_| too_large)?;
@@ -124,7 +117,7 @@ pub(crate) fn new_superblock(cfg: &DiskConfig, dev: &Device) -> Result<Superbloc
         device_size: dev.size,
         data_offset: DATA_OFFSET,
         region_count,
-        region_size: cfg.region_size,
+        region_size,
         uuid: rand::random(),
         created: now_secs(),
         clean_shutdown: 0,
