@@ -297,6 +297,9 @@ async fn via_on_requests_and_responses() {
         .await
         .unwrap();
     assert_eq!(r.headers()["via"], "1.1 edge-7");
+    // Read to the end: the header is sent as soon as the origin's arrives, so before then the
+    // object is still being filled (a partial hit).
+    assert_eq!(r.text().await.unwrap(), "body");
     let hit = client.get(node.url("/via")).send().await.unwrap();
     assert_eq!(cache_status(&hit), HIT);
     assert_eq!(hit.headers()["via"], "1.1 edge-7");
