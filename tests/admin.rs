@@ -308,8 +308,16 @@ async fn the_command_line_talks_to_a_running_node() {
     );
     assert!(ok && text.contains("\"queued\": 2"), "{text}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while origin.hits("/c/2") == 0 || origin.hits("/c/1") == 0 {
-        assert!(std::time::Instant::now() < deadline, "never warmed");
+    // Done when the warmer says so: the origin having been asked does not mean the fills
+    // are over.
+    loop {
+        let (status, body) = admin(&node, "GET", "/warm", Some(TOKEN)).await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("warm progress is JSON");
+        if v["pending"] == 0 && v["done"] == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never warmed: {v}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let (ok, text) = strata(&node, &["inspect", "--url", &node.url("/c/1")]);

@@ -42,6 +42,17 @@ async fn the_exposition_has_every_family_and_passes_promtool() {
         .send()
         .await
         .unwrap();
+    // A request is counted when its exchange ends, which may be just after its client has its
+    // last byte: wait until all six are in (the counts are then checked exactly).
+    assert!(
+        node.wait_metric(
+            "strata_request_duration_seconds_count{route=\"test\"}",
+            6.0,
+            Duration::from_secs(10)
+        )
+        .await,
+        "the requests were never all counted"
+    );
     let text = node.metrics().await;
     for family in [
         "strata_requests_total",
