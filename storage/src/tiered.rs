@@ -17,7 +17,9 @@ use crate::writer::{Destination, ValueWriter};
 /// serves (it is never read there), so 171 of 3 199 objects held were in both. Writing L1's
 /// evictions back to L2, or admitting to L2 only on a key's second miss, moved the hit ratio
 /// by less than 0.001. What bounds it is L2's capacity in objects (item padding to the block,
-/// the open region, the device's rounding into regions), not which tier takes what.
+/// the open region, the device's rounding into regions), not which tier takes what: fitting
+/// regions to the device and packing items into 512-byte blocks took the bench from 0.902 to
+/// 0.931.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Admission {
     /// Every value is written to L2 (so it survives a restart and L1 eviction) and offered to

@@ -13,7 +13,8 @@ use common::*;
 use strata_storage::{inspect, DiskStore, EngineKind, StorageError, Superblock};
 
 const MIB: u64 = 1 << 20;
-const BLOCK: u64 = 4096;
+/// Bytes of the superblock's block read and rewritten (it is alone in its first 4 KiB).
+const SUPERBLOCK_LEN: usize = 4096;
 
 fn read_at(path: &Path, off: u64, len: usize) -> Vec<u8> {
     let f = std::fs::File::open(path).expect("open");
@@ -36,11 +37,27 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 
 /// Rewrites the superblock of `path` through `edit`, with a valid checksum.
 fn patch_superblock(path: &Path, edit: impl FnOnce(&mut Superblock)) {
-    let mut block = read_at(path, 0, BLOCK as usize);
+    let mut block = read_at(path, 0, SUPERBLOCK_LEN);
     let mut sb = Superblock::decode(&block, path).unwrap().unwrap();
     edit(&mut sb);
     sb.encode(&mut block);
     write_at(path, 0, &block);
+}
+
+/// The block size the cache at `path` was formatted with (512 on most filesystems).
+fn block_of(path: &Path) -> u64 {
+    let sb = Superblock::decode(&read_at(path, 0, SUPERBLOCK_LEN), path)
+        .unwrap()
+        .unwrap();
+    sb.block_size as u64
+}
+
+/// The block of region `r` where the `i`th item its summary lists starts.
+fn entry_block(path: &Path, r: u64, i: usize) -> u64 {
+    let h = read_at(path, region_off(r), 44);
+    let block = block_of(path);
+    let s = read_at(path, region_off(r) + u32_at(&h, 32) as u64 * block, 4096);
+    u32_at(&s, 16 + i * 32 + 8) as u64
 }
 
 /// Region `r`'s header offset (1 MiB regions after the first MiB).
@@ -63,8 +80,9 @@ fn patch_summary(path: &Path, r: u64, edit: impl FnOnce(&mut [u8])) {
     let h = read_at(path, region_off(r), 44);
     let (sb, sn) = (u32_at(&h, 32) as u64, u32_at(&h, 36) as u64);
     assert!(sb > 0 && sn > 0, "region {r} is sealed");
-    let at = region_off(r) + sb * BLOCK;
-    let mut s = read_at(path, at, (sn * BLOCK) as usize);
+    let block = block_of(path);
+    let at = region_off(r) + sb * block;
+    let mut s = read_at(path, at, (sn * block) as usize);
     let end = 16 + u32_at(&s, 4) as usize * 32;
     edit(&mut s[..end]);
     let crc = crc32fast::hash(&s[..end]);
@@ -75,8 +93,8 @@ fn patch_summary(path: &Path, r: u64, edit: impl FnOnce(&mut [u8])) {
 /// Rewrites the item at `block` of region `r` through `edit` (its 32-byte header), with a valid
 /// crc.
 fn patch_item(path: &Path, r: u64, block: u64, edit: impl FnOnce(&mut [u8])) {
-    let at = region_off(r) + block * BLOCK;
-    let mut img = read_at(path, at, BLOCK as usize);
+    let at = region_off(r) + block * block_of(path);
+    let mut img = read_at(path, at, 512);
     edit(&mut img[..32]);
     let body = (img[6] as usize | (img[7] as usize) << 8) + u32_at(&img, 8) as usize;
     let mut crc = crc32fast::Hasher::new();
@@ -132,7 +150,7 @@ async fn every_bad_superblock_field_is_named() {
     let dir = scratch();
     let path = dir.path().join("sb.img");
     sealed_cache(&path).await;
-    let good = Superblock::decode(&read_at(&path, 0, 4096), &path)
+    let good = Superblock::decode(&read_at(&path, 0, SUPERBLOCK_LEN), &path)
         .unwrap()
         .unwrap();
     type Edit = fn(&mut Superblock);
@@ -141,7 +159,7 @@ async fn every_bad_superblock_field_is_named() {
         ("block_size", |sb| sb.block_size = 256),
         ("block_size", |sb| sb.block_size = 2 << 20),
         ("region_size", |sb| sb.region_size = 0),
-        ("region_size", |sb| sb.region_size = MIB + 512),
+        ("region_size", |sb| sb.region_size = MIB + 256),
         ("region_size", |sb| sb.region_size = 8 << 30),
         ("region_count", |sb| sb.region_count = 0),
         ("region_count", |sb| sb.region_count = u32::MAX),
@@ -232,8 +250,9 @@ async fn an_item_newer_than_its_own_write_does_not_pin_its_key() {
     let path = dir.path().join("version.img");
     let cfg = sealed_cache(&path).await;
     // Region 0 unsealed (scanned) and key 1's item claiming version u64::MAX.
+    let at = entry_block(&path, 0, 1);
     patch_header(&path, 0, |h| h[32..40].fill(0));
-    patch_item(&path, 0, 2, |h| {
+    patch_item(&path, 0, at, |h| {
         h[24..32].copy_from_slice(&u64::MAX.to_le_bytes())
     });
     let store = DiskStore::open(&cfg).await.expect("open");

@@ -7,11 +7,13 @@
 //! earn a second chance are copied into its new generation first.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::index::Entry;
 use super::ondisk::item;
 use super::ondisk::region::RegionHeader;
 use super::ondisk::summary::{self, SummaryEntry};
+use super::pack::{Packing, Tail};
 use super::reclaim::{reclaim, Reclaimed};
 use super::slab::Slab;
 use super::stats::bump;
@@ -24,6 +26,8 @@ pub(crate) struct Active {
     next_block: u32,
     open_seq: u64,
     entries: Vec<SummaryEntry>,
+    /// The write unit the last item ends in, when it ends inside one.
+    tail: Option<Arc<Tail>>,
 }
 
 /// Space reserved for one item: where it goes and its sequence number.
@@ -79,14 +83,17 @@ impl Allocator {
     }
 
     /// Reserves `blocks` blocks in the active region for an item of `hash`, sealing and opening
-    /// regions as needed.
+    /// regions as needed; with `pack`, right after the item before when that one's write has
+    /// landed (see [`super::pack`]), else from the next write unit.
     pub(crate) async fn reserve(
         &mut self,
         slab: &Slab,
         blocks: u32,
         hash: u64,
         tombstone: bool,
-    ) -> Result<Reservation> {
+        pack: bool,
+    ) -> Result<(Reservation, Packing)> {
+        let geo = slab.geo;
         if slab.health.writes_suspended() {
             return Err(StorageError::WritesSuspended);
         }
@@ -102,10 +109,22 @@ impl Allocator {
                 self.active = None;
             }
             if let Some(act) = self.active.as_mut() {
-                let after = slab.geo.summary_blocks(act.entries.len() + 1);
-                if act.next_block + blocks + after <= per_region {
-                    let (region, block) = (act.region, act.next_block);
-                    act.next_block += blocks;
+                let prefix = act
+                    .tail
+                    .as_ref()
+                    .filter(|t| pack && t.has_landed() && t.block == geo.unit_down(act.next_block))
+                    .cloned();
+                let block = match prefix {
+                    Some(_) => act.next_block,
+                    None => geo.unit_up(act.next_block),
+                };
+                let end = block + blocks;
+                let after = geo.summary_blocks(act.entries.len() + 1);
+                if geo.unit_up(end) + after <= per_region {
+                    let region = act.region;
+                    act.next_block = end;
+                    let tail = (end != geo.unit_up(end)).then(|| Tail::new(geo.unit_down(end)));
+                    act.tail.clone_from(&tail);
                     let seq = slab.next_seq();
                     act.entries.push(SummaryEntry {
                         hash,
@@ -116,12 +135,13 @@ impl Allocator {
                         version: seq,
                     });
                     slab.begin_write(region);
-                    return Ok(Reservation {
+                    let r = Reservation {
                         region,
                         block,
                         seq,
                         tombstone,
-                    });
+                    };
+                    return Ok((r, Packing { prefix, tail }));
                 }
             }
             self.seal_active(slab).await;
@@ -231,16 +251,18 @@ async fn seal(slab: &Slab, act: &Active) -> Option<(u32, u32)> {
     let n = slab.geo.summary_blocks(act.entries.len());
     let mut buf = AlignedBuf::zeroed(n as usize * slab.geo.block, slab.geo.block);
     summary::encode(&act.entries, act.open_seq, buf.as_mut_slice());
+    // From the next write unit: the last item's unit is not written again.
+    let at = slab.geo.unit_up(act.next_block);
     let written = match injected_error!("disk::summary_write") {
         Some(e) => Err(slab.io_error(e)),
-        None => slab.write_at(act.region, act.next_block, buf, None).await,
+        None => slab.write_at(act.region, at, buf, None).await,
     };
     written.ok()?;
     let header = RegionHeader {
         region: act.region,
         open_seq: act.open_seq,
         uuid: slab.uuid,
-        summary: Some((act.next_block, n)),
+        summary: Some((at, n)),
     };
     slab.write_header(&header).await.ok()?;
     header.summary
@@ -258,9 +280,10 @@ async fn open_free(slab: &Slab, region: u32) -> Result<Active> {
     .await?;
     Ok(Active {
         region,
-        next_block: 1,
+        next_block: slab.geo.first_item_block(),
         open_seq,
         entries: Vec::new(),
+        tail: None,
     })
 }
 
@@ -275,15 +298,17 @@ async fn open_reclaimed(slab: &Slab, reclaimed: Reclaimed) -> Active {
     let geo = slab.geo;
     let mut act = Active {
         region,
-        next_block: 1,
+        next_block: geo.first_item_block(),
         open_seq,
         entries: Vec::with_capacity(hot.len()),
+        tail: None,
     };
     if hot.is_empty() {
         return act;
     }
     let total: usize = hot.iter().map(|h| h.len).sum();
-    let mut batch = AlignedBuf::zeroed(total, geo.block);
+    // Packed as they were, in whole write units.
+    let mut batch = AlignedBuf::zeroed(total.next_multiple_of(geo.write_unit()), geo.block);
     let mut placed = Vec::with_capacity(hot.len());
     let mut off = 0;
     for h in &hot {
@@ -304,11 +329,18 @@ async fn open_reclaimed(slab: &Slab, reclaimed: Reclaimed) -> Active {
         placed.push(Entry::new(geo.abs_block(region, block), blocks, h.version));
         off += h.len;
     }
-    if slab
-        .write_at(region, act.next_block, batch, None)
-        .await
-        .is_ok()
-    {
+    let end = act.next_block + geo.blocks_of(total);
+    let tail = (end != geo.unit_up(end)).then(|| Tail::new(geo.unit_down(end)));
+    if let Some(t) = &tail {
+        let from = (t.block - act.next_block) as usize * geo.block;
+        t.set(&batch.as_slice()[from..total]);
+    }
+    if let Ok(batch) = slab.write_at(region, act.next_block, batch, None).await {
+        drop(batch);
+        if let Some(t) = &tail {
+            t.land();
+        }
+        act.tail = tail;
         for (h, e) in hot.iter().zip(placed) {
             // A newer version inserted meanwhile wins over this copy.
             if slab.index.insert_if_newer(h.hash, e) {
@@ -318,6 +350,6 @@ async fn open_reclaimed(slab: &Slab, reclaimed: Reclaimed) -> Active {
     } else {
         bump(&slab.counters.evicted_items, hot.len() as u64);
     }
-    act.next_block += geo.blocks_of(total);
+    act.next_block = end;
     act
 }

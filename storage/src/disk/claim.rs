@@ -10,7 +10,7 @@ use super::geometry::{DATA_OFFSET, MAX_REGION_SIZE};
 use super::ondisk::superblock::{foreign_signature, Superblock, FORMAT_VERSION};
 use crate::error::{Result, StorageError};
 use crate::io::aligned::AlignedBuf;
-use crate::io::device::Device;
+use crate::io::device::{Device, WRITE_UNIT};
 
 /// Whether a claimed device holds a cache to recover or is to be formatted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,10 @@ pub(crate) fn claim_device(
         .map_err(|e| StorageError::io(&dev.path, e))?;
     let same_geometry = |sb: &Superblock| {
         sb.version == wanted.version
-            && sb.block_size == wanted.block_size
+            // A cache formatted with larger blocks (before small items were packed, or on
+            // another filesystem) is still read: the device can do IO at its block.
+            && (sb.block_size == wanted.block_size
+                || (sb.block_size as usize).is_multiple_of(dev.block_size))
             && sb.device_size == wanted.device_size
             && sb.data_offset == wanted.data_offset
             && (fit
@@ -80,7 +83,12 @@ pub fn format(cfg: &DiskConfig) -> Result<Superblock> {
 /// The superblock of a new cache of the configured geometry on `dev`; refuses geometries the
 /// store cannot address.
 pub(crate) fn new_superblock(cfg: &DiskConfig, dev: &Device) -> Result<Superblock> {
-    let block = dev.block_size;
+    // The device's block, doubled (up to a write unit) while its blocks would not be numbered
+    // by a u32: 512-byte blocks address 2 TiB.
+    let mut block = dev.block_size;
+    while block < WRITE_UNIT && dev.size / block as u64 > u32::MAX as u64 {
+        block *= 2;
+    }
     let region_size = if cfg.region_fit {
         fitted_region(dev.size, cfg.region_size, block as u64)
     } else {
@@ -150,7 +158,8 @@ pub(crate) fn write_superblock(
     block: usize,
     sb: &Superblock,
 ) -> Result<()> {
-    let mut buf = AlignedBuf::zeroed(block, block);
+    // A whole write unit (the first MiB holds nothing else).
+    let mut buf = AlignedBuf::zeroed(block.max(WRITE_UNIT), block);
     sb.encode(buf.as_mut_slice());
     let io = |e| StorageError::io(path, e);
     file.write_all_at(buf.as_slice(), 0).map_err(io)?;

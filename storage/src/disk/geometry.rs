@@ -2,9 +2,16 @@
 //!
 //! ```text
 //! 0            superblock (one block), then zeros
-//! DATA_OFFSET  region 0: block 0 its header, then items, then (once sealed) its summary
+//! DATA_OFFSET  region 0: its header (one write unit), then items, then (once sealed) its
+//!              summary (from a write unit on)
 //!              region 1 ...
 //! ```
+//!
+//! Items are addressed in blocks, the device's smallest read alignment (512 bytes for a file
+//! on most filesystems), so a small item is padded to little. Every write covers whole write
+//! units ([`Geometry::write_unit`], at least 4 KiB): the allocator packs an item into the unit
+//! its predecessor ends in by writing that unit again, predecessor's bytes included, once
+//! the predecessor's write has landed (see the allocator).
 
 use std::path::Path;
 
@@ -14,6 +21,7 @@ use super::ondisk::summary::{self, SummaryEntry};
 use super::ondisk::superblock::Superblock;
 use super::ondisk::MAX_SEQ;
 use crate::error::{Result, StorageError};
+use crate::io::device::WRITE_UNIT;
 
 /// Where region 0 starts: the superblock's block, rounded up so regions are MiB-aligned.
 pub(crate) const DATA_OFFSET: u64 = 1 << 20;
@@ -132,14 +140,42 @@ impl Geometry {
         abs_block / self.blocks_per_region().max(1)
     }
 
+    /// Bytes of the unit every write is aligned to and a multiple of: the block, or
+    /// [`WRITE_UNIT`] when the block is smaller.
+    pub(crate) fn write_unit(&self) -> usize {
+        self.block.max(WRITE_UNIT)
+    }
+
+    /// Blocks per write unit (1 when the block is the write unit).
+    pub(crate) fn unit_blocks(&self) -> u32 {
+        (self.write_unit() / self.block) as u32
+    }
+
+    /// `block` rounded up to the start of a write unit.
+    pub(crate) fn unit_up(&self, block: u32) -> u32 {
+        block.next_multiple_of(self.unit_blocks())
+    }
+
+    /// `block` rounded down to the start of its write unit.
+    pub(crate) fn unit_down(&self, block: u32) -> u32 {
+        block - block % self.unit_blocks()
+    }
+
+    /// Where the first item of a region goes: after the header's write unit, since the header
+    /// is rewritten (as a whole unit) when the region is sealed.
+    pub(crate) fn first_item_block(&self) -> u32 {
+        self.unit_blocks()
+    }
+
     /// Blocks in one region, its header block included.
     pub(crate) fn blocks_per_region(&self) -> u32 {
         (self.region_size / self.block as u64) as u32
     }
 
-    /// Blocks taken by the summary of `count` items.
+    /// Blocks taken by the summary of `count` items: whole write units, as it is written.
     pub(crate) fn summary_blocks(&self, count: usize) -> u32 {
-        summary::encoded_len(count).div_ceil(self.block) as u32
+        let len = summary::encoded_len(count).next_multiple_of(self.write_unit());
+        (len / self.block) as u32
     }
 
     /// Blocks taken by an item image of `len` bytes (a multiple of the block).

@@ -7,6 +7,7 @@
 //! - [`slab`]: the state every part shares (device IO by region, the index, the sequence);
 //! - [`health`]: failures per region, and regions that keep failing taken out of use;
 //! - [`allocator`]: free, filling and sealed regions; reserving space; sealing;
+//! - [`pack`]: items packed into whole write units, each starting where the one before ended;
 //! - [`backlog`]: bytes of writes in flight, and inserts shed past its budget;
 //! - [`reclaim`]: emptying the oldest sealed region, with second chance;
 //! - [`listing`]: what a region holds (its summary, else a scan), for recovery, reclaim, inspect;
@@ -28,6 +29,7 @@ mod index;
 mod inspect;
 mod listing;
 mod ondisk;
+mod pack;
 mod reclaim;
 mod recover;
 mod removals;
@@ -71,6 +73,7 @@ use health::{Health, Way};
 use index::{Entry, Index};
 pub(crate) use ondisk::item::ItemImage;
 use ondisk::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
+use pack::{unit_write, Packing};
 use recover::Recovered;
 use removals::Removals;
 use slab::{Slab, WriteClaim};
@@ -309,7 +312,8 @@ impl DiskStore {
                 max,
             });
         }
-        Ok(ItemImage::new(key, value_len, geo.block))
+        // Padded to whole write units: an item that starts at one is written from its image.
+        Ok(ItemImage::new(key, value_len, geo.write_unit()))
     }
 
     /// Writes the item gathered in `image` (made by [`DiskStore::image`] for `key`); it becomes
@@ -340,13 +344,16 @@ impl DiskStore {
         };
         let reserved = {
             let mut a = self.alloc.lock().await;
-            a.reserve(slab, blocks, hash, false).await.map(|r| {
-                // In flight from its reservation on, under the allocator's lock: a removal of
-                // the key is either before (an older sequence) or sees the insert in flight.
-                (r, InFlight::begin(&self.removed, r.seq, hash))
-            })
+            a.reserve(slab, blocks, hash, false, true)
+                .await
+                .map(|(r, packing)| {
+                    // In flight from its reservation on, under the allocator's lock: a removal
+                    // of the key is either before (an older sequence) or sees the insert in
+                    // flight.
+                    (r, packing, InFlight::begin(&self.removed, r.seq, hash))
+                })
         };
-        let (r, in_flight) = reserved.inspect_err(|e| {
+        let (r, packing, in_flight) = reserved.inspect_err(|e| {
             if matches!(e, StorageError::Busy) {
                 bump(&slab.counters.rejected_busy, 1);
             }
@@ -362,7 +369,7 @@ impl DiskStore {
                 return Err(e);
             }
         };
-        self.write_item(r, buf, &claim).await?;
+        self.write_item(r, blocks, buf, &packing, &claim).await?;
         let at = geo.abs_block(r.region, r.block);
         if let Some(e) = injected_error!("disk::index_insert") {
             // Tests hold the insert here (a callback); an injected error is a lost insert.
@@ -396,35 +403,46 @@ impl DiskStore {
             return Ok(());
         }
         let blocks = geo.blocks_of(item::padded_len(key.len(), 0, geo.block));
-        let r = a.reserve(slab, blocks, hash, true).await?;
+        let (r, packing) = a.reserve(slab, blocks, hash, true, false).await?;
         let claim = slab.claim(r.region);
         drop(a);
-        let buf = item::encode(key, &[], r.seq, FLAG_TOMBSTONE, geo.block);
-        self.write_item(r, buf, &claim).await.map(drop)
+        let buf = item::encode(key, &[], r.seq, FLAG_TOMBSTONE, geo.write_unit());
+        self.write_item(r, blocks, buf, &packing, &claim)
+            .await
+            .map(drop)
     }
 
-    /// Writes an item image into its reservation. A write that fails is struck from its region's
-    /// summary (see [`Allocator::forget`]): recovery must not index bytes that may never have
-    /// landed over an older, intact version of the key.
+    /// Writes an item image into its reservation of `blocks` blocks, in whole write units
+    /// (packed as `packing` says). A write that fails is struck from its region's summary (see
+    /// [`Allocator::forget`]): recovery must not index bytes that may never have landed over an
+    /// older, intact version of the key. One that lands lets the next item pack onto its tail.
     /// The device's completion hook holds a clone of `claim`, so the region stays unreclaimable
     /// until the device is done with the write, whatever becomes of the caller.
     async fn write_item(
         &self,
         r: Reservation,
-        buf: AlignedBuf,
+        blocks: u32,
+        image: AlignedBuf,
+        packing: &Packing,
         claim: &WriteClaim,
     ) -> Result<AlignedBuf> {
+        let (at, buf) = unit_write(&self.slab.geo, r.block, blocks, image, packing);
         let written = match injected_error!("disk::item_write") {
             // Nothing reaches the device: the reservation ends with the caller's claim.
             Some(e) => Err(self.slab.io_error(e)),
             None => {
                 self.slab
-                    .write_at(r.region, r.block, buf, Some(claim.hook()))
+                    .write_at(r.region, at, buf, Some(claim.hook()))
                     .await
             }
         };
-        if written.is_err() {
-            self.alloc.lock().await.forget(&self.slab, r).await;
+        match &written {
+            Ok(_) => {
+                if let Some(tail) = &packing.tail {
+                    tail.land();
+                }
+            }
+            Err(_) => self.alloc.lock().await.forget(&self.slab, r).await,
         }
         written
     }

@@ -107,7 +107,8 @@ impl Slab {
         if let Some(e) = injected_error!("disk::region_header_write") {
             return Err(self.io_error(e));
         }
-        let mut buf = AlignedBuf::zeroed(self.geo.block, self.geo.block);
+        // A whole write unit: the region's first items start after it.
+        let mut buf = AlignedBuf::zeroed(self.geo.write_unit(), self.geo.block);
         h.encode(buf.as_mut_slice());
         self.write_at(h.region, 0, buf, None).await.map(drop)
     }

@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, StorageError};
 
-/// The smallest alignment Strata uses for device IO, whatever the device reports.
-pub(crate) const MIN_BLOCK: usize = 4096;
+/// The smallest alignment of every write, whatever the device reports: a write that covers
+/// part of a filesystem block or a physical sector makes the filesystem serialise it against
+/// every other direct IO of the file, or the device read, modify and write the rest.
+pub(crate) const WRITE_UNIT: usize = 4096;
+/// The block of a block device: items of a raw disk start on whole physical pages.
+const MIN_DEVICE_BLOCK: usize = WRITE_UNIT;
 
 /// What kind of thing the cache lives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +74,14 @@ impl Device {
         if current < file_size {
             preallocate(&file, file_size).map_err(io_err)?;
         }
+        let block_size = file_block(&file, direct);
         Ok(Device {
             file,
             path: path.to_path_buf(),
             // An existing larger file is used only up to the configured size; the superblock
             // records the size, so a changed size is detected as another geometry.
             size: file_size,
-            block_size: MIN_BLOCK,
+            block_size,
             kind: DeviceKind::File,
             direct,
         })
@@ -95,7 +100,7 @@ impl Device {
         if unsafe { libc::ioctl(fd, BLKSSZGET, &mut lbs) } != 0 {
             return Err(StorageError::io(path, io::Error::last_os_error()));
         }
-        let block_size = (lbs.max(512) as usize).max(MIN_BLOCK);
+        let block_size = (lbs.max(512) as usize).max(MIN_DEVICE_BLOCK);
         Ok(Device {
             file,
             path: path.to_path_buf(),
@@ -110,6 +115,35 @@ impl Device {
 // From linux/fs.h: _IOR(0x12, 114, size_t) and _IO(0x12, 104).
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 const BLKSSZGET: libc::c_ulong = 0x1268;
+
+/// The block of a cache file: the smallest direct IO alignment its filesystem allows (512
+/// bytes on most), so small items are not padded to a whole page; [`WRITE_UNIT`] where the
+/// kernel does not say (before Linux 6.1). Buffered IO has no alignment of its own.
+fn file_block(file: &File, direct: bool) -> usize {
+    if !direct {
+        return 512;
+    }
+    // SAFETY: an all-zero statx is a valid value of the plain-data struct.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is an empty C string with AT_EMPTY_PATH (the open fd itself), and statx
+    // writes one struct through the pointer, which is valid.
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    let align = stx.stx_dio_offset_align as usize;
+    let known = rc == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0 && align.is_power_of_two();
+    if known {
+        align.max(512)
+    } else {
+        WRITE_UNIT
+    }
+}
 
 fn open_maybe_direct(path: &Path, create: bool, extra: i32) -> Result<(File, bool)> {
     let open = |flags: i32| {
