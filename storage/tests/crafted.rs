@@ -308,3 +308,30 @@ async fn writes_after_a_header_at_the_edge_of_the_sequence_space_survive_a_resta
         "a write acknowledged before a clean close was lost"
     );
 }
+
+#[tokio::test]
+async fn a_cache_formatted_with_4k_blocks_keeps_them() {
+    let dir = scratch();
+    let path = dir.path().join("4k.img");
+    let cfg = config(&path, 8 << 20, EngineKind::Psync);
+    let store = DiskStore::open(&cfg).await.expect("open");
+    store.close().await.expect("close");
+    drop(store);
+    // As a cache made before items were packed into 512-byte blocks (empty, so its regions
+    // read the same in either block).
+    patch_superblock(&path, |sb| sb.block_size = 4096);
+    let store = DiskStore::open(&cfg).await.expect("recovered, not refused");
+    for k in 0..3 {
+        store
+            .insert(&key(k), &value(k, 1, 100))
+            .await
+            .expect("insert");
+    }
+    store.close().await.expect("close");
+    drop(store);
+    assert_eq!(block_of(&path), 4096);
+    let store = DiskStore::open(&cfg).await.expect("reopen");
+    all_present(&store, 0..3).await;
+    let report = inspect(&path).expect("inspect");
+    assert_eq!(report.item_bytes, 3 * 4096, "one 4 KiB block each");
+}
