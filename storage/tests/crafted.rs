@@ -335,3 +335,35 @@ async fn a_cache_formatted_with_4k_blocks_keeps_them() {
     let report = inspect(&path).expect("inspect");
     assert_eq!(report.item_bytes, 3 * 4096, "one 4 KiB block each");
 }
+
+#[tokio::test]
+async fn a_cache_started_anew_keeps_the_geometry_it_lays_data_out_by() {
+    let dir = scratch();
+    let path = dir.path().join("anew.img");
+    let cfg = sealed_cache(&path).await;
+    // A cache of 4 KiB blocks whose region 1 records a sequence no store writes: it starts
+    // empty under a new identity, still in 4 KiB blocks (what region 0 holds is then never
+    // read, whatever its blocks).
+    patch_superblock(&path, |sb| sb.block_size = 4096);
+    let uuid = inspect(&path).expect("inspect").superblock.uuid;
+    let mut h = read_at(&path, region_off(0), 44);
+    h[4..8].copy_from_slice(&1u32.to_le_bytes());
+    h[8..16].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    h[32..40].fill(0);
+    write_at(&path, region_off(1), &h);
+    patch_header(&path, 1, |_| {});
+    let store = DiskStore::open(&cfg).await.expect("open");
+    for k in 0..3 {
+        store
+            .insert(&key(k), &value(k, 1, 100))
+            .await
+            .expect("insert");
+    }
+    store.close().await.expect("close");
+    drop(store);
+    let sb = inspect(&path).expect("inspect").superblock;
+    assert_ne!(sb.uuid, uuid, "a new identity");
+    assert_eq!(sb.block_size, 4096, "the geometry the data was written in");
+    let store = DiskStore::open(&cfg).await.expect("reopen");
+    all_present(&store, 0..3).await;
+}

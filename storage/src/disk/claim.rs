@@ -89,8 +89,10 @@ pub(crate) fn new_superblock(cfg: &DiskConfig, dev: &Device) -> Result<Superbloc
     while block < WRITE_UNIT && dev.size / block as u64 > u32::MAX as u64 {
         block *= 2;
     }
+    // Regions start on write units, so every write lands on whole units of the device.
+    let unit = block.max(WRITE_UNIT);
     let region_size = if cfg.region_fit {
-        fitted_region(dev.size, cfg.region_size, block as u64)
+        fitted_region(dev.size, cfg.region_size, unit as u64)
     } else {
         cfg.region_size
     };
@@ -100,8 +102,11 @@ pub(crate) fn new_superblock(cfg: &DiskConfig, dev: &Device) -> Result<Superbloc
             max: MAX_REGION_SIZE,
         });
     }
-    if region_size < (1 << 20) || !region_size.is_multiple_of(block as u64) {
-        return Err(StorageError::RegionSize { region_size, block });
+    if region_size < (1 << 20) || !region_size.is_multiple_of(unit as u64) {
+        return Err(StorageError::RegionSize {
+            region_size,
+            block: unit,
+        });
     }
     let region_count = dev.size.saturating_sub(DATA_OFFSET) / region_size;
     if region_count < 2 {
@@ -166,7 +171,7 @@ pub(crate) fn write_superblock(
     file.sync_data().map_err(io)
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -239,6 +244,25 @@ mod tests {
             exact.region_count, 11,
             "16 MiB regions leave a region's worth over"
         );
+    }
+
+    /// With 512-byte blocks (a cache file), fitted regions are still whole write units, so
+    /// every region starts on one and no write straddles two of the device's.
+    #[test]
+    fn fitted_regions_of_small_blocks_are_whole_write_units() {
+        for size in [192u64 << 20, 10 << 30, 100 << 30, (5 << 30) + 12_345] {
+            let mut dev = device(size);
+            dev.block_size = 512;
+            let mut cfg = DiskConfig::new("dev.img", dev.size);
+            cfg.region_fit = true;
+            let sb = new_superblock(&cfg, &dev).expect("fitted");
+            assert_eq!(sb.block_size, 512);
+            assert!(
+                sb.region_size.is_multiple_of(4096),
+                "{size}: {}",
+                sb.region_size
+            );
+        }
     }
 
     /// A device smaller than two regions of 1 MiB is refused, fitted or not.

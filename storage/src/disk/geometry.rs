@@ -49,7 +49,8 @@ impl Geometry {
     ///
     /// - `block_size`: a power of two, at least 512, at most the first MiB (which holds the
     ///   superblock's block) and at most a region;
-    /// - `region_size`: at least 1 MiB, at most [`MAX_REGION_SIZE`], a multiple of the block;
+    /// - `region_size`: at least 1 MiB, at most [`MAX_REGION_SIZE`], a multiple of the block
+    ///   and of the write unit;
     /// - `data_offset`: [`DATA_OFFSET`];
     /// - `region_count`: at least 2, and every block of every region numbered by a `u32`;
     /// - `device_size`: holds every region.
@@ -63,7 +64,10 @@ impl Geometry {
         if !block.is_power_of_two() || !(512..=DATA_OFFSET).contains(&block) {
             return Err(bad("block_size", block));
         }
-        if !(1 << 20..=MAX_REGION_SIZE).contains(&region) || !region.is_multiple_of(block) {
+        // Regions start on write units (DATA_OFFSET is one), or a write of one unit would
+        // straddle two of the device's.
+        let unit = block.max(WRITE_UNIT as u64);
+        if !(1 << 20..=MAX_REGION_SIZE).contains(&region) || !region.is_multiple_of(unit) {
             return Err(bad("region_size", region));
         }
         if sb.data_offset != DATA_OFFSET {

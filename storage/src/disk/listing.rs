@@ -99,7 +99,8 @@ impl<'a, S: RegionSource> RegionReader<'a, S> {
 
 /// Finds the intact items of one region image (`region` is the whole region, header included).
 ///
-/// Items are walked from block 1. Where a block holds no valid item of this generation (a hole
+/// Items are walked from block 1 (the rest of the header's write unit is zeros). Where a block
+/// holds no valid item of this generation (a hole
 /// left by a write that never landed, or leftovers of an older generation), the walk moves on
 /// one block at a time, so every item that can be proven intact is found. An item whose seq is
 /// past [`MAX_SEQ`], or whose version is newer than its own write, is not believed.

@@ -67,13 +67,13 @@ use bytes::Bytes;
 use allocator::{Allocator, Reservation};
 use backlog::Backlog;
 pub use backlog::Shed;
-use claim::{claim_device, new_superblock, write_superblock, Claim};
+use claim::{claim_device, new_superblock, now_secs, write_superblock, Claim};
 use geometry::Geometry;
 use health::{Health, Way};
 use index::{Entry, Index};
 pub(crate) use ondisk::item::ItemImage;
 use ondisk::item::{self, FLAG_TOMBSTONE, HEADER_LEN};
-use pack::{unit_write, Packing};
+use pack::{unit_write, Packing, PACK_MAX};
 use recover::Recovered;
 use removals::Removals;
 use slab::{Slab, WriteClaim};
@@ -114,8 +114,6 @@ impl DiskStore {
         let started = Instant::now();
         let dev = Device::open(&cfg.path, cfg.size)?;
         let wanted = new_superblock(cfg, &dev)?;
-        // A new identity, should what the device records prove unbelievable.
-        let fresh = new_superblock(cfg, &dev)?;
         let claim = claim_device(&dev, wanted, cfg.overwrite, cfg.region_fit)?;
         let (Claim::Recover(sb) | Claim::Format(sb)) = &claim;
         let geo = Geometry::checked(sb, &dev.path)?;
@@ -173,6 +171,13 @@ impl DiskStore {
                         max_seq,
                         "cache device records sequence numbers no store writes; starting it empty"
                     );
+                    // The geometry stays the one the device records (the store lays data out
+                    // by it); only the identity is new.
+                    let fresh = Superblock {
+                        uuid: rand::random(),
+                        created: now_secs(),
+                        ..store.superblock.clone()
+                    };
                     store.slab.uuid = fresh.uuid;
                     store.superblock = fresh;
                 }
@@ -342,9 +347,10 @@ impl DiskStore {
                 budget: self.backlog.budget(),
             });
         };
+        let pack = blocks as usize * geo.block <= PACK_MAX;
         let reserved = {
             let mut a = self.alloc.lock().await;
-            a.reserve(slab, blocks, hash, false, true)
+            a.reserve(slab, blocks, hash, false, pack)
                 .await
                 .map(|(r, packing)| {
                     // In flight from its reservation on, under the allocator's lock: a removal

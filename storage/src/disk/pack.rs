@@ -18,6 +18,11 @@ use parking_lot::Mutex;
 use super::geometry::Geometry;
 use crate::io::aligned::AlignedBuf;
 
+/// The largest item packed: a packed item is copied behind its predecessor's bytes, which for
+/// a large one (a 1 MiB slice) would cost more CPU and memory than the less than 4 KiB it saves;
+/// it starts at the next unit and is written from its own image.
+pub(crate) const PACK_MAX: usize = 128 << 10;
+
 /// The write unit an item ends in, part filled: its bytes up to the item's end, and whether
 /// the write that holds them has landed.
 pub(crate) struct Tail {

@@ -136,7 +136,8 @@ fn file_block(file: &File, direct: bool) -> usize {
             &mut stx,
         )
     };
-    let align = stx.stx_dio_offset_align as usize;
+    // Buffers are aligned to the block too, so it covers the memory alignment asked as well.
+    let align = (stx.stx_dio_offset_align as usize).max(stx.stx_dio_mem_align as usize);
     let known = rc == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0 && align.is_power_of_two();
     if known {
         align.max(512)

@@ -1,9 +1,9 @@
 //! The on-disk formats, each drawn as a byte table in its module doc, all written and read with
 //! one little-endian [`codec`]:
 //! - [`superblock`]: offset 0, the device's identity and geometry;
-//! - [`region`]: block 0 of each region, its generation and where its summary is;
-//! - [`item`]: a key and its value (or a removal record), 4 KiB-aligned;
-//! - [`summary`]: the list of a sealed region's items, after its last item.
+//! - [`region`]: the first block of each region, its generation and where its summary is;
+//! - [`item`]: a key and its value (or a removal record), padded to the block;
+//! - [`summary`]: the list of a sealed region's items, from the write unit after its last item.
 
 /// The largest sequence number (or version) read back from a device that is believed: at ten
 /// million writes a second the store takes 14,000 years to reach it, so anything above is

@@ -1,7 +1,8 @@
 //! Regions: the device is split into equal slabs filled append-only and reclaimed whole.
 //!
-//! Block 0 of every region is its header: written when the region is (re)opened, and rewritten
-//! when it is sealed, to point at the summary written after its last item.
+//! Block 0 of every region is its header, alone in the region's first write unit: written when
+//! the region is (re)opened, and rewritten (the whole unit) when it is sealed, to point at the
+//! summary written after its last item.
 //!
 //! ```text
 //! 0  magic          u32  "STRG"
