@@ -162,8 +162,13 @@ impl Strata {
         dir: tempfile::TempDir,
         yaml: &impl Fn(SocketAddr, SocketAddr) -> String,
     ) -> Result<Strata, (tempfile::TempDir, String)> {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let port = free_port();
+        // Two ports found free one after the other may be the same one (the first was let go).
+        let admin_port = std::iter::repeat_with(free_port)
+            .find(|&p| p != port)
+            .expect("a second free port");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
         let yaml = yaml(addr, admin);
         let conf = dir.path().join("strata.yaml");
         std::fs::write(&conf, yaml).expect("write config");
