@@ -16,6 +16,7 @@
 //! - [`limits`]: per-client request rate and requests in flight.
 //! - [`connections`]: connection caps per client and per node, in front of the application.
 //! - [`timeouts`]: client connections cut when a header trickles or the line goes quiet.
+//! - [`held`]: a response header held to leave with its body's first bytes in one write.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub(crate) mod connections;
 pub(crate) mod drain;
 mod forwarded;
 mod guard;
+mod held;
 mod invalidate;
 mod limits;
 mod respond;

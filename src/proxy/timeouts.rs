@@ -37,6 +37,7 @@ use pingora::proxy::Session;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::held::Held;
 use crate::metrics::Metrics;
 
 /// The two limits.
@@ -85,6 +86,8 @@ pub(crate) struct Clocked {
     /// A pushed write whose flush the socket could not take at once: completed before the
     /// next write (or flush) goes ahead.
     owed: bool,
+    /// A small write (a response header) held to go out with the next one.
+    held: Held,
 }
 
 impl std::fmt::Debug for Clocked {
@@ -113,6 +116,7 @@ impl Clocked {
             began: false,
             push: AtomicBool::new(false),
             owed: false,
+            held: Held::default(),
         }
     }
 
@@ -238,7 +242,9 @@ impl AsyncWrite for Clocked {
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         ready!(this.poll_owed(cx))?;
-        let res = ready!(Pin::new(&mut this.inner).poll_write(cx, buf));
+        // A pushed response's bytes are not held: they go as they come.
+        let hold = !this.push.load(Ordering::Relaxed);
+        let res = ready!(this.held.poll_write(&mut this.inner, cx, buf, hold));
         if matches!(res, Ok(n) if n > 0) {
             this.wrote(cx);
         }
@@ -252,6 +258,7 @@ impl AsyncWrite for Clocked {
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         ready!(this.poll_owed(cx))?;
+        ready!(this.held.poll_drain(&mut this.inner, cx))?;
         let res = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs));
         if matches!(res, Ok(n) if n > 0) {
             this.wrote(cx);
@@ -264,13 +271,17 @@ impl AsyncWrite for Clocked {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let res = ready!(Pin::new(&mut self.inner).poll_flush(cx));
-        self.owed = false;
+        let this = &mut *self;
+        ready!(this.held.poll_drain(&mut this.inner, cx))?;
+        let res = ready!(Pin::new(&mut this.inner).poll_flush(cx));
+        this.owed = false;
         Poll::Ready(res)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        ready!(this.held.poll_drain(&mut this.inner, cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
