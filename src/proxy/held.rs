@@ -50,7 +50,8 @@ impl Held {
                 self.bytes.drain(..n);
                 continue;
             }
-            self.bytes.clear();
+            // Freed, not kept: an idle keep-alive connection holds no buffer.
+            self.bytes = Vec::new();
             if n > held {
                 return Poll::Ready(Ok(n - held));
             }
@@ -71,6 +72,7 @@ impl Held {
             }
             self.bytes.drain(..n);
         }
+        self.bytes = Vec::new();
         Poll::Ready(Ok(()))
     }
 }
