@@ -13,7 +13,7 @@ use super::index::Entry;
 use super::ondisk::item;
 use super::ondisk::region::RegionHeader;
 use super::ondisk::summary::{self, SummaryEntry};
-use super::pack::{Packing, Tail};
+use super::pack::{unit_write, Packing, Tail};
 use super::reclaim::{reclaim, Reclaimed};
 use super::slab::Slab;
 use super::stats::bump;
@@ -123,7 +123,7 @@ impl Allocator {
                 if geo.unit_up(end) + after <= per_region {
                     let region = act.region;
                     act.next_block = end;
-                    let tail = (end != geo.unit_up(end)).then(|| Tail::new(geo.unit_down(end)));
+                    let tail = Tail::after(&geo, end);
                     act.tail.clone_from(&tail);
                     let seq = slab.next_seq();
                     act.entries.push(SummaryEntry {
@@ -329,18 +329,16 @@ async fn open_reclaimed(slab: &Slab, reclaimed: Reclaimed) -> Active {
         placed.push(Entry::new(geo.abs_block(region, block), blocks, h.version));
         off += h.len;
     }
-    let end = act.next_block + geo.blocks_of(total);
-    let tail = (end != geo.unit_up(end)).then(|| Tail::new(geo.unit_down(end)));
-    if let Some(t) = &tail {
-        let from = (t.block - act.next_block) as usize * geo.block;
-        t.set(&batch.as_slice()[from..total]);
-    }
-    if let Ok(batch) = slab.write_at(region, act.next_block, batch, None).await {
-        drop(batch);
-        if let Some(t) = &tail {
-            t.land();
-        }
-        act.tail = tail;
+    let batch_blocks = geo.blocks_of(total);
+    let end = act.next_block + batch_blocks;
+    let packing = Packing {
+        prefix: None,
+        tail: Tail::after(&geo, end),
+    };
+    let (at, batch) = unit_write(&geo, act.next_block, batch_blocks, batch, &packing);
+    if slab.write_at(region, at, batch, None).await.is_ok() {
+        packing.land();
+        act.tail = packing.tail;
         for (h, e) in hot.iter().zip(placed) {
             // A newer version inserted meanwhile wins over this copy.
             if slab.index.insert_if_newer(h.hash, e) {

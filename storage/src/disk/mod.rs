@@ -443,11 +443,7 @@ impl DiskStore {
             }
         };
         match &written {
-            Ok(_) => {
-                if let Some(tail) = &packing.tail {
-                    tail.land();
-                }
-            }
+            Ok(_) => packing.land(),
             Err(_) => self.alloc.lock().await.forget(&self.slab, r).await,
         }
         written

@@ -44,6 +44,12 @@ impl Tail {
         })
     }
 
+    /// The tail an item (or a run of items) ending at block `end` leaves: none when it ends
+    /// on a unit.
+    pub(crate) fn after(geo: &Geometry, end: u32) -> Option<Arc<Tail>> {
+        (end != geo.unit_up(end)).then(|| Tail::new(geo.unit_down(end)))
+    }
+
     /// True once the write that holds the tail's bytes has landed: an item may then pack onto it.
     pub(crate) fn has_landed(&self) -> bool {
         self.landed.load(Ordering::Acquire)
@@ -55,7 +61,7 @@ impl Tail {
     }
 
     /// Sets the tail's bytes (before the write that holds them is issued).
-    pub(crate) fn set(&self, bytes: &[u8]) {
+    fn set(&self, bytes: &[u8]) {
         let mut b = self.bytes.lock();
         b.clear();
         b.extend_from_slice(bytes);
@@ -71,10 +77,20 @@ pub(crate) struct Packing {
     pub(crate) tail: Option<Arc<Tail>>,
 }
 
+impl Packing {
+    /// Records that the item's write landed: the next item may pack onto its tail.
+    pub(crate) fn land(&self) {
+        if let Some(tail) = &self.tail {
+            tail.land();
+        }
+    }
+}
+
 /// The write of an item reserved at `block` for `blocks` blocks, whose image (starting with the
 /// item) is `image`: the block to write at and the buffer, whole write units. Sets the tail's
 /// bytes from the buffer. A packed item is copied behind its prefix's bytes; an item starting
-/// at a unit is written from its own image, padded to whole units when it was made.
+/// at a unit is written from its own image, which is whole units (item images are padded to
+/// them when made, and a run of items copied forward is gathered into them).
 pub(crate) fn unit_write(
     geo: &Geometry,
     block: u32,
@@ -100,13 +116,9 @@ pub(crate) fn unit_write(
             dst[o + item_len..].fill(0);
             (prefix.block, buf)
         }
-        None if image.len().is_multiple_of(geo.write_unit()) => (block, image),
         None => {
-            // An image padded to blocks only (a copy of an item read back): whole units.
-            let len = item_len.next_multiple_of(geo.write_unit());
-            let mut buf = AlignedBuf::zeroed(len, b);
-            buf.as_mut_slice()[..item_len].copy_from_slice(&image.as_slice()[..item_len]);
-            (block, buf)
+            debug_assert!(image.len().is_multiple_of(geo.write_unit()));
+            (block, image)
         }
     };
     if let Some(tail) = &packing.tail {
@@ -190,14 +202,5 @@ mod tests {
         let t = second.bytes.lock();
         assert_eq!(t.len(), 2048);
         assert_eq!(&t[..], &s[4096..6144]);
-    }
-
-    #[test]
-    fn an_image_padded_to_blocks_only_is_written_as_whole_units() {
-        let g = geo();
-        let (at, buf) = unit_write(&g, 16, 3, image(3, 1500, 1536), &Packing::default());
-        assert_eq!((at, buf.len()), (16, 4096));
-        assert!(buf.as_slice()[..1500].iter().all(|&x| x == 3));
-        assert!(buf.as_slice()[1536..].iter().all(|&x| x == 0));
     }
 }
