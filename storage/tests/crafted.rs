@@ -109,6 +109,12 @@ fn patch_item(path: &Path, r: u64, block: u64, edit: impl FnOnce(&mut [u8])) {
 async fn sealed_cache(path: &Path) -> strata_storage::DiskConfig {
     let cfg = config(path, 8 << 20, EngineKind::Psync);
     let store = DiskStore::open(&cfg).await.expect("open");
+    insert_three_and_close(&store).await;
+    cfg
+}
+
+/// Inserts keys 0..3 (100-byte values) and closes `store`.
+async fn insert_three_and_close(store: &DiskStore) {
     for k in 0..3 {
         store
             .insert(&key(k), &value(k, 1, 100))
@@ -116,7 +122,17 @@ async fn sealed_cache(path: &Path) -> strata_storage::DiskConfig {
             .expect("insert");
     }
     store.close().await.expect("close");
-    cfg
+}
+
+/// Gives region `r` a header of this cache (copied from region 0's) opened at `open_seq`,
+/// with no summary.
+fn open_region_at(path: &Path, r: u32, open_seq: u64) {
+    let mut h = read_at(path, region_off(0), 44);
+    h[4..8].copy_from_slice(&r.to_le_bytes());
+    h[8..16].copy_from_slice(&open_seq.to_le_bytes());
+    h[32..40].fill(0);
+    write_at(path, region_off(r as u64), &h);
+    patch_header(path, r as u64, |_| {});
 }
 
 async fn all_present(store: &DiskStore, keys: std::ops::Range<u64>) {
@@ -269,12 +285,7 @@ async fn sequence_numbers_near_the_end_of_u64_do_not_overflow() {
     let path = dir.path().join("seq.img");
     let cfg = sealed_cache(&path).await;
     // Region 1 (free) given a header of this cache opened at u64::MAX.
-    let mut h = read_at(&path, region_off(0), 44);
-    h[4..8].copy_from_slice(&1u32.to_le_bytes());
-    h[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-    h[32..40].fill(0);
-    write_at(&path, region_off(1), &h);
-    patch_header(&path, 1, |_| {});
+    open_region_at(&path, 1, u64::MAX);
     let store = DiskStore::open(&cfg).await.expect("open");
     all_present(&store, 0..3).await;
     store.insert(&key(9), b"after").await.expect("insert");
@@ -287,12 +298,7 @@ async fn writes_after_a_header_at_the_edge_of_the_sequence_space_survive_a_resta
     let path = dir.path().join("edge.img");
     let cfg = sealed_cache(&path).await;
     // Region 1 (free) given a header of this cache opened at the largest sequence believed.
-    let mut h = read_at(&path, region_off(0), 44);
-    h[4..8].copy_from_slice(&1u32.to_le_bytes());
-    h[8..16].copy_from_slice(&(1u64 << 62).to_le_bytes());
-    h[32..40].fill(0);
-    write_at(&path, region_off(1), &h);
-    patch_header(&path, 1, |_| {});
+    open_region_at(&path, 1, 1 << 62);
     // Found by the image fuzz target: the store believed the header, numbered its writes past
     // what recovery believes, and lost them at the next start. Now such a record is not
     // believed: the cache starts empty under a new identity.
@@ -321,13 +327,7 @@ async fn a_cache_formatted_with_4k_blocks_keeps_them() {
     // read the same in either block).
     patch_superblock(&path, |sb| sb.block_size = 4096);
     let store = DiskStore::open(&cfg).await.expect("recovered, not refused");
-    for k in 0..3 {
-        store
-            .insert(&key(k), &value(k, 1, 100))
-            .await
-            .expect("insert");
-    }
-    store.close().await.expect("close");
+    insert_three_and_close(&store).await;
     drop(store);
     assert_eq!(block_of(&path), 4096);
     let store = DiskStore::open(&cfg).await.expect("reopen");
@@ -346,20 +346,9 @@ async fn a_cache_started_anew_keeps_the_geometry_it_lays_data_out_by() {
     // read, whatever its blocks).
     patch_superblock(&path, |sb| sb.block_size = 4096);
     let uuid = inspect(&path).expect("inspect").superblock.uuid;
-    let mut h = read_at(&path, region_off(0), 44);
-    h[4..8].copy_from_slice(&1u32.to_le_bytes());
-    h[8..16].copy_from_slice(&(1u64 << 62).to_le_bytes());
-    h[32..40].fill(0);
-    write_at(&path, region_off(1), &h);
-    patch_header(&path, 1, |_| {});
+    open_region_at(&path, 1, 1 << 62);
     let store = DiskStore::open(&cfg).await.expect("open");
-    for k in 0..3 {
-        store
-            .insert(&key(k), &value(k, 1, 100))
-            .await
-            .expect("insert");
-    }
-    store.close().await.expect("close");
+    insert_three_and_close(&store).await;
     drop(store);
     let sb = inspect(&path).expect("inspect").superblock;
     assert_ne!(sb.uuid, uuid, "a new identity");
