@@ -87,6 +87,15 @@ mod tests {
         limit: usize,
     }
 
+    impl Calls {
+        fn taking(limit: usize) -> Self {
+            Calls {
+                calls: vec![],
+                limit,
+            }
+        }
+    }
+
     impl AsyncWrite for Calls {
         fn poll_write(
             mut self: Pin<&mut Self>,
@@ -138,10 +147,7 @@ mod tests {
     #[test]
     fn a_header_leaves_with_a_large_body_in_one_write() {
         let (header, body) = (vec![b'h'; 300], vec![b'b'; 64 << 10]);
-        let mut w = Calls {
-            calls: vec![],
-            limit: usize::MAX,
-        };
+        let mut w = Calls::taking(usize::MAX);
         let mut held = Held::default();
         assert_eq!(write(&mut held, &mut w, &header, true), 300);
         assert!(w.calls.is_empty(), "held");
@@ -151,10 +157,7 @@ mod tests {
 
     #[test]
     fn what_is_held_is_written_by_a_drain_and_nothing_is_held_when_pushed() {
-        let mut w = Calls {
-            calls: vec![],
-            limit: usize::MAX,
-        };
+        let mut w = Calls::taking(usize::MAX);
         let mut held = Held::default();
         write(&mut held, &mut w, b"head", true);
         drain(&mut held, &mut w);
@@ -168,10 +171,7 @@ mod tests {
     #[test]
     fn short_writes_keep_every_byte_in_order() {
         let (header, body) = (vec![b'h'; 5000], vec![b'b'; 20_000]);
-        let mut w = Calls {
-            calls: vec![],
-            limit: 3000,
-        };
+        let mut w = Calls::taking(3000);
         let mut held = Held::default();
         write(&mut held, &mut w, &header, true);
         let mut sent = 0;
@@ -185,10 +185,7 @@ mod tests {
 
     #[test]
     fn writes_over_the_hold_are_not_held() {
-        let mut w = Calls {
-            calls: vec![],
-            limit: usize::MAX,
-        };
+        let mut w = Calls::taking(usize::MAX);
         let mut held = Held::default();
         let big = vec![b'x'; HOLD + 1];
         assert_eq!(write(&mut held, &mut w, &big, true), HOLD + 1);
