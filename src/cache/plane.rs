@@ -15,9 +15,10 @@ use crate::http::cache_status::{CacheStatus, Forward};
 use crate::metrics::Metrics;
 use crate::origin::Upstream;
 
-/// Bytes a client connection buffers before sending: a small response's header and body.
+/// Bytes a TLS client connection buffers before sending: a small response's header and body.
 /// Pingora sends a body of known length only when the buffer overflows or the body ends, so a
-/// streamed response's header leaves with its first bytes past this much.
+/// streamed response's header leaves with its first bytes past this much. (A plain connection
+/// buffers nothing but what `proxy::held` holds: less than this.)
 pub(crate) const RESPONSE_WRITE_BUFFER: usize = 16 * 1024;
 
 /// What the cache plane did with a request.

@@ -159,14 +159,17 @@ pub(crate) fn run(
         metrics.clone(),
     );
     let mut svc = Service::new("strata proxy".to_string(), app);
-    // A write buffer that holds a small response whole: its header and body leave in one
-    // send, not two (Pingora's default of one segment flushes the header alone). Larger
-    // writes pass it by without a copy.
+    // No buffers on plain connections. The HTTP parser reads into a buffer of its own, and
+    // Pingora's 64 KiB read buffer in front of it stayed with every connection, idle ones too
+    // (23 KiB of resident memory each). Writes need none either: the client stream holds a
+    // response header back until its body's first bytes and sends both in one `writev`
+    // (`proxy::held`), so a hit's body goes from the cache to the socket without being
+    // copied into a buffer first.
+    let plain = L4BufferSettings::new(0, 0);
+    // TLS keeps Pingora's read buffer (its records are read in small pieces) and a write buffer
+    // that holds a small response whole: the TLS layer writes each record on its own, so
+    // without it a header and its body would leave in two sends.
     let write = crate::cache::RESPONSE_WRITE_BUFFER;
-    // No read buffer on plain connections: the HTTP parser reads into a buffer of its own,
-    // and Pingora's 64 KiB in front of it stayed with every connection, idle ones too (23 KiB
-    // of resident memory each). TLS keeps it: its records are read in small pieces.
-    let plain = L4BufferSettings::new(0, write);
     svc.add_listener(ListenerConfig::tcp(cfg.listen.to_string()).l4_buffer(plain));
     if let (Some(h), Some(certs)) = (&cfg.https, &certificates) {
         let mut tls = TlsSettings::with_callbacks(Box::new(NoCallbacks))

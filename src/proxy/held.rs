@@ -1,13 +1,13 @@
 //! Small writes held back to go out with the next one: a response header written alone is
 //! kept until its body's first bytes, then both leave in one vectored write.
 //!
-//! Pingora's connection buffer (16 KiB) already joins a header and a small body into one
-//! send, but a body larger than the buffer makes it send what it holds (the header) first and
-//! the body in a send of its own: two sends, and twice the loopback's per-segment cost, for
-//! every hit of a 64 KiB object. Holding the header here, above that buffer, lets the body
-//! take it along: a small body still goes into the buffer with it, a large one goes out with
-//! it in one `writev`. Held bytes are written out by the next flush or shutdown, as buffered
-//! ones are.
+//! Plain client connections have no write buffer under this (see `node`): a hit's body goes
+//! from the cache to the socket as it is, not copied into a buffer first. Without holding,
+//! though, its header would go out in a send of its own: two sends per response, and twice
+//! the loopback's per-segment cost. Holding the header here lets the body take it along in
+//! one `writev`; small writes together (a header and a small body, chunk framing) stay held
+//! up to [`HOLD`] bytes. Held bytes are written out by the next flush or shutdown, as
+//! buffered ones would be.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
