@@ -82,15 +82,17 @@ impl AccessLine<'_> {
             buf.clear();
             match SINK.get() {
                 Some(sink) => {
-                    let now = humantime::format_rfc3339_micros(SystemTime::now());
                     match sink.layout {
                         Layout::Text => {
-                            let _ = write!(buf, "{now}  INFO access: access ");
+                            push_timestamp(&mut buf, SystemTime::now());
+                            buf.extend_from_slice(b"  INFO access: access ");
                             self.text_fields(&mut buf);
                             buf.push(b'\n');
                         }
                         Layout::Json => {
-                            let _ = write!(buf, "{{\"timestamp\":\"{now}\",\"level\":\"INFO\",");
+                            buf.extend_from_slice(b"{\"timestamp\":\"");
+                            push_timestamp(&mut buf, SystemTime::now());
+                            buf.extend_from_slice(b"\",\"level\":\"INFO\",");
                             self.json_fields(&mut buf);
                             buf.extend_from_slice(b",\"target\":\"access\"}\n");
                         }
@@ -214,13 +216,64 @@ impl Fields<'_> {
         if json {
             self.out.push(b'"');
         }
-        if let Some(a) = a {
-            let _ = write!(self.out, "{a}");
+        match a {
+            Some(SocketAddr::V4(a)) => {
+                for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b'.');
+                    }
+                    push_int(self.out, octet.into());
+                }
+                self.out.push(b':');
+                push_int(self.out, a.port().into());
+            }
+            Some(a) => {
+                let _ = write!(self.out, "{a}");
+            }
+            None => {}
         }
         if json {
             self.out.push(b'"');
         }
     }
+}
+
+thread_local! {
+    /// The second a line was last stamped in, and its stamp up to the fraction
+    /// (`2026-12-01T19:07:12.`): formatted once a second, not once a line.
+    static SECOND: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+}
+
+/// `at` in RFC 3339 with microseconds (`2026-12-01T19:07:12.571881Z`), as the log subscriber
+/// stamps its lines.
+fn push_timestamp(out: &mut Vec<u8>, at: SystemTime) {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|second| {
+        let mut second = second.borrow_mut();
+        if second.0 != secs {
+            let whole = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let stamp = humantime::format_rfc3339_seconds(whole).to_string();
+            // `…:12Z` becomes `…:12.`: the fraction and the zone follow per line.
+            second.1.clear();
+            second
+                .1
+                .extend_from_slice(stamp.trim_end_matches('Z').as_bytes());
+            second.1.push(b'.');
+            second.0 = secs;
+        }
+        out.extend_from_slice(&second.1);
+    });
+    let mut digits = [b'0'; 6];
+    let mut us = since.subsec_micros();
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (us % 10) as u8;
+        us /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.push(b'Z');
 }
 
 /// `n` in decimal.
@@ -317,6 +370,38 @@ mod tests {
             let mut out = Vec::new();
             push_ms(&mut out, us);
             assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn timestamps_match_the_subscribers_and_addresses_their_display() {
+        for at in [
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_764_616_032_000_007),
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_764_616_032_999_999),
+            // The next second: the cached stamp is formatted again.
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_764_616_033_100_000),
+        ] {
+            let mut out = Vec::new();
+            push_timestamp(&mut out, at);
+            let want = humantime::format_rfc3339_micros(at).to_string();
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+        for a in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.2.30.4:80",
+            "[::1]:443",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut out = Vec::new();
+            Fields {
+                out: &mut out,
+                layout: Layout::Text,
+                first: true,
+            }
+            .addr("client", Some(a));
+            assert_eq!(String::from_utf8(out).unwrap(), format!("client={a}"));
         }
     }
 
