@@ -169,6 +169,16 @@ impl TieredCache {
     /// The value of `key` and the tier it was read from.
     pub async fn get_from(&self, key: &[u8]) -> Option<(Bytes, Tier)> {
         if let Some(v) = self.l1.get(key) {
+            // A record served from memory is still counted as read on disk: memory keeps far
+            // more records than slices, and one aged out of the device would leave its object's
+            // slices there unreachable after a restart.
+            if let Some(d) = self
+                .l2
+                .as_ref()
+                .filter(|_| MemoryTier::is_small(key.len() + v.len()))
+            {
+                d.touch(key);
+            }
             return Some((v, Tier::Memory));
         }
         let generation = self.removals.generation(key);

@@ -236,6 +236,14 @@ impl DiskStore {
         self.slab.index.get(key_hash(key)).is_some()
     }
 
+    /// Counts `key` as read, as [`DiskStore::get`] would, without reading it: its value was
+    /// served from a copy in memory, and second chance should still keep it on the device.
+    pub fn touch(&self, key: &[u8]) {
+        if self.slab.eviction == EvictionPolicy::SecondChance {
+            self.slab.index.touch(key_hash(key));
+        }
+    }
+
     /// Reads the value of `key`; a missing, evicted or corrupt item is `None`.
     pub async fn get(&self, key: &[u8]) -> Option<Bytes> {
         let found = self.read_item(key).await;

@@ -94,6 +94,14 @@ impl Index {
         }
     }
 
+    /// Marks the entry for `hash`, whatever its place, read since it was written: for a value
+    /// read from a copy held elsewhere (in memory).
+    pub(crate) fn touch(&self, hash: u64) {
+        if let Some(cur) = self.shard(hash).lock().get_mut(hash) {
+            cur.blocks_hot |= HOT;
+        }
+    }
+
     /// Removes the entry for `hash` whatever it is.
     pub(crate) fn remove(&self, hash: u64) -> Option<Entry> {
         self.shard(hash).lock().remove(hash)
