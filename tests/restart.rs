@@ -67,3 +67,68 @@ async fn objects_survive_a_kill_9() {
     assert_eq!(got, body);
     assert_eq!(origin.hits("/k"), 1);
 }
+
+/// Memory keeps the records of more objects than the disk keeps: an object whose record
+/// memory kept but whose record and slices the disk lost is fetched again slice by slice,
+/// and that fill puts its record back on disk, so a restart still finds the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_refilled_from_a_record_in_memory_survives_a_restart() {
+    let origin = TestOrigin::start().await;
+    let body = |i: u64| random_bytes(200_000, 500 + i);
+    let others = 120u64;
+    for i in 0..=others {
+        // A strong ETag: a stored object's missing slices are fetched on their own (without
+        // one, the object would be fetched whole again, record and all).
+        let obj = Object::new(body(i)).header("ETag", &format!("\"o{i}\""));
+        origin.put(&format!("/o{i}"), obj);
+    }
+    let mut cfg = NodeConfig::new(&origin.url());
+    // Records take a sixteenth of memory (128 KiB, room for every object's); the slices of a
+    // few objects fill the rest. The disk holds a fifth of the objects.
+    cfg.memory = "2MiB".into();
+    cfg.disk = Some("16MiB".into());
+    let node = Strata::start(&cfg);
+    assert_eq!(
+        get(&node.url("/o0")).await.1,
+        "strata; fwd=uri-miss; stored"
+    );
+    // 24 MB of other objects: /o0's slice and record leave the disk, and its slice memory.
+    for i in 1..=others {
+        assert_eq!(get(&node.url(&format!("/o{i}"))).await.0, 200);
+    }
+    assert_eq!(
+        record_in(&node).await,
+        (true, false),
+        "/o0's record should be in memory only"
+    );
+    let (s, cs, got) = get(&node.url("/o0")).await;
+    assert_eq!(s, 200);
+    assert_eq!(got, body(0));
+    assert_eq!(origin.hits("/o0"), 2, "the slice was still stored: {cs}");
+    assert!(
+        !cs.contains("uri-miss"),
+        "the record was not kept in memory: {cs}"
+    );
+    // The record goes back to disk in the background: asked for until it is there (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while record_in(&node).await != (true, true) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dir = node.stop();
+
+    let node = Strata::start_in(&cfg, dir);
+    let (s, cs, got) = get(&node.url("/o0")).await;
+    assert_eq!((s, cs.as_str()), (200, "strata; hit"));
+    assert_eq!(got, body(0));
+    assert_eq!(origin.hits("/o0"), 2);
+}
+
+/// Whether `/o0`'s record is in memory, and on disk, as the admin API's inspect reports.
+async fn record_in(node: &Strata) -> (bool, bool) {
+    let url = format!("http://{}/inspect?path=/o0", node.admin);
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"));
+    let r = &v["record_in"];
+    (r["memory"] == true, r["disk"] == true)
+}

@@ -93,6 +93,41 @@ pub(super) async fn describe(
     (meta, run)
 }
 
+/// Puts back on disk the description of a stored object (and its URL's Vary record) when
+/// memory holds it but the disk no longer does, as a fill of its missing slices starts.
+///
+/// Memory keeps the records of many more objects than it keeps slices of, so a record read
+/// from memory alone may have aged out of the device meanwhile. Its slices, written again by
+/// this fill, would then be unreachable after a restart. The write happens in the background,
+/// once per fill: the client's bytes do not wait for it.
+pub(super) fn restore_records(plane: &CachePlane, job: &Job, meta: &ObjectMeta) {
+    let Some(disk) = plane.cache.disk() else {
+        return;
+    };
+    let mut records = Vec::new();
+    let key = meta_key(&job.key);
+    if !disk.contains(&key) {
+        records.push((key, meta.encode()));
+    }
+    if !job.vary_names.is_empty() {
+        let base = meta_key(&job.base_key);
+        if !disk.contains(&base) {
+            records.push((base, Record::encode_vary(&job.vary_names)));
+        }
+    }
+    if records.is_empty() {
+        return;
+    }
+    let cache = plane.cache.clone();
+    tokio::spawn(async move {
+        for (k, v) in records {
+            if let Err(e) = cache.insert_disk(&k, v).await {
+                tracing::warn!(error = %e, "object description not restored on disk");
+            }
+        }
+    });
+}
+
 /// The description, stored under `key`, of the object of `total` bytes that the response
 /// header `oh` belongs to (a 206 stands for its whole 200).
 pub(super) fn object_meta(

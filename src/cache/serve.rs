@@ -12,6 +12,7 @@ use pingora::{Error, ErrorType, Result};
 use strata_storage::Tier;
 
 use crate::cache::coalesce::{SliceReader, Step};
+use crate::cache::describe::restore_records;
 use crate::cache::fill::{register, RunFill};
 use crate::cache::job::Job;
 use crate::cache::key::meta_key;
@@ -368,7 +369,9 @@ fn follow_or_fetch(
         let (run, slices) = plane.coalescer.private_run();
         (run, slices, idx)
     } else {
-        register(plane, meta, idx, last)?
+        let registered = register(plane, meta, idx, last)?;
+        restore_records(plane, job, meta);
+        registered
     };
     job.hold(run.interest());
     let reader = slices[0].reader(idx);
