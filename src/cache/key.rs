@@ -15,12 +15,21 @@ use crate::routing::Route;
 /// The key of an object: the origin URL it comes from, as the route addresses it, and the
 /// request's host when the route serves several (`*.domain`): those hosts' objects differ.
 pub(crate) fn cache_key(route: &Route, host: Option<&str>, upstream_path: &str) -> String {
-    match (&route.host, host) {
-        (Some(p), Some(h)) if p.is_wildcard() => {
-            format!("{}@{}{upstream_path}", route.key_base(), h)
-        }
-        _ => format!("{}{upstream_path}", route.key_base()),
+    let base = route.key_base();
+    let host = match (&route.host, host) {
+        (Some(p), Some(h)) if p.is_wildcard() => Some(h),
+        _ => None,
+    };
+    // Joined by hand, once: every request, hits included, makes its key.
+    let at = host.map_or(0, |h| h.len() + 1);
+    let mut key = String::with_capacity(base.len() + at + upstream_path.len());
+    key.push_str(base);
+    if let Some(h) = host {
+        key.push('@');
+        key.push_str(h);
     }
+    key.push_str(upstream_path);
+    key
 }
 
 /// The key of the variant a request selects: the URL's key and the values of the named

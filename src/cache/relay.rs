@@ -16,7 +16,7 @@ use crate::cache::job::Job;
 use crate::cache::key::object_id;
 use crate::cache::plane::{CachePlane, Outcome};
 use crate::cache::record::{stored_headers, ObjectMeta};
-use crate::http::cache_status::{CacheStatus, Detail, Forward};
+use crate::http::cache_status::{CacheStatus, Detail, Forward, CACHE_STATUS};
 use crate::http::date::unix_ms;
 use crate::http::freshness::Policy;
 use crate::http::headers::{content_length, end_to_end};
@@ -116,7 +116,7 @@ pub(super) async fn forward(
         resp.insert_header(header::CONTENT_RANGE, r.content_range(total))?;
     }
     resp.append_header(header::VIA, plane.via.clone())?;
-    resp.insert_header("cache-status", cs.header_value())?;
+    resp.insert_header(CACHE_STATUS.clone(), cs.header_value())?;
     // The body goes out as the origin sends it.
     (plane.push_writes)(session);
     job.header_written();
@@ -332,6 +332,6 @@ fn downstream_header(
         None => resp.insert_header(header::TRANSFER_ENCODING, "chunked")?,
     }
     resp.append_header(header::VIA, plane.via.clone())?;
-    resp.insert_header("cache-status", cs.header_value())?;
+    resp.insert_header(CACHE_STATUS.clone(), cs.header_value())?;
     Ok(resp)
 }

@@ -18,7 +18,7 @@ use crate::cache::job::Job;
 use crate::cache::key::meta_key;
 use crate::cache::plane::{CachePlane, Outcome};
 use crate::cache::record::ObjectMeta;
-use crate::http::cache_status::{CacheStatus, Forward};
+use crate::http::cache_status::{CacheStatus, Forward, CACHE_STATUS};
 use crate::http::conditional::{self, Validators, NOT_MODIFIED_HEADERS};
 use crate::http::range::{self, if_range_matches, ByteRange, RangeRequest};
 use crate::metrics::ByteSource;
@@ -48,7 +48,7 @@ async fn bodiless(
     cs: CacheStatus,
 ) -> Result<Outcome> {
     resp.append_header(header::VIA, plane.via.clone())?;
-    resp.insert_header("cache-status", cs.header_value())?;
+    resp.insert_header(CACHE_STATUS.clone(), cs.header_value())?;
     job.header_written();
     session.write_response_header(Box::new(resp), true).await?;
     job.detach();
@@ -203,7 +203,7 @@ pub(crate) fn stored_response(
             .get_or_build(|| base_response(meta, code, br, via))?
     };
     resp.insert_header(header::AGE, age)?;
-    resp.insert_header("cache-status", cs.header_value())?;
+    resp.insert_header(CACHE_STATUS.clone(), cs.header_value())?;
     Ok(resp)
 }
 

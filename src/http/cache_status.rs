@@ -6,6 +6,10 @@ use crate::http::storable::NotStorable;
 /// Name of this cache in `Cache-Status`.
 pub const CACHE_NAME: &str = "strata";
 
+/// The `Cache-Status` field's name (RFC 9211), made once: a name given as a string is parsed
+/// again on every insert.
+pub(crate) static CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
+
 /// Why a request went to the origin (RFC 9211 `fwd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forward {

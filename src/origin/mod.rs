@@ -223,26 +223,32 @@ impl Backend {
     /// path under its base path. S3 keys are opaque (a double slash is part of the key): the
     /// raw path unless it only reached the route once normalised, encoded as S3 expects, and
     /// queries on reads are dropped (they would reach bucket APIs with Strata's credentials).
-    pub(crate) fn upstream_path(
+    pub(crate) fn upstream_path<'a>(
         &self,
         prefix: &str,
-        raw: &str,
-        normalized: &str,
+        raw: &'a str,
+        normalized: &'a str,
         query: Option<&str>,
         method: &Method,
     ) -> Result<String, Refused> {
-        let strip = |p: &'_ str| -> String {
+        let strip = |p: &'a str| -> &'a str {
             let rest = p.strip_prefix(prefix).unwrap_or(p);
-            rest.strip_prefix('/').unwrap_or(rest).to_string()
+            rest.strip_prefix('/').unwrap_or(rest)
         };
         match self {
             Backend::Http(s) => {
-                let e = s.primary();
+                // Joined by hand, once: every request, hits included, maps its path.
+                let base = &s.primary().url.base_path;
                 let rest = strip(normalized);
-                Ok(match query {
-                    Some(q) => format!("{}{rest}?{q}", e.url.base_path),
-                    None => format!("{}{rest}", e.url.base_path),
-                })
+                let q = query.map_or(0, |q| q.len() + 1);
+                let mut path = String::with_capacity(base.len() + rest.len() + q);
+                path.push_str(base);
+                path.push_str(rest);
+                if let Some(q) = query {
+                    path.push('?');
+                    path.push_str(q);
+                }
+                Ok(path)
             }
             Backend::S3(_) => {
                 let base = if raw.starts_with(prefix) {
@@ -255,7 +261,7 @@ impl Backend {
                     // An empty key would address the bucket itself (a listing).
                     return Err(Refused::NoKey);
                 }
-                let decoded: Vec<u8> = percent_encoding::percent_decode_str(&rest).collect();
+                let decoded: Vec<u8> = percent_encoding::percent_decode_str(rest).collect();
                 let leading_empty = decoded.first() == Some(&b'/');
                 let dots = decoded
                     .split(|&b| b == b'/')
@@ -263,7 +269,7 @@ impl Backend {
                 if leading_empty || dots {
                     return Err(Refused::BadKey);
                 }
-                let key = s3::encode_key(&rest);
+                let key = s3::encode_key(rest);
                 let safe = *method == Method::GET || *method == Method::HEAD;
                 if let Some(q) = query.filter(|_| !safe) {
                     let allowed = url::form_urlencoded::parse(q.as_bytes())

@@ -30,7 +30,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, OrErr, Result};
 
 use crate::cache::{self, CachePlane, Outcome};
-use crate::http::cache_status::{CacheStatus, Detail, Forward};
+use crate::http::cache_status::{CacheStatus, Detail, Forward, CACHE_STATUS};
 use crate::metrics::{Metrics, OriginError};
 use crate::origin::Refused;
 use crate::routing::{normalize, Route, Router};
@@ -289,7 +289,7 @@ impl ProxyHttp for StrataProxy {
         if !resp.status.is_informational() {
             resp.append_header(http::header::VIA, self.cache.via.clone())?;
         }
-        resp.insert_header("cache-status", ctx.status.header_value())?;
+        resp.insert_header(CACHE_STATUS.clone(), ctx.status.header_value())?;
         // Passed through: the body comes as the origin sends it. Pingora sends a chunked
         // one chunk by chunk already; any other would wait in the write buffer.
         if !resp.headers.contains_key(http::header::TRANSFER_ENCODING) {

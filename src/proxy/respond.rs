@@ -7,7 +7,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
-use crate::http::cache_status::{CacheStatus, Detail};
+use crate::http::cache_status::{CacheStatus, Detail, CACHE_STATUS};
 use crate::routing::Refusal;
 
 /// Writes a small plain-text error response carrying `Cache-Status`.
@@ -21,7 +21,7 @@ pub(crate) async fn error(
     let mut resp = ResponseHeader::build(code, Some(3))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header("cache-status", cs.header_value())?;
+    resp.insert_header(CACHE_STATUS.clone(), cs.header_value())?;
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }
@@ -59,7 +59,7 @@ pub(crate) async fn refusal(
     resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header("cache-status", status.header_value())?;
+    resp.insert_header(CACHE_STATUS.clone(), status.header_value())?;
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }
@@ -69,7 +69,7 @@ pub(crate) async fn read_only(session: &mut Session, status: &CacheStatus) -> Re
     let mut resp = ResponseHeader::build(StatusCode::METHOD_NOT_ALLOWED, Some(3))?;
     resp.insert_header(header::ALLOW, "GET, HEAD")?;
     resp.insert_header(header::CONTENT_LENGTH, 0)?;
-    resp.insert_header("cache-status", status.header_value())?;
+    resp.insert_header(CACHE_STATUS.clone(), status.header_value())?;
     session.write_response_header(Box::new(resp), true).await
 }
 
@@ -81,7 +81,7 @@ pub(crate) async fn too_many(session: &mut Session, status: &CacheStatus) -> Res
     resp.insert_header(header::RETRY_AFTER, 1)?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header("cache-status", status.header_value())?;
+    resp.insert_header(CACHE_STATUS.clone(), status.header_value())?;
     session.set_keepalive(None);
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
