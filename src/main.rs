@@ -1,27 +1,10 @@
 //! The `strata` command: run a node, check a configuration, inspect or format a cache device.
 
-use std::ffi::{c_int, c_long};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use strata::cli;
-
-/// mimalloc, not the system allocator: every response allocates and frees a few small values,
-/// and a fill or a disk hit a slice's worth. Under glibc's malloc those took about 5 000 of a
-/// hot hit's 61 000 instructions, and malloc's bins a twelfth of the Zipf workload's CPU.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `mi_option_purge_delay`: its number in `mimalloc.h`, where option numbers stay
-/// fixed from version to version.
-const MI_OPTION_PURGE_DELAY: c_int = 15;
-
-extern "C" {
-    fn mi_option_set(option: c_int, value: c_long);
-    #[cfg(test)]
-    fn mi_option_get(option: c_int) -> c_long;
-}
 
 /// Strata, an edge caching reverse proxy.
 #[derive(Parser)]
@@ -82,11 +65,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Memory a fill frees goes back to the system at once, not a second later: after a burst
-    // of cold misses the node should hold what its fills hold (about a slice each), not 1.3
-    // slices' worth of freed buffers.
-    // SAFETY: a plain setter of a number, called with an option mimalloc defines.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     let args = Cli::parse();
     let result = match args.command.unwrap_or(Command::Run { upgrade: false }) {
         Command::Check => cli::check(&args.config),
@@ -109,26 +87,5 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => code,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The option number set at start is the purge delay: its default is mimalloc's one
-    /// second (unless the environment sets it), and it takes the value set.
-    #[test]
-    fn the_purge_delay_option_is_the_one_set() {
-        // SAFETY: a plain getter of a number, for an option mimalloc defines.
-        let default = unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) };
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            assert_eq!(default, 1000);
-        }
-        // SAFETY: a plain setter of a number, for an option mimalloc defines.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
-        // SAFETY: as above.
-        let set = unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) };
-        assert_eq!(set, 0);
     }
 }
