@@ -52,6 +52,11 @@ impl Pool {
         size.div_ceil(self.unit).clamp(1, u16::MAX as usize) as u16
     }
 
+    /// The bytes `e` counts for in this pool: its key and value, in whole weight units.
+    fn bytes_of(&self, e: &MemEntry) -> u64 {
+        u64::from(self.weight_of(e.key.len() + e.value.len())) * self.unit as u64
+    }
+
     /// The entry of `key` (its hash `hash`), if held.
     fn get(&self, hash: u64, key: &[u8]) -> Option<Arc<MemEntry>> {
         // Two keys may share a hash: only the exact key counts.
@@ -138,6 +143,11 @@ impl MemoryTier {
         }
     }
 
+    /// The pools that are enabled, the small one first.
+    fn pools(&self) -> impl Iterator<Item = &Pool> {
+        [&self.small, &self.large].into_iter().flatten()
+    }
+
     /// The pool a value of `size` bytes (with its key) belongs in.
     fn pool_for(&self, size: usize) -> Option<&Pool> {
         if Self::is_small(size) {
@@ -151,10 +161,7 @@ impl MemoryTier {
     fn entry(&self, key: &[u8]) -> Option<Arc<MemEntry>> {
         let hash = key_hash(key);
         // Records are asked for first, and most: the small pool is looked in first.
-        [&self.small, &self.large]
-            .into_iter()
-            .flatten()
-            .find_map(|p| p.get(hash, key))
+        self.pools().find_map(|p| p.get(hash, key))
     }
 
     /// True when a value of `size` bytes (with its key) goes to the small pool.
@@ -176,7 +183,7 @@ impl MemoryTier {
 
     /// Offers `value` to the tier; it may be refused by size or by the admission filter.
     pub fn insert(&self, key: &[u8], value: Bytes) {
-        if self.small.is_some() || self.large.is_some() {
+        if self.pools().next().is_some() {
             self.inserts.fetch_add(1, Ordering::Relaxed);
         }
         if !self.put(key, value, false) {
@@ -199,7 +206,7 @@ impl MemoryTier {
 
     /// Puts `value` in its pool (`forced`: past the admission filter); false when too large.
     fn put(&self, key: &[u8], value: Bytes, forced: bool) -> bool {
-        if self.small.is_none() && self.large.is_none() {
+        if self.pools().next().is_none() {
             return true;
         }
         let size = key.len() + value.len();
@@ -210,18 +217,16 @@ impl MemoryTier {
             return false;
         };
         let hash = key_hash(key);
-        for other in [&self.small, &self.large].into_iter().flatten() {
+        for other in self.pools() {
             if std::ptr::eq(other, pool) {
                 // A value replacing one under the same key takes its place (and its standing
                 // with the admission filter); its bytes leave the totals.
                 if let Some(old) = pool.get(hash, key) {
-                    let weight = pool.weight_of(old.key.len() + old.value.len());
-                    self.held(u64::from(weight) * pool.unit as u64, false);
+                    self.held(pool.bytes_of(&old), false);
                 }
             } else if let Some(old) = other.ufo.remove(&hash) {
                 // One of the other size class would be left behind.
-                let weight = other.weight_of(old.key.len() + old.value.len());
-                self.held(u64::from(weight) * other.unit as u64, false);
+                self.held(other.bytes_of(&old), false);
             }
         }
         let weight = pool.weight_of(size);
@@ -248,10 +253,9 @@ impl MemoryTier {
     /// Drops `key`.
     pub fn remove(&self, key: &[u8]) {
         let hash = key_hash(key);
-        for pool in [&self.small, &self.large].into_iter().flatten() {
+        for pool in self.pools() {
             if let Some(e) = pool.ufo.remove(&hash) {
-                let weight = pool.weight_of(e.key.len() + e.value.len());
-                self.held(u64::from(weight) * pool.unit as u64, false);
+                self.held(pool.bytes_of(&e), false);
             }
         }
     }
