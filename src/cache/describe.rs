@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use http::{header, StatusCode};
 use pingora::http::ResponseHeader;
+use strata_storage::TieredCache;
 
 use crate::cache::coalesce::{PendingSlice, Run};
 use crate::cache::fill::{register, RunFill};
@@ -45,15 +47,6 @@ pub(super) async fn describe(
     for (k, v) in &records {
         plane.cache.insert_memory_now(k, v.clone());
     }
-    let cache = plane.cache.clone();
-    let store = async move {
-        for (k, v) in records {
-            // Memory has it already (and may have a newer one by the time this lands).
-            if let Err(e) = cache.insert_disk(&k, v).await {
-                tracing::warn!(error = %e, "object description not stored on disk");
-            }
-        }
-    };
     let s = meta.slice_size as u64;
     let first = span.start / s;
     let applies = job.range_applies(meta.header("etag"), meta.header("last-modified"));
@@ -73,34 +66,59 @@ pub(super) async fn describe(
         .then(|| register(plane, &meta, first, wanted_last))
         .flatten();
     if plane.memory_holds_records {
-        // The disk write waits for the first slice's bytes (or the lock timeout): a device
-        // write submitted on this worker before them would hold up the client's first byte.
         let first_slice = run
             .as_ref()
             .and_then(|(_, slices, _)| slices.first().cloned());
-        let wait = plane.lock_timeout;
-        tokio::spawn(async move {
-            if let Some(slice) = first_slice {
-                let _ = tokio::time::timeout(wait, slice.settled()).await;
-            }
-            store.await
-        });
+        store_after(plane, records, first_slice);
     } else {
         // Without a memory tier to show it at once, the description must be on disk before
         // the followers are told it is there, or they would find nothing and fetch again.
-        store.await;
+        store_records(plane.cache.clone(), records).await;
     }
     (meta, run)
 }
 
+/// Writes records to disk, one after another. Memory has them already (and may have newer
+/// ones by the time these land).
+async fn store_records(cache: Arc<TieredCache>, records: Vec<(Vec<u8>, Bytes)>) {
+    for (k, v) in records {
+        if let Err(e) = cache.insert_disk(&k, v).await {
+            tracing::warn!(error = %e, "object description not stored on disk");
+        }
+    }
+}
+
+/// Writes records to disk in the background, once the fill's first slice has its bytes (or
+/// the lock timeout passed): a device write submitted on this worker before them would hold up
+/// the client's first byte.
+fn store_after(
+    plane: &CachePlane,
+    records: Vec<(Vec<u8>, Bytes)>,
+    first_slice: Option<Arc<PendingSlice>>,
+) {
+    let (cache, wait) = (plane.cache.clone(), plane.lock_timeout);
+    tokio::spawn(async move {
+        if let Some(slice) = first_slice {
+            let _ = tokio::time::timeout(wait, slice.settled()).await;
+        }
+        store_records(cache, records).await
+    });
+}
+
 /// Puts back on disk the description of a stored object (and its URL's Vary record) when
-/// memory holds it but the disk no longer does, as a fill of its missing slices starts.
+/// memory holds it but the disk no longer does, as a fill of its missing slices (the first of
+/// them `first_slice`) starts.
 ///
 /// Memory keeps the records of many more objects than it keeps slices of, so a record read
 /// from memory alone may have aged out of the device meanwhile. Its slices, written again by
 /// this fill, would then be unreachable after a restart. The write happens in the background,
-/// once per fill: the client's bytes do not wait for it.
-pub(super) fn restore_records(plane: &CachePlane, job: &Job, meta: &ObjectMeta) {
+/// as a new object's does: the client's bytes do not wait for it.
+pub(super) fn restore_records(
+    plane: &CachePlane,
+    job: &Job,
+    meta: &ObjectMeta,
+    first_slice: &Arc<PendingSlice>,
+) {
     let Some(disk) = plane.cache.disk() else {
         return;
     };
@@ -115,17 +133,9 @@ pub(super) fn restore_records(plane: &CachePlane, job: &Job, meta: &ObjectMeta) 
             records.push((base, Record::encode_vary(&job.vary_names)));
         }
     }
-    if records.is_empty() {
-        return;
+    if !records.is_empty() {
+        store_after(plane, records, Some(first_slice.clone()));
     }
-    let cache = plane.cache.clone();
-    tokio::spawn(async move {
-        for (k, v) in records {
-            if let Err(e) = cache.insert_disk(&k, v).await {
-                tracing::warn!(error = %e, "object description not restored on disk");
-            }
-        }
-    });
 }
 
 /// The description, stored under `key`, of the object of `total` bytes that the response

@@ -370,7 +370,9 @@ fn follow_or_fetch(
         (run, slices, idx)
     } else {
         let registered = register(plane, meta, idx, last)?;
-        restore_records(plane, job, meta);
+        if let Some(first) = registered.1.first() {
+            restore_records(plane, job, meta, first);
+        }
         registered
     };
     job.hold(run.interest());
