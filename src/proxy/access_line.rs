@@ -266,14 +266,18 @@ fn push_timestamp(out: &mut Vec<u8>, at: SystemTime) {
         }
         out.extend_from_slice(&second.1);
     });
-    let mut digits = [b'0'; 6];
-    let mut us = since.subsec_micros();
+    push_digits::<6>(out, since.subsec_micros().into());
+    out.push(b'Z');
+}
+
+/// The last `N` decimal digits of `n`, zero-padded (`push_digits::<3>(out, 7)` → `007`).
+fn push_digits<const N: usize>(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [b'0'; N];
     for d in digits.iter_mut().rev() {
-        *d = b'0' + (us % 10) as u8;
-        us /= 10;
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
     }
     out.extend_from_slice(&digits);
-    out.push(b'Z');
 }
 
 /// `n` in decimal.
@@ -284,13 +288,8 @@ fn push_int(out: &mut Vec<u8>, n: u64) {
 /// Microseconds as milliseconds with three decimals (`466` → `0.466`).
 fn push_ms(out: &mut Vec<u8>, us: u64) {
     push_int(out, us / 1000);
-    let frac = us % 1000;
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
+    out.push(b'.');
+    push_digits::<3>(out, us % 1000);
 }
 
 /// `s` quoted, with Rust's escapes (`"` → `\"`, control bytes as `\n` or `\u{1b}`).
