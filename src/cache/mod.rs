@@ -138,7 +138,14 @@ pub(crate) async fn handle(
                 // responses first. (A request passed through gets the origin's own.)
                 write_interim(session, &mut job).await?;
             }
-            Box::pin(deliver(plane, session, &mut job, fetched)).await
+            match fetched {
+                // A stored object (the common miss) is answered as a hit is, inline: `deliver`'s
+                // future is 14 KiB for the relays it may run, moved into a box of its own.
+                Fetched::Stored { meta, status } => {
+                    serve::answer(plane, session, &mut job, meta, status).await
+                }
+                other => Box::pin(deliver(plane, session, &mut job, other)).await,
+            }
         }
         Decision::Follow { rx, fwd, stale } => {
             // Waits for the request that is fetching this object, then serves what it stored.

@@ -344,12 +344,18 @@ impl Upstream {
         let OriginResponse {
             mut session, peer, ..
         } = resp;
+        // Boxed: Pingora's pool and shutdown futures take some 7 KiB, and every future that
+        // gives a connection back would carry them inline. A fill's future, spawned (and so
+        // moved) for each miss before its client's first byte, was 12 KiB with them.
         if session.response_done() {
-            self.connector
-                .release_http_session(session, &peer, peer.options.idle_timeout)
-                .await;
+            Box::pin(self.connector.release_http_session(
+                session,
+                &peer,
+                peer.options.idle_timeout,
+            ))
+            .await;
         } else {
-            session.shutdown().await;
+            Box::pin(session.shutdown()).await;
         }
     }
 }
