@@ -149,10 +149,11 @@ pub(super) async fn answer(
             cs.fwd = Some(Forward::Partial);
         }
     }
-    serve(plane, session, job, meta, cs, code, br, prefetched).await
+    serve(plane, session, job, meta, cs, code, br, age, prefetched).await
 }
 
-/// Writes the response header and the (ranged) body of a stored object.
+/// Writes the response header and the (ranged) body of a stored object, `age` seconds old
+/// (as the request's preconditions were judged: one clock read per answer).
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     plane: &CachePlane,
@@ -162,9 +163,9 @@ async fn serve(
     cs: CacheStatus,
     code: StatusCode,
     br: Option<ByteRange>,
+    age: u64,
     prefetched: Option<Cached>,
 ) -> Result<Outcome> {
-    let age = meta.policy.age(SystemTime::now());
     let resp = stored_response(&meta, code, br, age, &plane.via, &cs)?;
     let body = br.filter(|_| !job.is_head);
     if !cs.hit {
@@ -335,7 +336,8 @@ fn slice_ready(plane: &CachePlane, meta: &ObjectMeta, idx: u64) -> bool {
 
 /// A stored slice that reads back whole, and the tier it came from.
 async fn cached_slice(plane: &CachePlane, meta: &ObjectMeta, idx: u64) -> Option<Cached> {
-    let (v, tier) = plane.cache.get_from(&meta.slice_key(idx)).await?;
+    let len = usize::try_from(meta.slice_len(idx)).ok()?;
+    let (v, tier) = plane.cache.get_sized(&meta.slice_key(idx), len).await?;
     let source = match tier {
         Tier::Memory => ByteSource::Memory,
         Tier::Disk => ByteSource::Disk,

@@ -41,12 +41,13 @@ impl Timing {
     }
 }
 
-/// Writes the access line of a finished request.
+/// Writes the access line of a request that finished at `end`.
 pub(crate) fn log(
     session: &Session,
     route: &str,
     cache: &CacheStatus,
     t: &Timing,
+    end: Instant,
     error: Option<&str>,
 ) {
     let req = session.req_header();
@@ -59,7 +60,7 @@ pub(crate) fn log(
         path: req.uri.path(),
         status: session.response_written().map_or(0, |r| r.status.as_u16()),
         bytes: session.body_bytes_sent(),
-        duration_us: us(Instant::now()),
+        duration_us: us(end),
         ttfb_us: t.first_byte.map(us),
         route,
         cache: &cache,

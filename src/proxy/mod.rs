@@ -20,6 +20,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -356,7 +357,9 @@ impl ProxyHttp for StrataProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let route = ctx.route.as_ref().map_or("none", |r| r.name.as_str());
         let status = session.response_written().map(|r| r.status.as_u16());
-        let elapsed = ctx.timing.started.elapsed();
+        // One clock read for the metrics and the access line alike.
+        let end = Instant::now();
+        let elapsed = end.saturating_duration_since(ctx.timing.started);
         let ttfb = ctx
             .timing
             .first_byte
@@ -369,7 +372,7 @@ impl ProxyHttp for StrataProxy {
                 ctx.timing.first_byte();
             }
             let error = e.map(|e| e.etype().as_str());
-            access::log(session, route, &ctx.status, &ctx.timing, error);
+            access::log(session, route, &ctx.status, &ctx.timing, end, error);
         }
     }
 }

@@ -171,7 +171,22 @@ impl MemoryTier {
 
     /// The value of `key`, if held.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        let found = self.entry(key).map(|e| e.value.clone());
+        self.count(self.entry(key).map(|e| e.value.clone()))
+    }
+
+    /// The value of `key` if held with exactly `len` bytes: looked for in the one pool a value
+    /// of that size lives in (a slice of known length need not be looked for among records).
+    pub fn get_sized(&self, key: &[u8], len: usize) -> Option<Bytes> {
+        let found = self
+            .pool_for(key.len() + len)
+            .and_then(|p| p.get(key_hash(key), key))
+            .map(|e| e.value.clone())
+            .filter(|v| v.len() == len);
+        self.count(found)
+    }
+
+    /// Counts a lookup's result as a hit or a miss, and passes it on.
+    fn count(&self, found: Option<Bytes>) -> Option<Bytes> {
         let c = if found.is_some() {
             &self.hits
         } else {
@@ -294,6 +309,23 @@ mod tests {
         assert_eq!(m.get(b"b"), None);
         m.remove(b"a");
         assert_eq!(m.get(b"a"), None);
+    }
+
+    #[test]
+    fn a_sized_lookup_finds_only_a_value_of_that_length() {
+        let m = MemoryTier::new(4 << 20);
+        let small = Bytes::from(vec![1u8; 100]);
+        let large = Bytes::from(vec![2u8; 64 * 1024]);
+        m.insert_forced(b"small", small.clone());
+        m.insert_forced(b"large", large.clone());
+        assert_eq!(m.get_sized(b"small", 100), Some(small));
+        assert_eq!(m.get_sized(b"large", 64 * 1024), Some(large));
+        // Another length: not this value, whichever pool that length would be in.
+        assert_eq!(m.get_sized(b"small", 99), None);
+        assert_eq!(m.get_sized(b"large", 100), None);
+        assert_eq!(m.get_sized(b"large", 64 * 1024 + 1), None);
+        assert_eq!(m.stats().hits, 2);
+        assert_eq!(m.stats().misses, 3);
     }
 
     #[test]

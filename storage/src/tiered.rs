@@ -168,7 +168,22 @@ impl TieredCache {
 
     /// The value of `key` and the tier it was read from.
     pub async fn get_from(&self, key: &[u8]) -> Option<(Bytes, Tier)> {
-        if let Some(v) = self.l1.get(key) {
+        let held = self.l1.get(key);
+        self.get_after_l1(key, held).await
+    }
+
+    /// The value of `key` if it is `len` bytes long, and the tier it was read from: memory is
+    /// asked only where a value of that length lives (for a slice, whose length its object's
+    /// record gives). A value of another length is read from the disk, and the caller, which
+    /// expects `len` bytes, refuses it.
+    pub async fn get_sized(&self, key: &[u8], len: usize) -> Option<(Bytes, Tier)> {
+        let held = self.l1.get_sized(key, len);
+        self.get_after_l1(key, held).await
+    }
+
+    /// `held` (what memory holds of `key`), else the value from the disk, offered to memory.
+    async fn get_after_l1(&self, key: &[u8], held: Option<Bytes>) -> Option<(Bytes, Tier)> {
+        if let Some(v) = held {
             // A record served from memory is still counted as read on disk: memory keeps far
             // more records than slices, and one aged out of the device would leave its object's
             // slices there unreachable after a restart.
