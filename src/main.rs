@@ -6,12 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use strata::cli;
 
-// A thread-caching allocator: every request allocates and frees Pingora's boxed request future
-// (some 14 KiB) and a few dozen small buffers, and glibc's malloc serves sizes past its
-// per-thread cache from shared bins.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Strata, an edge caching reverse proxy.
 #[derive(Parser)]
 #[command(version, about)]
