@@ -4,10 +4,11 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use tokio::runtime;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use super::{take_run, CompletionHook, HeldWrites, Op, Request};
 
@@ -42,12 +43,22 @@ pub(super) struct State {
     /// Completions being handled (kept to reuse its allocation).
     cqes: Vec<(u64, i32)>,
     /// Runtimes with a reaper; dropping a sender stops that reaper.
-    pub(super) reapers: Vec<(runtime::Id, oneshot::Sender<()>)>,
+    pub(super) reapers: Vec<Reaper>,
     /// Set after a fatal ring error: new requests fail at once.
     pub(super) failed: bool,
     /// Set when the kernel kept refusing a submission for want of memory; entries wait in the
     /// submission queue.
     pub(super) stalled: bool,
+}
+
+/// A runtime's reaper, as the ring knows it.
+pub(super) struct Reaper {
+    /// The runtime it runs on.
+    pub(super) runtime: runtime::Id,
+    /// Dropped to stop it.
+    pub(super) stop: oneshot::Sender<()>,
+    /// Asks it to submit what was queued on its runtime, once that runtime's tick is over.
+    pub(super) flush: Arc<Notify>,
 }
 
 /// What to report once the lock is released.

@@ -1,9 +1,10 @@
 //! An io_uring engine whose completions are reaped on tokio runtimes, not on a thread of its own.
 //!
-//! Any task submits: it puts its request into the shared ring under a short lock and enters the
-//! kernel once (no hand-off to another thread). Each runtime that submits or waits for IO gets
-//! one reaper task, which waits on the ring's descriptor through tokio's reactor and completes
-//! whatever has finished, whoever submitted it. A completion therefore wakes one runtime worker,
+//! Any task submits: it puts its request into the shared ring under a short lock (no hand-off
+//! to another thread). Each runtime that submits or waits for IO gets one reaper task, which
+//! enters the kernel once the runtime has run the tasks that were ready (so the requests of one
+//! scheduler tick go in one submission), and waits on the ring's descriptor through tokio's
+//! reactor and completes whatever has finished, whoever submitted it. A completion therefore wakes one runtime worker,
 //! not a ring thread that then wakes a worker: on a small machine that second wake-up was most
 //! of the latency of a 4 KiB read. The ring's own state is in [`super::ring`].
 //! The ring holds each buffer until the kernel is done with it, which keeps a cancelled caller
@@ -18,9 +19,9 @@ use io_uring::IoUring;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::{self, Handle};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
-use super::ring::{complete_all, Completion, Finished, State};
+use super::ring::{complete_all, Completion, Finished, Reaper, State};
 use super::{CompletionHook, IoEngine, IoFuture, Op, Request};
 use crate::io::aligned::AlignedBuf;
 
@@ -56,6 +57,10 @@ impl UringEngine {
         })
     }
 
+    /// Queues a request for the ring. It enters the kernel when the caller's runtime has run
+    /// the tasks that are ready now: those tasks' requests go in the same submission, and the
+    /// device is notified once for all of them (in a virtual machine, each notification is an
+    /// exit to the host, which cost more CPU than the reads themselves on a busy cache).
     fn submit(
         &self,
         op: Op,
@@ -65,30 +70,32 @@ impl UringEngine {
     ) -> IoFuture {
         let (req, fut) = Request::new(op, offset, buf, done);
         let mut st = self.shared.lock();
-        let submitted_on = if st.failed {
+        let reaper = if st.failed {
             Err(io::Error::other("io_uring failed earlier"))
         } else {
             attach_reaper(&self.shared, &mut st)
         };
-        let (finished, submitted_on) = match submitted_on {
-            Err(e) => (vec![Completion::Done(req, Err(e))], None),
-            Ok(id) => {
-                st.queue(req);
-                (st.pump(self.shared.fd), Some(id))
+        let (submitted_on, flush) = match reaper {
+            Err(e) => {
+                self.shared.settle(st, vec![Completion::Done(req, Err(e))]);
+                return fut;
             }
+            Ok(r) => r,
         };
-        self.shared.settle(st, finished);
-        let Some(submitted_on) = submitted_on else {
-            return fut;
-        };
+        st.queue(req);
+        drop(st);
+        flush.notify_one();
         let shared = self.shared.clone();
         Box::pin(async move {
             // The runtime that waits may not be the one that submitted (a future can move
             // between runtimes, and the submitting one may no longer be driven): it needs a
-            // reaper too. Failing here only means no runtime waits; the submitter's reaper then
-            // still completes the IO.
+            // reaper too, and one that submits, in case the submitter's never does. Failing
+            // here only means no runtime waits; the submitter's reaper then still completes
+            // the IO.
             if Handle::try_current().map(|h| h.id()).ok() != Some(submitted_on) {
-                let _ = attach_reaper(&shared, &mut shared.lock());
+                if let Ok((_, flush)) = attach_reaper(&shared, &mut shared.lock()) {
+                    flush.notify_one();
+                }
             }
             fut.await
         })
@@ -137,20 +144,21 @@ impl Shared {
     }
 }
 
-/// Makes sure the runtime the caller runs on has a reaper for this ring; returns its id.
-fn attach_reaper(shared: &Arc<Shared>, st: &mut State) -> io::Result<runtime::Id> {
+/// Makes sure the runtime the caller runs on has a reaper for this ring; returns the runtime's
+/// id and the reaper's flush signal.
+fn attach_reaper(shared: &Arc<Shared>, st: &mut State) -> io::Result<(runtime::Id, Arc<Notify>)> {
     let handle = Handle::try_current()
         .map_err(|_| io::Error::other("the io_uring engine is used outside a tokio runtime"))?;
     let id = handle.id();
-    if st
+    if let Some(r) = st
         .reapers
         .iter()
-        .any(|(r, stop)| *r == id && !stop.is_closed())
+        .find(|r| r.runtime == id && !r.stop.is_closed())
     {
-        return Ok(id);
+        return Ok((id, r.flush.clone()));
     }
     // Reapers of runtimes that shut down are gone; so is one that failed to wait on the ring.
-    st.reapers.retain(|(_, stop)| !stop.is_closed());
+    st.reapers.retain(|r| !r.stop.is_closed());
     // A descriptor of its own, so the reaper can outlive the ring without touching a reused fd.
     // SAFETY: dup of the ring's valid descriptor; the new one is owned by `fd` from here on.
     let raw = unsafe { libc::fcntl(st.ring.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
@@ -164,16 +172,30 @@ fn attach_reaper(shared: &Arc<Shared>, st: &mut State) -> io::Result<runtime::Id
     let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| e.into_parts().1)?;
     let (stop_tx, stop_rx) = oneshot::channel();
-    handle.spawn(reaper(Arc::downgrade(shared), afd, stop_rx));
-    st.reapers.push((id, stop_tx));
-    Ok(id)
+    let flush = Arc::new(Notify::new());
+    handle.spawn(reaper(Arc::downgrade(shared), afd, stop_rx, flush.clone()));
+    st.reapers.push(Reaper {
+        runtime: id,
+        stop: stop_tx,
+        flush: flush.clone(),
+    });
+    Ok((id, flush))
 }
 
-/// Completes IOs whenever the ring's completion queue gets entries, until the engine is gone.
-async fn reaper(shared: Weak<Shared>, afd: AsyncFd<OwnedFd>, mut stop: oneshot::Receiver<()>) {
+/// Submits what its runtime queued, and completes IOs whenever the ring's completion queue
+/// gets entries, until the engine is gone.
+async fn reaper(
+    shared: Weak<Shared>,
+    afd: AsyncFd<OwnedFd>,
+    mut stop: oneshot::Receiver<()>,
+    flush: Arc<Notify>,
+) {
     loop {
         tokio::select! {
             _ = &mut stop => return,
+            // Not at once: the runtime first runs the other tasks that are ready, whose
+            // requests then go in with this one.
+            _ = flush.notified() => tokio::task::yield_now().await,
             ready = afd.readable() => match ready {
                 // Cleared before reaping: an entry posted after the reap raises a new edge.
                 Ok(mut guard) => guard.clear_ready(),
