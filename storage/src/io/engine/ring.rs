@@ -49,6 +49,8 @@ pub(super) struct State {
     /// Set when the kernel kept refusing a submission for want of memory; entries wait in the
     /// submission queue.
     pub(super) stalled: bool,
+    /// Submissions that entered the kernel.
+    pub(super) enters: u64,
 }
 
 /// A runtime's reaper, as the ring knows it.
@@ -95,6 +97,7 @@ impl State {
             reapers: Vec::new(),
             failed: false,
             stalled: false,
+            enters: 0,
         }
     }
 
@@ -124,7 +127,7 @@ impl State {
                 break;
             }
             match self.ring.submit() {
-                Ok(_) => {}
+                Ok(_) => self.enters += 1,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 // Short of memory for a moment: try again at once, a few times, then later.
                 // (EBUSY cannot happen: the completion queue has room for every slot twice.)

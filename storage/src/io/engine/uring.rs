@@ -260,3 +260,46 @@ impl IoEngine for UringEngine {
         self.shared.reap();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests made in one scheduler tick enter the kernel together, once, and all complete.
+    #[test]
+    fn one_tick_of_requests_is_one_submission() {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let path = dir.path().join("ring.img");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("scratch file");
+        file.set_len(1 << 20).expect("size the file");
+        let engine = match UringEngine::new(Arc::new(file), 64) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("skipped: io_uring is unavailable here ({e})");
+                return;
+            }
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let reads: Vec<_> = (0..16u64)
+                .map(|i| engine.read(i * 4096, AlignedBuf::zeroed(4096, 4096)))
+                .collect();
+            assert_eq!(engine.shared.lock().enters, 0, "nothing enters mid-tick");
+            for r in reads {
+                let (res, buf) = r.await;
+                res.expect("read");
+                assert_eq!(buf.len(), 4096);
+            }
+        });
+        assert_eq!(engine.shared.lock().enters, 1, "16 reads, one submission");
+    }
+}
