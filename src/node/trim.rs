@@ -25,7 +25,10 @@ pub(crate) fn start() {
                 unsafe { libc::malloc_trim(0) };
             });
         if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the heap trimmer; freed memory stays with the allocator");
+            tracing::warn!(
+                error = %e,
+                "cannot start the heap trimmer; freed memory stays with the allocator"
+            );
         }
     }
 }

@@ -4,9 +4,10 @@
 //! to another thread). Each runtime that submits or waits for IO gets one reaper task, which
 //! enters the kernel once the runtime has run the tasks that were ready (so the requests of one
 //! scheduler tick go in one submission), and waits on the ring's descriptor through tokio's
-//! reactor and completes whatever has finished, whoever submitted it. A completion therefore wakes one runtime worker,
-//! not a ring thread that then wakes a worker: on a small machine that second wake-up was most
-//! of the latency of a 4 KiB read. The ring's own state is in [`super::ring`].
+//! reactor and completes whatever has finished, whoever submitted it. A completion therefore
+//! wakes one runtime worker, not a ring thread that then wakes a worker: on a small machine that
+//! second wake-up was most of the latency of a 4 KiB read. The ring's own state is in
+//! [`super::ring`].
 //! The ring holds each buffer until the kernel is done with it, which keeps a cancelled caller
 //! memory-safe.
 
