@@ -342,7 +342,7 @@ async fn cached_slice(plane: &CachePlane, meta: &ObjectMeta, idx: u64) -> Option
         Tier::Memory => ByteSource::Memory,
         Tier::Disk => ByteSource::Disk,
     };
-    (v.len() as u64 == meta.slice_len(idx)).then_some((v, source))
+    (v.len() == len).then_some((v, source))
 }
 
 /// A slice read from the tiers, and which one.

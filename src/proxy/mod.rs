@@ -368,8 +368,9 @@ impl ProxyHttp for StrataProxy {
             .request(route, ctx.status.outcome(), status, elapsed, ttfb);
         if self.live.access_log.load(Ordering::Relaxed) {
             if session.response_written().is_some() {
-                // An answer Strata wrote itself in one go: its first byte left with it.
-                ctx.timing.first_byte();
+                // An answer Strata wrote itself in one go: its first byte left with it (at the
+                // end read above, so the line's time to first byte is never past its duration).
+                ctx.timing.first_byte.get_or_insert(end);
             }
             let error = e.map(|e| e.etype().as_str());
             access::log(session, route, &ctx.status, &ctx.timing, end, error);
