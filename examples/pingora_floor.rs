@@ -1,11 +1,16 @@
-//! Pingora's floor for hot hits: a `ProxyHttp` that answers every request from
-//! `request_filter` with one fixed 8 KiB body, on the listener settings Strata uses (one
-//! worker thread, a 16 KiB write buffer). Nothing a cache can do per request is cheaper on
-//! Pingora, so its rate on the peer rig's hot workload is the ceiling of Strata's.
+//! Pingora's floor: a `ProxyHttp` that answers every request from `request_filter` with one
+//! fixed 8 KiB body, on the listener settings Strata uses (one worker thread, a 16 KiB write
+//! buffer). Nothing a cache can do per request is cheaper on Pingora, so its rate on the peer
+//! rig's hot workload is the ceiling of Strata's.
+//!
+//! Given a file as well, it holds that file's bytes in memory and answers requests for its
+//! name (any directory) with them: the whole file, or the one range a `Range` header asks
+//! for (206), each a slice of the one buffer written without a copy. That is the ceiling of
+//! the rig's range workload, where Strata serves 1 MiB slices from its memory tier.
 //!
 //! ```text
 //! cargo build --release --example pingora_floor
-//! target/release/examples/pingora_floor 127.0.0.1:20109
+//! target/release/examples/pingora_floor 127.0.0.1:20109 [/tmp/bench/origin/l/large-64m.bin]
 //! ```
 //! `scripts/bench --floor` runs it as the rig's candidate.
 
@@ -17,13 +22,45 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
+use strata::http::range::{self, RangeRequest};
 
 /// The body every request gets.
 const BODY_LEN: usize = 8 * 1024;
 
-/// Answers everything with the same body; never proxies.
+/// Answers everything from memory; never proxies.
 struct Floor {
     body: Bytes,
+    /// A whole file and the last component of the paths that ask for it.
+    file: Option<(String, Bytes)>,
+}
+
+impl Floor {
+    /// Answers a request for the held file: 200 with all of it, or 206 with its one range.
+    async fn file(&self, session: &mut Session, data: &Bytes) -> Result<()> {
+        let total = data.len() as u64;
+        let asked = session
+            .req_header()
+            .headers
+            .get("range")
+            .map_or(RangeRequest::Full, |v| range::evaluate(v.as_bytes(), total));
+        let (status, body, content_range) = match asked {
+            RangeRequest::Full => (200, data.clone(), None),
+            RangeRequest::Single(r) => {
+                let (start, end) = (r.start as usize, r.end as usize);
+                (206, data.slice(start..=end), Some(r.content_range(total)))
+            }
+            RangeRequest::Unsatisfiable => (416, Bytes::new(), Some(format!("bytes */{total}"))),
+        };
+        let mut h = ResponseHeader::build(status, Some(4))?;
+        h.insert_header("content-length", body.len().to_string())?;
+        h.insert_header("content-type", "application/octet-stream")?;
+        h.insert_header("accept-ranges", "bytes")?;
+        if let Some(cr) = content_range {
+            h.insert_header("content-range", cr)?;
+        }
+        session.write_response_header(Box::new(h), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
 }
 
 #[async_trait]
@@ -33,6 +70,12 @@ impl ProxyHttp for Floor {
     fn new_ctx(&self) {}
 
     async fn request_filter(&self, session: &mut Session, _: &mut ()) -> Result<bool> {
+        if let Some((name, data)) = &self.file {
+            if session.req_header().uri.path().rsplit('/').next() == Some(name.as_str()) {
+                self.file(session, data).await?;
+                return Ok(true);
+            }
+        }
         let mut h = ResponseHeader::build(200, Some(4))?;
         h.insert_header("content-length", self.body.len().to_string())?;
         h.insert_header("content-type", "application/octet-stream")?;
@@ -51,9 +94,21 @@ impl ProxyHttp for Floor {
 }
 
 fn main() {
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:20109".to_string());
+    let mut args = std::env::args().skip(1);
+    let listen = args.next().unwrap_or_else(|| "127.0.0.1:20109".to_string());
+    let file = match args.next() {
+        None => None,
+        Some(path) => match std::fs::read(&path) {
+            Ok(data) => {
+                let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+                Some((name, Bytes::from(data)))
+            }
+            Err(e) => {
+                eprintln!("pingora_floor: cannot read {path}: {e}");
+                std::process::exit(2);
+            }
+        },
+    };
     let conf = ServerConf {
         threads: 1,
         ..ServerConf::default()
@@ -62,6 +117,7 @@ fn main() {
     server.bootstrap();
     let floor = Floor {
         body: Bytes::from(vec![b'x'; BODY_LEN]),
+        file,
     };
     let http = pingora::proxy::http_proxy(&server.configuration, floor);
     let mut svc = Service::new("pingora floor".to_string(), http);
