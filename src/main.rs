@@ -6,6 +6,30 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use strata::cli;
 
+// jemalloc, not the system's malloc. Every request allocates and frees Pingora's boxed request
+// future (some 14 KiB) and a few dozen small buffers, which a thread cache serves without a lock;
+// and the memory tier turns 64 KiB values and 1 MiB slices over all the time, which glibc's
+// heap fragments, keeping the pages of chunks freed in its middle.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read when it starts (`_RJEM_MALLOC_CONF` in the environment overrides
+/// them): a background thread hands freed pages back to the system within about a second, so
+/// resident memory follows what is in use and stays within a limit sized for the tiers.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: MallocConf = MallocConf(
+    c"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0"
+        .as_ptr(),
+);
+
+/// A C string jemalloc reads (its `malloc_conf`).
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a string literal, which lives as long as the process and is never
+// written; jemalloc only reads it.
+unsafe impl Sync for MallocConf {}
+
 /// Strata, an edge caching reverse proxy.
 #[derive(Parser)]
 #[command(version, about)]

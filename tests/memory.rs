@@ -1,5 +1,6 @@
 //! Memory under load: clients streaming distinct cold 64 MiB objects at once, 200 of them and
-//! then 50. Long (16 GiB through the proxy): run by `scripts/soak`, not by default.
+//! then 50. Long (16 GiB through the proxy): run by `scripts/soak`, not by default. And, by
+//! default, that freed memory goes back to the system without waiting for the next allocation.
 //!
 //! The peak RSS of a node grows by what each fill holds plus budgets that do not grow with the
 //! number of fills (the memory tier, the disk write queue, idle IO buffers). The difference
@@ -86,5 +87,28 @@ async fn peak_rss_per_concurrent_fill() {
     assert!(
         many < 2 * SLICE * 200 + (64 << 20),
         "peak RSS grew by {many} bytes"
+    );
+}
+
+/// The names of the node's threads.
+fn thread_names(pid: i32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the node's threads");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn freed_memory_goes_back_from_a_thread_of_its_own() {
+    // jemalloc hands freed pages back only when an allocation or free comes by, unless its
+    // background thread runs: then an idle node's resident memory still falls to what it uses.
+    // The thread runs only if the node's allocator options were read.
+    let origin = TestOrigin::start().await;
+    let node = Strata::start(&NodeConfig::new(&origin.url()));
+    let names = thread_names(node.pid());
+    assert!(
+        names.iter().any(|n| n.starts_with("jemalloc_bg_thd")),
+        "no background thread of the allocator among {names:?}"
     );
 }

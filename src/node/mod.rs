@@ -8,7 +8,6 @@
 //! - [`notify`]: telling systemd the node is ready, reloading or stopping.
 //! - [`upgrade`]: handing the listeners to a new binary without dropping a request.
 //! - [`tls`]: the HTTPS listener's certificates, chosen by SNI and reloaded on SIGHUP.
-//! - [`trim`]: handing the allocator's free memory back to the system.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,7 +36,6 @@ mod notify;
 mod reload;
 mod shutdown;
 pub(crate) mod tls;
-mod trim;
 mod upgrade;
 
 pub(crate) use reload::LogLevelSetter;
@@ -207,7 +205,6 @@ pub(crate) fn run(
         server.add_service(svc);
     }
 
-    trim::start();
     tracing::info!(listen = %cfg.listen, admin = ?cfg.admin.as_ref().map(|a| a.listen), routes = cfg.routes.len(), "strata running");
     let grace = cfg.shutdown_grace.0;
     server.run(RunArgs {
