@@ -272,9 +272,24 @@ def verify(port, root, n=40):
     return wrong
 
 
+def settled_rss_kib(pid, tolerance_kib=1024, limit_s=20):
+    """RSS once two samples a second apart agree within `tolerance_kib` (at most `limit_s`):
+    after a busy phase, the allocator hands freed pages back over a few seconds."""
+    last = tree_rss_kib(pid)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = tree_rss_kib(pid)
+        if abs(now - last) <= tolerance_kib:
+            return now
+        last = now
+    return last
+
+
 def idle_connections_rss(port, pid, n=1000):
-    """RSS before and while n keep-alive connections sit idle after one request each (KiB)."""
-    before = tree_rss_kib(pid)
+    """RSS before and while n keep-alive connections sit idle after one request each (KiB),
+    each taken once RSS has settled."""
+    before = settled_rss_kib(pid)
     held = []
     try:
         for i in range(n):
@@ -287,8 +302,7 @@ def idle_connections_rss(port, pid, n=1000):
                     break
                 got += chunk
             held.append(s)
-        time.sleep(2)  # let the proxy settle its buffers; RSS is sampled, not an event
-        during = tree_rss_kib(pid)
+        during = settled_rss_kib(pid)
     finally:
         for s in held:
             s.close()
