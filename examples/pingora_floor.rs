@@ -24,8 +24,9 @@ use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
 use strata::http::range::{self, RangeRequest};
 
-// The allocator of Strata's binary, so that the floor differs from Strata only in the work it
-// does per request.
+// The allocator of Strata's binary, so that the floor's allocations cost what Strata's do. Not
+// its options (`src/main.rs`): the floor holds one fixed body and frees nothing worth handing
+// back, so jemalloc's defaults serve it.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
