@@ -88,7 +88,7 @@ impl Device {
     }
 
     fn open_block(path: &Path) -> Result<Device> {
-        let (file, direct) = open_maybe_direct(path, false, libc::O_EXCL)?;
+        let (file, direct) = open_exclusive(path)?;
         let fd = file.as_raw_fd();
         let mut size: u64 = 0;
         // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid.
@@ -179,9 +179,9 @@ fn open_maybe_direct(path: &Path, create: bool, extra: i32) -> Result<(File, boo
 ///
 /// A lock held by a process that just died is let go a moment after it is reaped (the kernel
 /// tears an io_uring down, and closes the files it holds, in the background): a busy file is
-/// retried for up to [`LOCK_WAIT`] before it is refused, so a restart after a crash succeeds.
+/// retried for up to [`RELEASE_WAIT`] before it is refused, so a restart after a crash succeeds.
 fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
     loop {
         // SAFETY: plain syscall on an open fd; it touches no memory of ours.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
@@ -201,8 +201,27 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     }
 }
 
-/// How long a locked cache file is waited for before it is refused as in use.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Opens a block device exclusively (O_EXCL), so a mounted one or one another program holds is
+/// refused. The claim of a store that just let go (a node that exited, or a store of this
+/// process that was dropped) can outlive it by a moment: the kernel drops the last reference
+/// an io_uring request took to the device after the request's completion is visible, and tears
+/// a ring down in the background. A busy device is therefore retried for up to
+/// [`RELEASE_WAIT`] before it is refused.
+fn open_exclusive(path: &Path) -> Result<(File, bool)> {
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        match open_maybe_direct(path, false, libc::O_EXCL) {
+            Err(StorageError::DeviceBusy { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long a locked cache file or a busy block device is waited for before it is refused as
+/// in use.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn preallocate(file: &File, size: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("size overflows off_t"))?;
