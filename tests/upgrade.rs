@@ -1,6 +1,7 @@
 //! Binary upgrade: a new process started with `--upgrade` takes over the listening sockets;
 //! SIGQUIT makes the old one hand them over, finish the download in flight and exit; new
-//! connections reach the new process, which serves from the cache the old one filled.
+//! connections reach the new process, which serves from the cache the old one filled; on a
+//! cache file (locked by the old node) and on a raw block device (held by it with O_EXCL).
 
 mod common;
 
@@ -20,6 +21,30 @@ async fn serving_pid(node: &Strata) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_binary_takes_over_without_dropping_a_download() {
+    takes_over(tempfile::tempdir().unwrap()).await;
+}
+
+/// The same on a loop device (as root): the new node waits while the old one holds the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_binary_takes_over_a_block_device() {
+    let backing_dir = tempfile::tempdir().unwrap();
+    let backing = backing_dir.path().join("loop.img");
+    std::fs::write(&backing, vec![0u8; 64 << 20]).unwrap();
+    let dev = match loopdev::Loop::attach(&backing) {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED block device upgrade: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The node's cache path (`cache.img`, relative to its directory) is the device.
+    std::os::unix::fs::symlink(&dev.0, dir.path().join("cache.img")).unwrap();
+    takes_over(dir).await;
+}
+
+/// Starts a node in `dir`, upgrades it in the middle of a download, and checks the handover.
+async fn takes_over(dir: tempfile::TempDir) {
     let origin = TestOrigin::start().await;
     let len = 16u64 << 20;
     let mut slow = Object::generated(len, 21);
@@ -31,7 +56,7 @@ async fn a_new_binary_takes_over_without_dropping_a_download() {
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("upgrade.sock");
     cfg.extra_top = format!("upgrade_socket: {}\n", sock.display());
-    let mut old = Strata::start(&cfg);
+    let mut old = Strata::start_in(&cfg, dir);
     let old_pid = u64::from(old.child.id());
     assert_eq!(serving_pid(&old).await, Some(old_pid));
     assert_eq!(

@@ -34,7 +34,10 @@ pub(crate) async fn open_cache(cfg: &Config, upgrading: bool) -> Result<TieredCa
     let mut told = false;
     loop {
         match TieredCache::open(build::storage_config(cfg)).await {
-            Err(StorageError::DeviceLocked { .. }) if upgrading && started.elapsed() < limit => {
+            // A cache file is locked by the old node; a block device is held by it (O_EXCL).
+            Err(StorageError::DeviceLocked { .. } | StorageError::DeviceBusy { .. })
+                if upgrading && started.elapsed() < limit =>
+            {
                 if !told {
                     tracing::info!("upgrade: waiting for the old node to release the cache device");
                     told = true;

@@ -1,6 +1,8 @@
 //! Shared harness of the end-to-end tests: a real origin, the real `strata` binary, real clients.
 #![allow(dead_code, unused_imports)]
 
+#[path = "../../storage/tests/support/loopdev.rs"]
+pub(crate) mod loopdev;
 pub(crate) mod nginx;
 pub(crate) mod origin;
 pub(crate) mod s3;
