@@ -3,6 +3,8 @@
 //! For an S3 route each request is addressed to and signed for a bucket; a bucket that cannot
 //! be reached or answers 5xx is retried with backoff, then passed over for the next replica.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,8 +104,9 @@ pub(crate) struct Upstream {
 
 /// An origin response whose body is being read.
 pub(crate) struct OriginResponse {
-    session: HttpSession,
-    peer: HttpPeer,
+    /// Boxed: the session and its peer take over 1 KiB, and the response is held (and so
+    /// carried) by every future of a miss, from the exchange to the fill's last slice.
+    conn: Box<Conn>,
     /// Body bytes already read (to look at an error body).
     prefetched: Option<Bytes>,
     /// The response header.
@@ -111,6 +114,12 @@ pub(crate) struct OriginResponse {
     /// Interim responses (1xx other than 101, such as 103 Early Hints) that came before it,
     /// for the client; never stored.
     pub(crate) interim: Vec<ResponseHeader>,
+}
+
+/// The origin connection a response is read from, and the peer it is pooled under.
+struct Conn {
+    session: HttpSession,
+    peer: HttpPeer,
 }
 
 /// Interim responses kept per origin response; an origin sending more is only read past...
@@ -313,9 +322,10 @@ impl Upstream {
         // fresh one, as any HTTP client does for idempotent requests.
         let mut last = None;
         for _ in 0..2 {
-            let (mut session, reused) = self
-                .connector
-                .get_http_session(&peer)
+            // Boxed: Pingora's connect future takes some 9 KiB, which every future of a miss
+            // (the exchange, the lead request's, a fill's) would otherwise carry inline, and
+            // move, whether or not a pooled connection is at hand.
+            let (mut session, reused) = Box::pin(self.connector.get_http_session(&peer))
                 .await
                 .map_err(UpstreamError::Connect)?;
             // Pingora's connector leaves these to its caller (its proxy sets them per request):
@@ -325,8 +335,7 @@ impl Upstream {
             match exchange(&mut session, req).await {
                 Ok((header, interim)) => {
                     return Ok(OriginResponse {
-                        session,
-                        peer,
+                        conn: Box::new(Conn { session, peer }),
                         prefetched: None,
                         header,
                         interim,
@@ -339,24 +348,26 @@ impl Upstream {
         Err(last.unwrap_or(UpstreamError::NoResponse))
     }
 
-    /// Returns a fully read response's connection to the pool.
-    pub(crate) async fn release(&self, resp: OriginResponse) {
-        let OriginResponse {
-            mut session, peer, ..
-        } = resp;
-        // Boxed: Pingora's pool and shutdown futures take some 7 KiB, and every future that
-        // gives a connection back would carry them inline. A fill's future, spawned (and so
-        // moved) for each miss before its client's first byte, was 12 KiB with them.
-        if session.response_done() {
-            Box::pin(self.connector.release_http_session(
-                session,
-                &peer,
-                peer.options.idle_timeout,
-            ))
-            .await;
-        } else {
-            Box::pin(session.shutdown()).await;
-        }
+    /// Returns a fully read response's connection to the pool (or closes one that is not).
+    ///
+    /// The future is boxed: Pingora's pool and shutdown futures take some 7 KiB, and a fill,
+    /// whose future is spawned (and so moved) for each miss before its client's first byte,
+    /// would otherwise carry them inline.
+    pub(crate) fn release(
+        &self,
+        resp: OriginResponse,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let conn = resp.conn;
+        Box::pin(async move {
+            let Conn { mut session, peer } = *conn;
+            if session.response_done() {
+                self.connector
+                    .release_http_session(session, &peer, peer.options.idle_timeout)
+                    .await;
+            } else {
+                session.shutdown().await;
+            }
+        })
     }
 }
 
@@ -397,7 +408,8 @@ impl OriginResponse {
         if let Some(b) = self.prefetched.take() {
             return Ok(Some(b).filter(|b| !b.is_empty()));
         }
-        self.session
+        self.conn
+            .session
             .read_response_body()
             .await
             .map_err(UpstreamError::Protocol)
@@ -405,6 +417,22 @@ impl OriginResponse {
 
     /// True once the whole body has been read.
     pub(crate) fn is_done(&mut self) -> bool {
-        self.prefetched.is_none() && self.session.response_done()
+        self.prefetched.is_none() && self.conn.session.response_done()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every future of a miss holds the origin response across its awaits (and is moved when
+    /// spawned): the connection stays behind a pointer, so none of them carries it inline.
+    #[test]
+    fn an_origin_response_keeps_its_connection_out_of_line() {
+        let size = std::mem::size_of::<OriginResponse>();
+        assert!(
+            size < std::mem::size_of::<HttpSession>() + std::mem::size_of::<HttpPeer>(),
+            "OriginResponse is {size} bytes"
+        );
     }
 }
