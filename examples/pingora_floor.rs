@@ -1,18 +1,27 @@
-//! Pingora's floor: a `ProxyHttp` that answers every request from `request_filter` with one
-//! fixed 8 KiB body, on the listener settings Strata uses (one worker thread, a 16 KiB write
-//! buffer). Nothing a cache can do per request is cheaper on Pingora, so its rate on the peer
-//! rig's hot workload is the ceiling of Strata's.
+//! Pingora's floor: a `ProxyHttp` that answers every request from `request_filter` from
+//! memory, on the listener settings Strata uses (one worker thread, a 16 KiB write buffer).
+//! Nothing a cache can do per request is cheaper on Pingora, so its rate on the peer rig's
+//! workloads is the ceiling of Strata's.
 //!
-//! Given a file as well, it holds that file's bytes in memory and answers requests for its
-//! name (any directory) with them: the whole file, or the one range a `Range` header asks
-//! for (206), each a slice of the one buffer written without a copy. That is the ceiling of
-//! the rig's range workload, where Strata serves 1 MiB slices from its memory tier.
+//! - With no files, every request gets one fixed 8 KiB body: one buffer, always in the CPU's
+//!   caches.
+//! - Given a file, it holds that file's bytes and answers requests for its name (any
+//!   directory) with them: the whole file, or the one range a `Range` header asks for (206),
+//!   each a slice of the one buffer written without a copy. That is the ceiling of the rig's
+//!   range workload, where Strata serves 1 MiB slices from its memory tier.
+//! - Given a directory as well, it holds every file in it and answers `/DIR/NAME` with that
+//!   file's bytes (the fixed body for any other path). That is the ceiling of the rig's hot
+//!   workload as a cache meets it: each of a thousand objects its own buffer of its own size
+//!   (4-16 KiB), a lookup by path, and bodies that are not all in the CPU's caches.
 //!
 //! ```text
 //! cargo build --release --example pingora_floor
-//! target/release/examples/pingora_floor 127.0.0.1:20109 [/tmp/bench/origin/l/large-64m.bin]
+//! target/release/examples/pingora_floor 127.0.0.1:20109 \
+//!     [/tmp/bench/origin/l/large-64m.bin [/tmp/bench/origin/h]]
 //! ```
 //! `scripts/bench --floor` runs it as the rig's candidate.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,6 +47,8 @@ struct Floor {
     body: Bytes,
     /// A whole file and the last component of the paths that ask for it.
     file: Option<(String, Bytes)>,
+    /// Small objects by their path (`/DIR/NAME`).
+    objects: HashMap<String, Bytes>,
 }
 
 impl Floor {
@@ -82,14 +93,17 @@ impl ProxyHttp for Floor {
                 return Ok(true);
             }
         }
+        let body = self
+            .objects
+            .get(session.req_header().uri.path())
+            .unwrap_or(&self.body)
+            .clone();
         let mut h = ResponseHeader::build(200, Some(4))?;
-        h.insert_header("content-length", self.body.len().to_string())?;
+        h.insert_header("content-length", body.len().to_string())?;
         h.insert_header("content-type", "application/octet-stream")?;
         h.insert_header("cache-control", "max-age=3600")?;
         session.write_response_header(Box::new(h), false).await?;
-        session
-            .write_response_body(Some(self.body.clone()), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
         Ok(true)
     }
 
@@ -115,6 +129,9 @@ fn main() {
             }
         },
     };
+    let objects = args
+        .next()
+        .map_or_else(HashMap::new, |dir| objects_in(&dir));
     let conf = ServerConf {
         threads: 1,
         ..ServerConf::default()
@@ -124,6 +141,7 @@ fn main() {
     let floor = Floor {
         body: Bytes::from(vec![b'x'; BODY_LEN]),
         file,
+        objects,
     };
     let http = pingora::proxy::http_proxy(&server.configuration, floor);
     let mut svc = Service::new("pingora floor".to_string(), http);
@@ -131,4 +149,29 @@ fn main() {
     svc.add_listener(ListenerConfig::tcp(listen).l4_buffer(buffers));
     server.add_service(svc);
     server.run_forever();
+}
+
+/// Every file in `dir`, by the path that asks for it (`/DIR/NAME`, DIR the directory's own
+/// name); exits when the directory cannot be read.
+fn objects_in(dir: &str) -> HashMap<String, Bytes> {
+    let base = dir.trim_end_matches('/').rsplit('/').next().unwrap_or(dir);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("pingora_floor: cannot read {dir}: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut objects = HashMap::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match std::fs::read(&path) {
+            Ok(data) => {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                objects.insert(format!("/{base}/{name}"), Bytes::from(data));
+            }
+            Err(e) => eprintln!("pingora_floor: skipping {}: {e}", path.display()),
+        }
+    }
+    objects
 }
