@@ -12,7 +12,8 @@
 //! - Given a directory as well, it holds every file in it and answers `/DIR/NAME` with that
 //!   file's bytes (the fixed body for any other path). That is the ceiling of the rig's hot
 //!   workload as a cache meets it: each of a thousand objects its own buffer of its own size
-//!   (4-16 KiB), a lookup by path, and bodies that are not all in the CPU's caches.
+//!   (4-16 KiB), a lookup by path, and bodies that are not all in the CPU's caches. Only the
+//!   hot objects are held: the rig's check of other small objects (`/s/`) fails on it.
 //!
 //! ```text
 //! cargo build --release --example pingora_floor
