@@ -97,7 +97,7 @@ fn store_after(
     first_slice: Option<Arc<PendingSlice>>,
 ) {
     let (cache, wait) = (plane.cache.clone(), plane.lock_timeout);
-    tokio::spawn(async move {
+    crate::cache::spawn_boxed(async move {
         if let Some(slice) = first_slice {
             let _ = tokio::time::timeout(wait, slice.settled()).await;
         }
@@ -173,7 +173,7 @@ pub(super) fn spawn_fill(
     let first = body_start / meta.slice_size as u64;
     let span = (first, last);
     let fill = RunFill::new(plane, meta.clone(), job.key.clone(), span, slices, run);
-    tokio::spawn(fill.fill(origin, body_start));
+    crate::cache::spawn_boxed(fill.fill(origin, body_start));
 }
 
 /// The status an object is stored with: a 206 stands for the whole (200) representation.

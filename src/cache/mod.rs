@@ -86,6 +86,19 @@ pub(crate) fn fuzz_record(data: &[u8]) {
     }
 }
 
+/// Spawns a task of a miss (a fill, a slice's store, a record write) with its future boxed.
+///
+/// tokio keeps a task's future inline in the task and copies it whole as it spawns, finishes and
+/// drops it; these futures take a few KiB each, and a miss spawns several before its client's
+/// first byte. Boxed, they are copied once, into the box.
+pub(crate) fn spawn_boxed<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(Box::pin(fut))
+}
+
 /// Serves a GET or HEAD for `host` (normalised) from the cache or through it, under the
 /// freshness `overrides` of the route's rule for its path.
 pub(crate) async fn handle(

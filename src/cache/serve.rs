@@ -387,6 +387,6 @@ fn follow_or_fetch(
         slices,
         run,
     );
-    tokio::spawn(fill.fetch(job.route.clone(), job.upstream_path.clone()));
+    crate::cache::spawn_boxed(fill.fetch(job.route.clone(), job.upstream_path.clone()));
     Some(reader)
 }

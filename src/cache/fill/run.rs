@@ -328,7 +328,9 @@ impl RunFill {
             };
             // Stored beside the next slice's fill: a device that is behind holds up neither
             // the fill nor its readers, only (up to WRITES_PER_FILL) the memory of its slices.
-            stores.push_back(tokio::spawn(self.store(key, value, slice, shed, idx)));
+            stores.push_back(crate::cache::spawn_boxed(
+                self.store(key, value, slice, shed, idx),
+            ));
             stores.retain(|s| !s.is_finished());
             // Past a few, the fill waits for the oldest: the device paces the origin, and an
             // object one client streams is stored whole rather than shed. But only so long:
