@@ -28,9 +28,7 @@ async fn a_new_binary_takes_over_without_dropping_a_download() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_binary_takes_over_a_block_device() {
     let backing_dir = tempfile::tempdir().unwrap();
-    let backing = backing_dir.path().join("loop.img");
-    std::fs::write(&backing, vec![0u8; 64 << 20]).unwrap();
-    let dev = match loopdev::Loop::attach(&backing) {
+    let dev = match loopdev::Loop::blank(backing_dir.path(), 64 << 20) {
         Ok(d) => d,
         Err(why) => {
             eprintln!("SKIPPED block device upgrade: {why}");

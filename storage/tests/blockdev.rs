@@ -15,9 +15,7 @@ use strata_storage::{DeviceKind, DiskStore, EngineKind, StorageError};
 
 async fn loop_roundtrip(engine: EngineKind) {
     let dir = scratch();
-    let backing = dir.path().join("loop.img");
-    std::fs::write(&backing, vec![0u8; 48 << 20]).unwrap();
-    let dev = match Loop::attach(&backing) {
+    let dev = match Loop::blank(dir.path(), 48 << 20) {
         Ok(d) => d,
         Err(why) => {
             eprintln!("SKIPPED loop device test: {why}");
@@ -79,9 +77,7 @@ async fn loop_device_roundtrip_and_restart_io_uring() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_let_go_a_moment_later_is_opened() {
     let dir = scratch();
-    let backing = dir.path().join("loop.img");
-    std::fs::write(&backing, vec![0u8; 16 << 20]).unwrap();
-    let dev = match Loop::attach(&backing) {
+    let dev = match Loop::blank(dir.path(), 16 << 20) {
         Ok(d) => d,
         Err(why) => {
             eprintln!("SKIPPED loop device test: {why}");

@@ -181,8 +181,7 @@ fn open_maybe_direct(path: &Path, create: bool, extra: i32) -> Result<(File, boo
 /// tears an io_uring down, and closes the files it holds, in the background): a busy file is
 /// retried for up to [`RELEASE_WAIT`] before it is refused, so a restart after a crash succeeds.
 fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
-    let deadline = std::time::Instant::now() + RELEASE_WAIT;
-    loop {
+    until_let_go(|| {
         // SAFETY: plain syscall on an open fd; it touches no memory of ours.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return Ok(());
@@ -191,27 +190,31 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
         if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
             return Err(StorageError::io(path, e));
         }
-        if std::time::Instant::now() >= deadline {
-            return Err(StorageError::DeviceLocked {
-                path: path.to_path_buf(),
-                source: e,
-            });
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+        Err(StorageError::DeviceLocked {
+            path: path.to_path_buf(),
+            source: e,
+        })
+    })
 }
 
 /// Opens a block device exclusively (O_EXCL), so a mounted one or one another program holds is
 /// refused. The claim of a store that just let go (a node that exited, or a store of this
 /// process that was dropped) can outlive it by a moment: the kernel drops the last reference
 /// an io_uring request took to the device after the request's completion is visible, and tears
-/// a ring down in the background. A busy device is therefore retried for up to
-/// [`RELEASE_WAIT`] before it is refused.
+/// a ring down in the background. A busy device is therefore retried (see [`until_let_go`]).
 fn open_exclusive(path: &Path) -> Result<(File, bool)> {
+    until_let_go(|| open_maybe_direct(path, false, libc::O_EXCL))
+}
+
+/// Runs `attempt` until it succeeds or fails otherwise than for a device in use (locked or
+/// busy), every 10 ms for up to [`RELEASE_WAIT`]; then its last result stands.
+fn until_let_go<T>(mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
     let deadline = std::time::Instant::now() + RELEASE_WAIT;
     loop {
-        match open_maybe_direct(path, false, libc::O_EXCL) {
-            Err(StorageError::DeviceBusy { .. }) if std::time::Instant::now() < deadline => {
+        match attempt() {
+            Err(StorageError::DeviceLocked { .. } | StorageError::DeviceBusy { .. })
+                if std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             other => return other,

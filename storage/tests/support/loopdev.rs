@@ -7,6 +7,13 @@ use std::process::Command;
 pub(crate) struct Loop(pub(crate) PathBuf);
 
 impl Loop {
+    /// Attaches a new blank file of `size` bytes in `dir`; why not, as [`Loop::attach`].
+    pub(crate) fn blank(dir: &Path, size: usize) -> Result<Loop, String> {
+        let backing = dir.join("loop.img");
+        std::fs::write(&backing, vec![0u8; size]).map_err(|e| format!("backing file: {e}"))?;
+        Loop::attach(&backing)
+    }
+
     /// Attaches `file`; why not, when this cannot run here (not root, no `losetup`).
     pub(crate) fn attach(file: &Path) -> Result<Loop, String> {
         // SAFETY: geteuid takes nothing and cannot fail.
